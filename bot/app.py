@@ -1,0 +1,60 @@
+"""Putting the pieces together from a configuration: keys, database, engine."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from bot.config import Config, config_from_dict
+from flows.engine import Engine
+from flows.offers import SHIPPED_OFFERS
+from flows.questionnaire import SHIPPED_QUESTIONNAIRE
+from flows.texts import SHIPPED_TEXTS
+from storage.db import open_engine, upgrade
+from storage.repository import Clock, Store, utc_now
+from storage.server_secret import ServerKeys, load_or_create_secret
+
+
+@dataclass(frozen=True)
+class App:
+    config: Config
+    engine: Engine
+    store: Store
+
+
+def demo_config(data_dir: Path) -> Config:
+    data_dir = data_dir.expanduser().absolute()
+    return config_from_dict(
+        {
+            "storage": {
+                "url": f"sqlite+aiosqlite:///{data_dir / 'lotse.db'}",
+                "data_dir": str(data_dir),
+            }
+        },
+        data_dir,
+        "demo",
+    )
+
+
+def load_engine(config: Config) -> Engine:
+    flow = config.flow
+    return Engine.from_files(
+        flow.questionnaire or SHIPPED_QUESTIONNAIRE,
+        flow.offers or SHIPPED_OFFERS,
+        flow.texts or SHIPPED_TEXTS,
+    )
+
+
+@asynccontextmanager
+async def open_app(config: Config, clock: Clock = utc_now) -> AsyncIterator[App]:
+    """Everything a command needs; the schema is brought up to date on every start."""
+    engine = load_engine(config)
+    secret = load_or_create_secret(config.storage.secret_path, config.secret_from_environment())
+    database = open_engine(config.storage.url)
+    try:
+        await upgrade(database)
+        yield App(config, engine, Store(database, ServerKeys.from_secret(secret), clock))
+    finally:
+        await database.dispose()

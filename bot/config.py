@@ -1,0 +1,218 @@
+"""The one configuration object, loaded from TOML and checked before anything starts.
+
+Every problem is reported with the key it concerns and what is expected, e.g.
+`counselling.retention_days: Input should be a valid integer (got 'lots')`.
+Secrets never live in this file: it names the environment variables or files
+that hold them. Relative paths are read relative to the configuration file.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+import zoneinfo
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from bot.core.hours import OpeningHours
+from flows.problems import Problem, describe_validation_error
+
+SECRET_HINTS = {
+    "token": "token_env",
+    "password": "password_env",
+    "secret": "secret_env or secret_file",
+}
+
+
+class ConfigError(Exception):
+    """Start-up stops; `problems` name each offending key."""
+
+    def __init__(self, source: str, problems: list[Problem]) -> None:
+        self.source = source
+        self.problems = problems
+        lines = "\n".join(f"  {problem}" for problem in problems)
+        super().__init__(f"{source}: the configuration has {len(problems)} problem(s):\n{lines}")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+
+
+class StorageConfig(_Section):
+    url: str = Field(min_length=1)
+    data_dir: Path
+    secret_env: EnvName = "LOTSE_SERVER_SECRET"  # noqa: S105  (a variable name, not a secret)
+    secret_file: Path | None = None  # default: server.secret inside data_dir
+
+    @field_validator("url")
+    @classmethod
+    def _supported_database(cls, value: str) -> str:
+        if not value.startswith(("sqlite+aiosqlite:///", "postgresql+asyncpg://")):
+            raise ValueError(
+                "use sqlite+aiosqlite:///path/lotse.db or postgresql+asyncpg://user@host/database"
+            )
+        return value
+
+    @property
+    def secret_path(self) -> Path:
+        return self.secret_file or self.data_dir / "server.secret"
+
+
+class TelegramConfig(_Section):
+    enabled: bool = False
+    token_env: EnvName = "LOTSE_TELEGRAM_TOKEN"  # noqa: S105  (a variable name, not a secret)
+    api_base_url: str = ""
+    mode: Literal["polling", "webhook"] = "polling"
+
+
+class MatrixConfig(_Section):
+    enabled: bool = False
+    homeserver: str = ""
+    user_id: str = ""
+    password_env: EnvName = "LOTSE_MATRIX_PASSWORD"  # noqa: S105  (a variable name, not a secret)
+    device_id: str = "LOTSEBOT"
+    store_dir: Path = Path("lotse-data/matrix-store")
+
+    @model_validator(mode="after")
+    def _complete_when_enabled(self) -> MatrixConfig:
+        if self.enabled:
+            if not self.homeserver.startswith(("https://", "http://")):
+                raise ValueError("homeserver must be an http(s) URL when matrix is enabled")
+            if not self.user_id.startswith("@") or ":" not in self.user_id:
+                raise ValueError("user_id must look like @lotse:example.org when matrix is enabled")
+        return self
+
+
+class CounsellorEntry(_Section):
+    name: str = Field(min_length=1)
+    matrix_id: str = ""
+    telegram_id: int = 0
+    public_key: Path | None = None
+
+
+class StaffConfig(_Section):
+    channel: Literal["console", "matrix", "telegram"] = "console"
+    room: str = ""
+    language: Literal["de", "en"] = "de"
+    counsellors: list[CounsellorEntry] = Field(default_factory=list)
+
+
+class CounsellingConfig(_Section):
+    timezone: str = "Europe/Berlin"
+    hours: str = "Mo-Fr 09:00-16:00"
+    escalate_urgent_after_minutes: int = Field(default=5, ge=1)
+    retention_days: int = Field(default=180, ge=1)
+    abandoned_intake_hours: int = Field(default=72, ge=1)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as error:
+            raise ValueError(
+                f"unknown time zone {value!r}; use a name like 'Europe/Berlin'"
+            ) from error
+        return value
+
+    @field_validator("hours")
+    @classmethod
+    def _readable_hours(cls, value: str) -> str:
+        OpeningHours.parse(value)  # raises ValueError naming the part it cannot read
+        return value
+
+
+class FlowConfig(_Section):
+    questionnaire: Path | None = None  # default: the shipped flows/intake.toml
+    offers: Path | None = None
+    texts: Path | None = None
+
+
+class Config(_Section):
+    storage: StorageConfig
+    telegram: TelegramConfig = Field(default_factory=TelegramConfig)
+    matrix: MatrixConfig = Field(default_factory=MatrixConfig)
+    staff: StaffConfig = Field(default_factory=StaffConfig)
+    counselling: CounsellingConfig = Field(default_factory=CounsellingConfig)
+    flow: FlowConfig = Field(default_factory=FlowConfig)
+
+    def secret_from_environment(self) -> str | None:
+        return os.environ.get(self.storage.secret_env) or None
+
+
+def load_config(path: Path) -> Config:
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as error:
+        raise ConfigError(str(path), [Problem("file", "does not exist")]) from error
+    except OSError as error:
+        raise ConfigError(
+            str(path), [Problem("file", f"cannot be read: {error.strerror}")]
+        ) from error
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(str(path), [Problem("file", f"is not valid TOML: {error}")]) from error
+    return config_from_dict(raw, path.parent, str(path))
+
+
+def config_from_dict(raw: dict[str, object], base: Path, source: str = "configuration") -> Config:
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as error:
+        problems = [_with_secret_hint(problem) for problem in describe_validation_error(error, raw)]
+        raise ConfigError(source, problems) from None
+    return _resolve_paths(config, base)
+
+
+def _with_secret_hint(problem: Problem) -> Problem:
+    key = problem.where.rsplit(".", 1)[-1]
+    if problem.what == "is not a known key" and key in SECRET_HINTS:
+        return Problem(
+            problem.where,
+            f"secrets do not belong in the configuration file; name an environment variable "
+            f"with {SECRET_HINTS[key]} instead",
+        )
+    return problem
+
+
+def _resolve(base: Path, path: Path | None) -> Path | None:
+    if path is None:
+        return None
+    expanded = path.expanduser()
+    return expanded if expanded.is_absolute() else base / expanded
+
+
+def _resolve_paths(config: Config, base: Path) -> Config:
+    storage = config.storage.model_copy(
+        update={
+            "data_dir": _resolve(base, config.storage.data_dir),
+            "secret_file": _resolve(base, config.storage.secret_file),
+            "url": _resolve_sqlite_url(config.storage.url, base),
+        }
+    )
+    matrix = config.matrix.model_copy(update={"store_dir": _resolve(base, config.matrix.store_dir)})
+    flow = config.flow.model_copy(
+        update={
+            name: _resolve(base, getattr(config.flow, name))
+            for name in ("questionnaire", "offers", "texts")
+        }
+    )
+    counsellors = [
+        entry.model_copy(update={"public_key": _resolve(base, entry.public_key)})
+        for entry in config.staff.counsellors
+    ]
+    staff = config.staff.model_copy(update={"counsellors": counsellors})
+    return config.model_copy(
+        update={"storage": storage, "matrix": matrix, "flow": flow, "staff": staff}
+    )
+
+
+def _resolve_sqlite_url(url: str, base: Path) -> str:
+    prefix = "sqlite+aiosqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/"):
+        return prefix + str(base / url[len(prefix) :])
+    return url

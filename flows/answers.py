@@ -1,0 +1,91 @@
+"""Reading what an official typed: cleaning it, and matching it to the choices of a step.
+
+People answer a choice with its number, its label, the start of its label, or a
+button; several choices as "1, 3" or "Beleidigung und Stalking". All of it is
+accepted here, and anything that fits nothing is reported back, never guessed.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+
+from flows.messages import Choice
+
+_CONTROL = {"Cc", "Cf", "Cs", "Co", "Cn"}
+_KEEP = {"\n", "\t", "\u200d"}  # newlines, tabs, and the joiner that holds emoji together
+_SPLIT_MANY = re.compile(r"\s*(?:[,;/+&]|\bund\b|\band\b|\boder\b|\bor\b)\s*", re.IGNORECASE)
+_URL = re.compile(r"(?:https?://|www\.)[^\s<>\"']+", re.IGNORECASE)
+_TRAILING = ".,;:!?)]}>\"'"
+PREFIX_MINIMUM = 3
+
+
+def clean(text: str) -> str:
+    """Normalise what arrived: NFC, no control characters, no surrounding blanks."""
+    normal = unicodedata.normalize("NFC", text.replace("\r\n", "\n").replace("\r", "\n"))
+    kept = "".join(
+        char for char in normal if char in _KEEP or unicodedata.category(char) not in _CONTROL
+    )
+    return kept.strip()
+
+
+def _key(text: str) -> str:
+    return " ".join(text.casefold().strip().strip(_TRAILING).split())
+
+
+def match_one(text: str, choices: tuple[Choice, ...], aliases: dict[str, str]) -> str | None:
+    """The key of the one choice `text` names, or None.
+
+    `aliases` maps extra spellings (yes/no words, other languages' labels) to keys.
+    """
+    wanted = _key(text)
+    if not wanted:
+        return None
+    if wanted.isdigit():
+        index = int(wanted)
+        return choices[index - 1].key if 1 <= index <= len(choices) else None
+    for choice in choices:
+        if wanted in (choice.key.casefold(), _key(choice.label)):
+            return choice.key
+    if wanted in aliases:
+        return aliases[wanted]
+    if len(wanted) >= PREFIX_MINIMUM:
+        starts = {choice.key for choice in choices if _key(choice.label).startswith(wanted)}
+        starts |= {key for alias, key in aliases.items() if alias.startswith(wanted)}
+        if len(starts) == 1:
+            return starts.pop()
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class ManyMatch:
+    keys: list[str]
+    unknown: list[str]
+
+
+def match_many(text: str, choices: tuple[Choice, ...], aliases: dict[str, str]) -> ManyMatch:
+    """Several choices in one message; keeps the choices' own order and drops repeats."""
+    whole = match_one(text, choices, aliases)
+    if whole is not None:
+        return ManyMatch([whole], [])
+    parts = [part for part in _SPLIT_MANY.split(text) if part.strip()]
+    if len(parts) == 1 and all(piece.isdigit() for piece in parts[0].split()):
+        parts = parts[0].split()
+    found: set[str] = set()
+    unknown: list[str] = []
+    for part in parts:
+        key = match_one(part, choices, aliases)
+        if key is None:
+            unknown.append(part.strip())
+        else:
+            found.add(key)
+    ordered = [choice.key for choice in choices if choice.key in found]
+    return ManyMatch(ordered, unknown)
+
+
+def split_links(text: str) -> tuple[list[str], str]:
+    """The links in a message, and what is left of it once they are taken out."""
+    links = [link.rstrip(_TRAILING) for link in _URL.findall(text)]
+    rest = _URL.sub(" ", text)
+    return links, " ".join(rest.split())

@@ -1,0 +1,586 @@
+"""The intake engine: one shared `transitions` machine, compiled from the questionnaire.
+
+`Engine.handle(state, input)` is pure: it copies the state, attaches a cursor to
+the shared machine, triggers, reads where the cursor went, detaches, and returns
+the new state, the replies and at most one effect for the core to carry out.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from transitions import Machine
+
+from flows.answers import clean, match_many, match_one, split_links
+from flows.messages import Choice, Effect, Outcome, Reply, UserInput
+from flows.offers import SHIPPED_OFFERS, Need, load_directory
+from flows.questionnaire import SHIPPED_QUESTIONNAIRE, Questionnaire, Rule, Step, load_questionnaire
+from flows.render import Renderer
+from flows.state import Evidence, IntakeState
+from flows.texts import SHIPPED_TEXTS, Texts, load_texts
+
+SUBMITTED = "submitted"  # the machine's state once the summary is sent; not a step of the file
+
+
+class _Cursor:
+    """What the shared machine moves: a position and the answers its conditions read."""
+
+    def __init__(self, answers: dict[str, Any]) -> None:
+        self.answers = answers
+        self.state = ""
+
+
+def _condition(rule: Rule) -> Callable[[Any], bool]:
+    def holds(event: Any) -> bool:
+        return rule.holds(event.model.answers)
+
+    return holds
+
+
+class Engine:
+    def __init__(self, questionnaire: Questionnaire, texts: Texts, renderer: Renderer) -> None:
+        self.questionnaire = questionnaire
+        self.texts = texts
+        self.render = renderer
+        self._machine = self._compile()
+        self._commands = texts.command_names()
+        yes, no = texts.word_list("yes_words"), texts.word_list("no_words")
+        self._yes_no = {word: "yes" for word in yes} | {word: "no" for word in no}
+        self._consent = {word: "agree" for word in yes} | {word: "decline" for word in no}
+        self._evidence_words = {word: "done" for word in texts.word_list("done_words")} | {
+            word: "later" for word in texts.word_list("later_words")
+        }
+        self._submit_words = texts.word_list("submit_words")
+
+    @classmethod
+    def from_files(
+        cls,
+        questionnaire: Path = SHIPPED_QUESTIONNAIRE,
+        offers: Path = SHIPPED_OFFERS,
+        texts: Path = SHIPPED_TEXTS,
+    ) -> Engine:
+        loaded = load_questionnaire(questionnaire)
+        phrases = load_texts(texts, loaded.meta.languages)
+        directory = load_directory(loaded, offers)
+        return cls(loaded, phrases, Renderer(loaded, phrases, directory))
+
+    def _compile(self) -> Machine:
+        steps = self.questionnaire.steps
+        machine = Machine(
+            model=None,
+            states=[*steps, SUBMITTED],
+            initial=self.questionnaire.meta.first,
+            auto_transitions=True,  # to_<step>: the jumps for /zurueck and corrections
+            send_event=True,
+        )
+        for step in steps.values():
+            for rule in step.next:
+                conditions: list[str | Callable[..., bool | None]] = (
+                    [_condition(rule)] if rule.when else []
+                )
+                machine.add_transition("advance", step.id, rule.goto, conditions=conditions)
+        machine.add_transition("submit", self.questionnaire.summary.id, SUBMITTED)
+        return machine
+
+    def _move(self, state: IntakeState, trigger: str) -> None:
+        cursor = _Cursor(state.answers)
+        self._machine.add_model(cursor, initial=state.step)
+        try:
+            cursor.trigger(trigger)  # type: ignore[attr-defined]  # added by add_model
+        finally:
+            self._machine.remove_model(cursor)
+        state.step = cursor.state
+
+    # -- state ------------------------------------------------------------------------------
+
+    def new_state(self, language: str | None = None) -> IntakeState:
+        return IntakeState(
+            language=language or self.questionnaire.meta.default_language,
+            step=self.questionnaire.meta.first,
+        )
+
+    def is_urgent(self, state: IntakeState) -> bool:
+        return any(step.marks_urgent for step in self.questionnaire.path(state.answers))
+
+    def need(self, state: IntakeState) -> Need:
+        profile = self.questionnaire.profile
+        answers = state.answers
+        land = answers.get(profile.land)
+        venue = answers.get(profile.venue)
+        venues = set()
+        if venue in profile.online_values:
+            venues.add("online")
+        if venue in profile.offline_values:
+            venues.add("offline")
+        return Need(
+            land=land if isinstance(land, str) else None,
+            categories=frozenset(_as_list(answers.get(profile.categories))),
+            venues=frozenset(venues),
+            help=frozenset(_as_list(answers.get(profile.help))),
+            urgent=self.is_urgent(state),
+        )
+
+    def progress(self, state: IntakeState) -> tuple[int, int] | None:
+        questions = [step.id for step in self.questionnaire.path(state.answers) if step.is_question]
+        if state.step not in questions:
+            return None
+        return questions.index(state.step) + 1, len(questions)
+
+    def submitted_state(self, state: IntakeState, reference: str) -> IntakeState:
+        """What is kept once the answers have become a case: no answers, just the reference."""
+        return IntakeState(
+            language=state.language,
+            step=SUBMITTED,
+            phase="submitted",
+            consented=True,
+            case_reference=reference,
+        )
+
+    def confirmation(self, state: IntakeState, reference: str, hours: str) -> list[Reply]:
+        """What the official reads right after submitting."""
+        language = state.language
+        need = self.need(state)
+        first = self.texts.get("submitted", language, reference=reference)
+        if need.urgent:
+            first += "\n\n" + self.texts.get("urgent_submitted", language)
+        return [
+            Reply(first),
+            Reply(self.render.offers(need, language)),
+            Reply(self.texts.get("next_steps", language, hours=hours)),
+        ]
+
+    def case_summary(self, state: IntakeState, reference: str, language: str) -> str:
+        return self.render.case_summary(state, reference, self.need(state), language)
+
+    # -- one message ------------------------------------------------------------------------
+
+    def handle(self, state: IntakeState | None, given: UserInput) -> Outcome:
+        fresh = state is None
+        current = self.new_state() if state is None else state.model_copy(deep=True)
+        text = clean(given.text)
+        command, argument, spelled = self._command(text)
+
+        if current.pending is not None and spelled is None:
+            return self._confirm(current, text)
+        current.pending = None
+        if command is not None:
+            return self._run(command, argument, current, fresh)
+        if spelled is not None:
+            return self._unknown_command(current, spelled)
+        if fresh:
+            return Outcome(current, [self.ask(current)])
+
+        replies: list[Reply] = []
+        if given.dropped_files:
+            replies.append(Reply(self.texts.get("files_before_consent", current.language)))
+        step = self.questionnaire.step(current.step) if current.phase == "intake" else None
+        if given.files:
+            current.files.extend(given.files)
+            if step is None or step.kind != "evidence":
+                count = len(current.files)
+                replies.append(
+                    Reply(self.texts.get("files_received", current.language, count=count))
+                )
+        if step is None:
+            reference = current.case_reference or ""
+            shown_new = self.texts.command("new", current.language)
+            replies.append(
+                Reply(
+                    self.texts.get(
+                        "already_submitted",
+                        current.language,
+                        reference=reference,
+                        command=shown_new,
+                    )
+                )
+            )
+            return Outcome(current, replies)
+        if not text and not (given.files and step.kind == "evidence"):
+            if not given.files and not given.dropped_files:
+                replies.append(self._nudge(current, "empty_message"))
+            else:
+                replies.append(self.ask(current))
+            return Outcome(current, replies)
+        return self._answer(current, step, text, replies)
+
+    def _answer(self, state: IntakeState, step: Step, text: str, replies: list[Reply]) -> Outcome:
+        language = state.language
+        choices = self.render.choices(step, language)
+        if step.kind == "consent":
+            key = match_one(text, choices, self._consent)
+            if key == "agree":
+                state.consented = True
+                return self._accept(state, step, key, replies)
+            if key == "decline":
+                replies.append(Reply(step.declined[language]))
+                return Outcome(state, replies)
+            replies.append(self.ask(state))
+            return Outcome(state, replies)
+
+        if step.kind == "summary":
+            return self._summary_answer(state, text, replies)
+
+        if step.kind == "evidence":
+            return self._evidence(state, step, text, replies)
+
+        bare = self._bare_command(text)
+        if step.kind in ("choice", "yesno"):
+            key = match_one(text, choices, self._yes_no if step.kind == "yesno" else {})
+            if key is not None:
+                return self._accept(state, step, key, replies)
+            if bare:
+                replies.append(self._bare_nudge(state, bare))
+            else:
+                replies.append(self._nudge(state, "choose_one", count=len(choices)))
+            return Outcome(state, replies)
+
+        if step.kind == "multi":
+            found = match_many(text, choices, {})
+            if found.keys and not found.unknown:
+                return self._accept(state, step, found.keys, replies)
+            if bare:
+                replies.append(self._bare_nudge(state, bare))
+            elif found.unknown:
+                items = ", ".join(f"„{item}“" for item in found.unknown)
+                replies.append(self._nudge(state, "choose_many", items=items))
+            else:
+                replies.append(self._nudge(state, "choose_one", count=len(choices)))
+            return Outcome(state, replies)
+
+        if step.kind == "text":
+            if bare:
+                replies.append(self._bare_nudge(state, bare))
+                return Outcome(state, replies)
+            problem = self._length_problem(step, text, language)
+            if problem is not None:
+                replies.append(problem)
+                return Outcome(state, replies)
+            replies.extend(self._danger_hint(text, language))
+            return self._accept(state, step, text, replies)
+
+        # An info step is never waited on; if a changed questionnaire left someone on one, move on.
+        self._forward(state, replies)
+        return Outcome(state, replies)
+
+    def _accept(self, state: IntakeState, step: Step, value: Any, replies: list[Reply]) -> Outcome:
+        state.answers[step.id] = value
+        state.history.append(step.id)
+        self._forward(state, replies)
+        return Outcome(state, replies)
+
+    def _forward(self, state: IntakeState, replies: list[Reply]) -> None:
+        """Advance to the next step that needs the official, showing info steps on the way.
+
+        Steps answered before (the official went back, or corrects from the summary)
+        are passed over, so a correction returns to where they were.
+        """
+        for _ in range(len(self.questionnaire.steps) + 1):
+            before = state.step
+            self._move(state, "advance")
+            if state.step == before:  # no rule fits: the file is broken; the summary is safe
+                state.step = self.questionnaire.summary.id
+            step = self.questionnaire.step(state.step)
+            if step.kind == "info":
+                replies.append(Reply(step.prompt[state.language].strip()))
+                continue
+            if step.kind == "summary" or step.id not in state.answers:
+                replies.append(self.ask(state))
+                return
+        state.step = self.questionnaire.summary.id
+        replies.append(self.ask(state))
+
+    def _jump(self, state: IntakeState, step_id: str) -> None:
+        cursor_step = state.step
+        if cursor_step == step_id:
+            return
+        self._move(state, f"to_{step_id}")
+
+    # -- asking -------------------------------------------------------------------------------
+
+    def ask(self, state: IntakeState) -> Reply:
+        """The current question, with progress, hints and its choices."""
+        language = state.language
+        if state.phase == "submitted":
+            reference = state.case_reference or ""
+            command = self.texts.command("new", language)
+            return Reply(
+                self.texts.get("already_submitted", language, reference=reference, command=command)
+            )
+        step = self.questionnaire.step(state.step)
+        if step.kind == "summary":
+            return self.render.summary(state)
+        parts = []
+        position = self.progress(state)
+        if position is not None:
+            parts.append(
+                self.texts.get("progress", language, number=position[0], total=position[1])
+            )
+        parts.append(step.prompt[language].strip())
+        hints = []
+        if step.kind == "multi":
+            hints.append(self.texts.get("multi_hint", language))
+        if step.is_question and not step.required:
+            hints.append(
+                self.texts.get(
+                    "optional_hint", language, command=self.texts.command("skip", language)
+                )
+            )
+        if hints:
+            parts.append(" ".join(hints))
+        if step.is_question and step.id in state.answers:
+            shown = self.render.answer(step, state.answers[step.id], state, language)
+            parts.append(self.texts.get("previous_answer", language, answer=shown))
+        choices = self.render.choices(step, language)
+        return Reply("\n\n".join(parts), choices, multiple=step.kind == "multi")
+
+    def _nudge(self, state: IntakeState, key: str, **fields: object) -> Reply:
+        return self._nudge_text(state, self.texts.get(key, state.language, **fields))
+
+    def _nudge_text(self, state: IntakeState, text: str) -> Reply:
+        """A short correction that keeps the current choices at hand."""
+        if state.phase != "intake":
+            return Reply(text)
+        step = self.questionnaire.step(state.step)
+        if step.kind == "summary":
+            return Reply(text, self.render.summary(state).choices, numbered=False)
+        return Reply(text, self.render.choices(step, state.language), multiple=step.kind == "multi")
+
+    def _bare_nudge(self, state: IntakeState, command: str) -> Reply:
+        shown = self.texts.command(command, state.language)
+        return self._nudge(state, "bare_command", command=shown)
+
+    def _length_problem(self, step: Step, text: str, language: str) -> Reply | None:
+        if len(text) > step.max_length:
+            return Reply(
+                self.texts.get("too_long", language, length=len(text), maximum=step.max_length)
+            )
+        if len(text) < step.min_length:
+            return Reply(self.texts.get("too_short", language, minimum=step.min_length))
+        return None
+
+    def _danger_hint(self, text: str, language: str) -> list[Reply]:
+        lowered = text.casefold()
+        for words in self.questionnaire.emergency.keywords.values():
+            if any(word.casefold() in lowered for word in words):
+                return [Reply(self.texts.get("danger_hint", language))]
+        return []
+
+    # -- special steps ----------------------------------------------------------------------
+
+    def _evidence(self, state: IntakeState, step: Step, text: str, replies: list[Reply]) -> Outcome:
+        language = state.language
+        collected = state.answers.get(step.id)
+        evidence = (
+            collected.model_copy(deep=True) if isinstance(collected, Evidence) else Evidence()
+        )
+        key = (
+            match_one(text, self.render.choices(step, language), self._evidence_words)
+            if text
+            else None
+        )
+        if key is not None:
+            evidence.later = evidence.later or key == "later"
+            return self._accept(state, step, evidence, replies)
+        if text:
+            bare = self._bare_command(text)
+            if bare:
+                replies.append(self._bare_nudge(state, bare))
+                return Outcome(state, replies)
+            links, rest = split_links(text)
+            if rest:
+                problem = self._length_problem(step, rest, language)
+                if problem is not None:
+                    replies.append(problem)
+                    return Outcome(state, replies)
+                evidence.notes.append(rest)
+                replies.extend(self._danger_hint(rest, language))
+            evidence.links.extend(links)
+        state.answers[step.id] = evidence
+        received = self.texts.get(
+            "evidence_received",
+            language,
+            links=len(evidence.links),
+            files=len(state.files),
+            notes=len(evidence.notes),
+        )
+        replies.append(Reply(received, self.render.choices(step, language)))
+        return Outcome(state, replies)
+
+    def _summary_answer(self, state: IntakeState, text: str, replies: list[Reply]) -> Outcome:
+        folded = text.casefold().strip(" .!")
+        submit = self.texts.get("submit", state.language).casefold()
+        if folded in self._submit_words or folded in ("submit", submit):
+            kept = {step.id for step in self.questionnaire.path(state.answers)}
+            state.answers = {key: value for key, value in state.answers.items() if key in kept}
+            self._move(state, "submit")
+            state.phase = "submitted"
+            return Outcome(state, replies, Effect.SUBMIT)
+        items = self.render.answered_questions(state)
+        if folded.isdigit() and 1 <= int(folded) <= len(items):
+            state.history.append(state.step)
+            self._jump(state, items[int(folded) - 1].id)
+            replies.append(self.ask(state))
+            return Outcome(state, replies)
+        bare = self._bare_command(text)
+        if bare:
+            replies.append(self._bare_nudge(state, bare))
+        else:
+            replies.append(self._nudge(state, "summary_choose", count=len(items)))
+        return Outcome(state, replies)
+
+    # -- commands -------------------------------------------------------------------------------
+
+    def _command(self, text: str) -> tuple[str | None, str, str | None]:
+        """(command, argument, as typed) for '/name arg'; (None, '', None) for anything else."""
+        if not text.startswith("/") or len(text) < 2 or text[1].isspace():
+            return None, "", None
+        head, _, argument = text[1:].partition(" ")
+        name = head.split("@", 1)[0].casefold()  # Telegram appends @botname in groups
+        return self._commands.get(name), argument.strip(), name
+
+    def _bare_command(self, text: str) -> str | None:
+        word = text.casefold().strip(" .!?")
+        return self._commands.get(word) if " " not in word else None
+
+    def _unknown_command(self, state: IntakeState, spelled: str) -> Outcome:
+        language = state.language
+        text = self.texts.get("unknown_command", language, name=spelled)
+        close = difflib.get_close_matches(spelled, list(self._commands), n=1, cutoff=0.6)
+        if close:
+            shown = self.texts.command(self._commands[close[0]], language)
+            text += " " + self.texts.get("did_you_mean", language, command=shown)
+        help_command = self.texts.command("help", language)
+        text += f" ({help_command})"
+        return Outcome(state, [self._nudge_text(state, text)])
+
+    def _run(self, command: str, argument: str, state: IntakeState, fresh: bool) -> Outcome:
+        handlers = {
+            "language": lambda: self._language(state, argument),
+            "help": lambda: self._help(state),
+            "info": lambda: Outcome(state, [self._say(state, "info"), self.ask(state)]),
+            "start": lambda: self._start(state, fresh),
+            "new": lambda: self._new(state),
+            "back": lambda: self._back(state),
+            "skip": lambda: self._skip(state),
+            "cancel": lambda: self._cancel(state),
+            "delete": lambda: self._delete(state),
+        }
+        return handlers[command]()
+
+    def _say(self, state: IntakeState, key: str, **fields: object) -> Reply:
+        return Reply(self.texts.get(key, state.language, **fields))
+
+    def _help(self, state: IntakeState) -> Outcome:
+        language = state.language
+        lines = [
+            f"{text.shown[language]} – {text.description[language]}"
+            for text in self.texts.commands.values()
+        ]
+        return Outcome(
+            state, [self._say(state, "help", commands="\n".join(lines)), self.ask(state)]
+        )
+
+    def _start(self, state: IntakeState, fresh: bool) -> Outcome:
+        if state.consented and state.phase == "intake" and not fresh:
+            return Outcome(state, [self._say(state, "welcome_back"), self.ask(state)])
+        return Outcome(state, [self.ask(state)])
+
+    def _new(self, state: IntakeState) -> Outcome:
+        if state.phase == "submitted":
+            fresh = self.new_state(state.language)
+            return Outcome(fresh, [self.ask(fresh)])
+        if state.consented:
+            cancel = self.texts.command("cancel", state.language)
+            return Outcome(
+                state, [self._say(state, "new_in_progress", command=cancel), self.ask(state)]
+            )
+        return Outcome(state, [self.ask(state)])
+
+    def _cancel(self, state: IntakeState) -> Outcome:
+        if not state.consented or state.phase != "intake":
+            start = self.texts.command("start", state.language)
+            return Outcome(state, [self._say(state, "nothing_to_cancel", command=start)])
+        state.pending = "cancel"
+        return Outcome(state, [self._confirmation_question(state, "cancel_confirm")])
+
+    def _delete(self, state: IntakeState) -> Outcome:
+        # Always confirmed first, even when nothing may be stored: it cannot be undone.
+        state.pending = "delete"
+        return Outcome(state, [self._confirmation_question(state, "delete_confirm")])
+
+    def _confirmation_question(self, state: IntakeState, key: str) -> Reply:
+        language = state.language
+        choices = (
+            Choice("yes", self.texts.get("yes", language)),
+            Choice("no", self.texts.get("no", language)),
+        )
+        return Reply(self.texts.get(key, language), choices)
+
+    def _confirm(self, state: IntakeState, text: str) -> Outcome:
+        pending = state.pending
+        state.pending = None
+        language = state.language
+        choices = (
+            Choice("yes", self.texts.get("yes", language)),
+            Choice("no", self.texts.get("no", language)),
+        )
+        if match_one(text, choices, self._yes_no) == "yes":
+            if pending == "cancel":
+                start = self.texts.command("start", language)
+                return Outcome(
+                    None,
+                    [Reply(self.texts.get("cancelled", language, command=start))],
+                    Effect.DISCARD,
+                )
+            return Outcome(None, [Reply(self.texts.get("deleted", language))], Effect.DELETE_ALL)
+        kept = "cancel_kept" if pending == "cancel" else "delete_kept"
+        return Outcome(state, [Reply(self.texts.get(kept, language)), self.ask(state)])
+
+    def _language(self, state: IntakeState, argument: str) -> Outcome:
+        languages: list[str] = list(self.questionnaire.meta.languages)
+        wanted = argument.casefold().strip()
+        if not wanted:
+            chosen = languages[(languages.index(state.language) + 1) % len(languages)]
+        else:
+            names = {code: code for code in languages} | {
+                self.texts.languages[code].casefold(): code for code in languages
+            }
+            found = names.get(wanted)
+            if found is None:
+                return Outcome(state, [Reply(self.texts.get("language_unknown", state.language))])
+            chosen = found
+        state.language = chosen
+        return Outcome(state, [Reply(self.texts.get("language_switched", chosen)), self.ask(state)])
+
+    def _back(self, state: IntakeState) -> Outcome:
+        if state.phase != "intake":
+            return Outcome(state, [self.ask(state)])
+        history = state.history
+        if (
+            not state.consented
+            or not history
+            or self.questionnaire.step(history[-1]).kind == "consent"
+        ):
+            return Outcome(
+                state, [Reply(self.texts.get("back_at_first", state.language)), self.ask(state)]
+            )
+        self._jump(state, history.pop())
+        return Outcome(state, [self.ask(state)])
+
+    def _skip(self, state: IntakeState) -> Outcome:
+        if state.phase != "intake" or not state.consented:
+            return Outcome(state, [self.ask(state)])
+        step = self.questionnaire.step(state.step)
+        if not step.is_question or step.required:
+            return Outcome(state, [self._nudge(state, "required")])
+        replies = [Reply(self.texts.get("skipped", state.language))]
+        return self._accept(state, step, None, replies)
+
+
+def _as_list(value: object) -> list[str]:
+    if isinstance(value, list):
+        return [item for item in value if isinstance(item, str)]
+    return [value] if isinstance(value, str) else []

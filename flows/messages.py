@@ -1,0 +1,48 @@
+"""What goes into the engine and what comes out of it: plain data, no platform types."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+from flows.state import IntakeState, StoredFile
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """One answer the official can pick; `key` is what a button sends back."""
+
+    key: str
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One message to the official. A channel renders `choices` as buttons or as a list."""
+
+    text: str
+    choices: tuple[Choice, ...] = ()
+    multiple: bool = False
+    numbered: bool = True  # False where numbers mean something else (the summary's items)
+
+
+@dataclass(frozen=True, slots=True)
+class UserInput:
+    text: str
+    files: tuple[StoredFile, ...] = ()  # already stored encrypted by the core; handles only
+    dropped_files: int = 0  # files the core refused to store (no consent yet)
+
+
+class Effect(Enum):
+    """What the core must do beyond saving the new state."""
+
+    SUBMIT = "submit"  # turn the intake into a case
+    DISCARD = "discard"  # forget the intake in progress (cancel)
+    DELETE_ALL = "delete_all"  # forget everything about this person
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    state: IntakeState | None  # None: nothing is kept about this conversation
+    replies: list[Reply] = field(default_factory=list)
+    effect: Effect | None = None

@@ -1,0 +1,439 @@
+"""The questionnaire as data: its schema, loading, and the checks behind `lotse flow check`.
+
+An operator edits `intake.toml`; nothing here knows a question's wording. Loading
+never raises on a bad file: it collects every problem it finds, so one run of
+`lotse flow check` names all of them at once.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from flows.problems import Problem, describe_validation_error
+
+SHIPPED_QUESTIONNAIRE = Path(__file__).with_name("intake.toml")
+
+StepKind = Literal["consent", "choice", "multi", "yesno", "text", "evidence", "info", "summary"]
+
+# Kinds that ask the official something and are counted in "Frage 3 von 11".
+QUESTION_KINDS: frozenset[str] = frozenset({"choice", "multi", "yesno", "text", "evidence"})
+# Kinds whose answer is one or more of a fixed set of choice ids.
+CHOICE_KINDS: frozenset[str] = frozenset({"consent", "choice", "multi", "yesno"})
+YESNO_IDS = ("yes", "no")
+CONSENT_IDS = ("agree", "decline")
+
+Translated = dict[str, str]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Choice(_Strict):
+    id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")]
+    label: Translated
+
+
+class Condition(_Strict):
+    """One test on an earlier answer. Exactly one of the comparisons is given."""
+
+    answer: str
+    is_: str | None = Field(default=None, alias="is")
+    one_of: list[str] | None = None
+    includes: str | None = None
+    includes_any: list[str] | None = None
+    answered: bool | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one_test(self) -> Condition:
+        given = [
+            name
+            for name in ("is_", "one_of", "includes", "includes_any", "answered")
+            if getattr(self, name) is not None
+        ]
+        if len(given) != 1:
+            raise ValueError(
+                "a condition needs exactly one of: is, one_of, includes, includes_any, answered"
+            )
+        return self
+
+    def values(self) -> list[str]:
+        """The choice ids this condition names, for cross-checking."""
+        if self.is_ is not None:
+            return [self.is_]
+        if self.includes is not None:
+            return [self.includes]
+        return list(self.one_of or self.includes_any or [])
+
+    def holds(self, answers: dict[str, Any]) -> bool:
+        if self.answered is not None:
+            return (answers.get(self.answer) is not None) == self.answered
+        value = answers.get(self.answer)
+        if value is None:
+            return False
+        if self.is_ is not None:
+            return bool(value == self.is_)
+        if self.one_of is not None:
+            return value in self.one_of
+        chosen = value if isinstance(value, list) else [value]
+        if self.includes is not None:
+            return self.includes in chosen
+        return any(item in chosen for item in self.includes_any or [])
+
+    def describe(self) -> str:
+        if self.answered is not None:
+            return f"{self.answer} {'answered' if self.answered else 'skipped'}"
+        if self.is_ is not None:
+            return f"{self.answer} = {self.is_}"
+        if self.one_of is not None:
+            return f"{self.answer} in {', '.join(self.one_of)}"
+        if self.includes is not None:
+            return f"{self.answer} has {self.includes}"
+        return f"{self.answer} has any of {', '.join(self.includes_any or [])}"
+
+
+class Rule(_Strict):
+    """Go to `goto` when every condition in `when` holds; a rule without `when` always holds."""
+
+    goto: str
+    when: list[Condition] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _single_condition(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("when"), dict):
+            return {**data, "when": [data["when"]]}
+        return data
+
+    def holds(self, answers: dict[str, Any]) -> bool:
+        return all(condition.holds(answers) for condition in self.when)
+
+
+class Step(_Strict):
+    id: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
+    kind: StepKind
+    prompt: Translated
+    label: Translated = Field(default_factory=dict)
+    required: bool = True
+    choices: list[Choice] = Field(default_factory=list)
+    next: list[Rule] = Field(default_factory=list)
+    min_length: int = Field(default=1, ge=0)
+    max_length: int = Field(default=4000, ge=1)
+    declined: Translated = Field(default_factory=dict)
+    marks_urgent: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plain_next(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("next"), str):
+            return {**data, "next": [{"goto": data["next"]}]}
+        return data
+
+    @property
+    def is_question(self) -> bool:
+        return self.kind in QUESTION_KINDS
+
+    def choice_ids(self) -> list[str]:
+        """The ids an answer to this step can hold (yes/no steps have theirs built in)."""
+        if self.kind == "yesno" and not self.choices:
+            return list(YESNO_IDS)
+        return [choice.id for choice in self.choices]
+
+    def next_step(self, answers: dict[str, Any]) -> str | None:
+        for rule in self.next:
+            if rule.holds(answers):
+                return rule.goto
+        return None
+
+
+class Emergency(_Strict):
+    """Words in free text that make the bot repeat the emergency numbers at once."""
+
+    keywords: dict[str, list[str]] = Field(default_factory=dict)
+
+
+class Profile(_Strict):
+    """Which steps hold what the offer matching needs."""
+
+    land: str
+    categories: str
+    venue: str
+    help: str
+    online_values: list[str] = Field(default_factory=lambda: ["online", "both"])
+    offline_values: list[str] = Field(default_factory=lambda: ["offline", "both"])
+
+
+class Meta(_Strict):
+    id: str
+    version: int
+    languages: list[Literal["de", "en"]] = Field(min_length=1)
+    default_language: Literal["de", "en"] = "de"
+    first: str
+
+
+class QuestionnaireFile(_Strict):
+    meta: Meta
+    profile: Profile
+    emergency: Emergency = Field(default_factory=Emergency)
+    steps: list[Step] = Field(min_length=1)
+
+
+@dataclass(frozen=True)
+class Questionnaire:
+    """A questionnaire that passed every check."""
+
+    meta: Meta
+    profile: Profile
+    emergency: Emergency
+    steps: dict[str, Step]
+
+    @property
+    def first(self) -> Step:
+        return self.steps[self.meta.first]
+
+    @property
+    def summary(self) -> Step:
+        return next(step for step in self.steps.values() if step.kind == "summary")
+
+    def step(self, step_id: str) -> Step:
+        return self.steps[step_id]
+
+    def path(self, answers: dict[str, Any], start: str | None = None) -> list[Step]:
+        """The steps an official walks from `start`, given the answers so far.
+
+        Unanswered conditions are false, so the path beyond the current step is the
+        default route; it grows or shrinks as answers arrive.
+        """
+        path: list[Step] = []
+        seen: set[str] = set()
+        current: str | None = start or self.meta.first
+        while current is not None and current not in seen:
+            seen.add(current)
+            step = self.steps[current]
+            path.append(step)
+            current = step.next_step(answers)
+        return path
+
+
+class QuestionnaireError(Exception):
+    def __init__(self, source: str, problems: list[Problem]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source}: {len(problems)} problem(s)")
+
+
+def load_questionnaire(path: Path = SHIPPED_QUESTIONNAIRE) -> Questionnaire:
+    """Load and check a questionnaire; raise QuestionnaireError listing every problem."""
+    questionnaire, problems = check_questionnaire(path)
+    if problems or questionnaire is None:
+        raise QuestionnaireError(str(path), problems)
+    return questionnaire
+
+
+def check_questionnaire(path: Path) -> tuple[Questionnaire | None, list[Problem]]:
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        return None, [Problem("file", f"cannot be read: {error.strerror or error}")]
+    except tomllib.TOMLDecodeError as error:
+        return None, [Problem("file", f"is not valid TOML: {error}")]
+    try:
+        parsed = QuestionnaireFile.model_validate(raw)
+    except ValidationError as error:
+        return None, describe_validation_error(error, raw)
+    problems = list(_semantic_problems(parsed))
+    steps = {step.id: step for step in parsed.steps}
+    return Questionnaire(parsed.meta, parsed.profile, parsed.emergency, steps), problems
+
+
+def _semantic_problems(parsed: QuestionnaireFile) -> Iterator[Problem]:
+    languages = parsed.meta.languages
+    steps: dict[str, Step] = {}
+    for step in parsed.steps:
+        if step.id in steps:
+            yield Problem(f"steps.{step.id}", "the step id is used twice")
+        steps[step.id] = step
+
+    if parsed.meta.first not in steps:
+        yield Problem("meta.first", f"names unknown step '{parsed.meta.first}'")
+    if parsed.meta.default_language not in languages:
+        yield Problem("meta.default_language", "is not one of meta.languages")
+
+    summaries = [step.id for step in parsed.steps if step.kind == "summary"]
+    if len(summaries) != 1:
+        yield Problem("steps", f"needs exactly one step of kind 'summary', found {len(summaries)}")
+
+    for step in parsed.steps:
+        yield from _step_problems(step, steps, languages)
+
+    for field in ("land", "categories", "venue", "help"):
+        target = getattr(parsed.profile, field)
+        if target not in steps:
+            yield Problem(f"profile.{field}", f"names unknown step '{target}'")
+    venue = steps.get(parsed.profile.venue)
+    if venue is not None:
+        for field in ("online_values", "offline_values"):
+            for value in getattr(parsed.profile, field):
+                if value not in venue.choice_ids():
+                    yield Problem(
+                        f"profile.{field}", f"'{value}' is not a choice of step '{venue.id}'"
+                    )
+
+    for language, words in parsed.emergency.keywords.items():
+        if language not in languages:
+            yield Problem(f"emergency.keywords.{language}", "is not one of meta.languages")
+        if any(not word.strip() for word in words):
+            yield Problem(f"emergency.keywords.{language}", "contains an empty keyword")
+
+    if parsed.meta.first in steps:
+        yield from _graph_problems(parsed.meta.first, steps)
+
+
+def _step_problems(
+    step: Step, steps: dict[str, Step], languages: Sequence[str]
+) -> Iterator[Problem]:
+    where = f"steps.{step.id}"
+    yield from _translation_problems(f"{where}.prompt", step.prompt, languages)
+    if step.is_question:
+        yield from _translation_problems(f"{where}.label", step.label, languages)
+    if step.kind == "consent":
+        yield from _translation_problems(f"{where}.declined", step.declined, languages)
+
+    ids = [choice.id for choice in step.choices]
+    if step.kind in ("choice", "multi") and len(ids) < 2:
+        yield Problem(f"{where}.choices", "a choice step needs at least two choices")
+    if step.kind == "yesno" and ids and sorted(ids) != sorted(YESNO_IDS):
+        yield Problem(f"{where}.choices", "a yes/no step has the choices 'yes' and 'no' only")
+    if step.kind == "consent" and sorted(ids) != sorted(CONSENT_IDS):
+        yield Problem(f"{where}.choices", "a consent step needs the choices 'agree' and 'decline'")
+    if step.kind not in CHOICE_KINDS and ids:
+        yield Problem(f"{where}.choices", f"a step of kind '{step.kind}' takes no choices")
+    if len(set(ids)) != len(ids):
+        yield Problem(f"{where}.choices", "a choice id is used twice")
+    for choice in step.choices:
+        yield from _translation_problems(
+            f"{where}.choices.{choice.id}.label", choice.label, languages
+        )
+    if step.min_length > step.max_length:
+        yield Problem(f"{where}.min_length", "is larger than max_length")
+    if step.kind == "consent" and not step.required:
+        yield Problem(f"{where}.required", "consent cannot be optional")
+
+    for index, rule in enumerate(step.next):
+        if rule.goto not in steps:
+            yield Problem(f"{where}.next[{index}].goto", f"names unknown step '{rule.goto}'")
+        for condition in rule.when:
+            yield from _condition_problems(f"{where}.next[{index}]", condition, steps)
+
+    if step.kind == "summary":
+        if step.next:
+            yield Problem(f"{where}.next", "the summary is the last step and has no next")
+        return
+    if not step.next:
+        yield Problem(f"{where}.next", "the step leads nowhere: it has no next step")
+        return
+    if any(not rule.when for rule in step.next[:-1]):
+        yield Problem(f"{where}.next", "a rule without 'when' must come last, it hides the rest")
+    if step.next[-1].when:
+        yield from _dead_ends(step, steps)
+
+
+def _dead_ends(step: Step, steps: dict[str, Step]) -> Iterator[Problem]:
+    """A step whose last rule has a condition: every possible own answer must find a rule."""
+    where = f"steps.{step.id}.next"
+    own_conditions = all(
+        condition.answer == step.id for rule in step.next for condition in rule.when
+    )
+    if step.kind in ("choice", "yesno", "consent") and own_conditions:
+        for choice_id in step.choice_ids():
+            if step.next_step({step.id: choice_id}) is None:
+                yield Problem(where, f"choice '{choice_id}' leads nowhere: no rule matches it")
+        if not step.required and step.next_step({}) is None:
+            yield Problem(
+                where, "skipping this optional step leads nowhere: add a rule without 'when'"
+            )
+        return
+    yield Problem(
+        where,
+        "the last rule has a condition, so some answers lead nowhere: "
+        "end with a rule without 'when'",
+    )
+
+
+def _condition_problems(
+    where: str, condition: Condition, steps: dict[str, Step]
+) -> Iterator[Problem]:
+    target = steps.get(condition.answer)
+    if target is None:
+        yield Problem(where, f"the condition names unknown step '{condition.answer}'")
+        return
+    if condition.answered is not None:
+        return
+    if target.kind not in CHOICE_KINDS:
+        yield Problem(where, f"the condition compares '{condition.answer}', which has no choices")
+        return
+    known = target.choice_ids()
+    for value in condition.values():
+        if value not in known:
+            yield Problem(where, f"'{value}' is not a choice of step '{condition.answer}'")
+    if (
+        condition.includes is not None or condition.includes_any is not None
+    ) and target.kind != "multi":
+        yield Problem(
+            where, f"'includes' needs a multiple-choice step, '{condition.answer}' is not"
+        )
+
+
+def _translation_problems(
+    where: str, text: Translated, languages: Iterable[str]
+) -> Iterator[Problem]:
+    for language in languages:
+        if not text.get(language, "").strip():
+            yield Problem(where, f"missing the '{language}' translation")
+    for language in text:
+        if language not in languages:
+            yield Problem(f"{where}.{language}", "is not one of meta.languages")
+
+
+def _graph_problems(first: str, steps: dict[str, Step]) -> Iterator[Problem]:
+    reachable: set[str] = set()
+    stack = [first]
+    while stack:
+        current = stack.pop()
+        if current in reachable or current not in steps:
+            continue
+        reachable.add(current)
+        stack.extend(rule.goto for rule in steps[current].next)
+    for step_id in steps:
+        if step_id not in reachable:
+            yield Problem(f"steps.{step_id}", "is unreachable: no path from meta.first leads to it")
+    cycle = _find_cycle(first, steps)
+    if cycle:
+        yield Problem("steps", "the steps form a loop: " + " -> ".join(cycle))
+
+
+def _find_cycle(first: str, steps: dict[str, Step]) -> list[str]:
+    on_path: list[str] = []
+    done: set[str] = set()
+
+    def visit(step_id: str) -> list[str]:
+        if step_id in on_path:
+            return [*on_path[on_path.index(step_id) :], step_id]
+        if step_id in done or step_id not in steps:
+            return []
+        on_path.append(step_id)
+        for rule in steps[step_id].next:
+            found = visit(rule.goto)
+            if found:
+                return found
+        on_path.pop()
+        done.add(step_id)
+        return []
+
+    return visit(first)

@@ -1,0 +1,117 @@
+"""Turning a conversation's answers into text: the summary, the confirmation, the staff post."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flows.messages import Choice, Reply
+from flows.offers import Directory, Need, Offer
+from flows.questionnaire import Questionnaire, Step
+from flows.state import Answer, Evidence, IntakeState
+from flows.texts import Texts
+
+SUMMARY_TEXT_LIMIT = 400  # a long description is cut in the summary list, never in the record
+
+
+@dataclass(frozen=True)
+class Renderer:
+    questionnaire: Questionnaire
+    texts: Texts
+    directory: Directory
+
+    def choices(self, step: Step, language: str) -> tuple[Choice, ...]:
+        if step.kind == "yesno" and not step.choices:
+            return (
+                Choice("yes", self.texts.get("yes", language)),
+                Choice("no", self.texts.get("no", language)),
+            )
+        if step.kind == "evidence":
+            return (
+                Choice("done", self.texts.get("evidence_done", language)),
+                Choice("later", self.texts.get("evidence_later", language)),
+            )
+        return tuple(Choice(choice.id, choice.label[language]) for choice in step.choices)
+
+    def answer(
+        self,
+        step: Step,
+        value: Answer,
+        state: IntakeState,
+        language: str,
+        limit: int | None = SUMMARY_TEXT_LIMIT,
+    ) -> str:
+        """One answer as the official would say it, in their language."""
+        if value is None:
+            return self.texts.get("skipped_answer", language)
+        if isinstance(value, Evidence):
+            if value.later and not (value.links or value.notes or state.files):
+                return self.texts.get("evidence_answer_later", language)
+            text = self.texts.get(
+                "evidence_answer",
+                language,
+                links=len(value.links),
+                files=len(state.files),
+                notes=len(value.notes),
+            )
+            if value.later:
+                text += " · " + self.texts.get("evidence_answer_later", language)
+            return text
+        if step.kind in ("choice", "multi", "yesno", "consent"):
+            labels = {choice.key: choice.label for choice in self.choices(step, language)}
+            values = value if isinstance(value, list) else [value]
+            return ", ".join(labels.get(item, item) for item in values)
+        text = value if isinstance(value, str) else ", ".join(value)
+        if limit is not None and len(text) > limit:
+            return text[:limit].rstrip() + " …"
+        return text
+
+    def answered_questions(self, state: IntakeState) -> list[Step]:
+        """The questions on the official's path that have an answer, in order."""
+        return [
+            step
+            for step in self.questionnaire.path(state.answers)
+            if step.is_question and step.id in state.answers
+        ]
+
+    def summary(self, state: IntakeState) -> Reply:
+        language = state.language
+        lines = [self.questionnaire.summary.prompt[language].strip(), ""]
+        lines.append(self.texts.get("summary_header", language))
+        for number, step in enumerate(self.answered_questions(state), start=1):
+            shown = self.answer(step, state.answers[step.id], state, language)
+            lines.append(f"{number}. {step.label[language]}: {shown}")
+        lines += ["", self.texts.get("summary_footer", language)]
+        submit = Choice("submit", self.texts.get("submit", language))
+        return Reply("\n".join(lines), (submit,), numbered=False)
+
+    def offers(self, need: Need, language: str) -> str:
+        lines = [self.texts.get("offers_header", language)]
+        for offer in self.directory.match(need):
+            lines.append(self._offer(offer, language))
+        note = self.directory.land_note(need.land)
+        if note is not None:
+            lines.append(note.note[language])
+        return "\n\n".join(lines)
+
+    def _offer(self, offer: Offer, language: str) -> str:
+        text = f"• {offer.name}\n{offer.description[language]}\n{offer.contact}"
+        hours = offer.hours.get(language)
+        if hours:
+            text += " · " + self.texts.get("offer_hours", language, hours=hours)
+        return text
+
+    def case_summary(self, state: IntakeState, reference: str, need: Need, language: str) -> str:
+        """The post for the staff room: what a counsellor needs to decide who takes the case."""
+        lines = []
+        heading = self.texts.get("staff_new_case", language, reference=reference)
+        if need.urgent:
+            heading = self.texts.get("staff_urgent", language) + " " + heading
+        lines.append(heading)
+        for step in self.answered_questions(state):
+            shown = self.answer(step, state.answers[step.id], state, language, limit=None)
+            lines.append(f"{step.label[language]}: {shown}")
+        if state.files:
+            lines.append(self.texts.get("staff_files", language, count=len(state.files)))
+        offers = ", ".join(offer.name for offer in self.directory.match(need))
+        lines.append(self.texts.get("staff_offers", language) + " " + offers)
+        return "\n".join(lines)

@@ -1,0 +1,57 @@
+"""The state of one conversation, as the engine sees it and as storage keeps it (encrypted)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+STATE_VERSION = 1
+
+
+class Evidence(BaseModel):
+    """What the official offered as evidence: links, short notes, or a promise to send later."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    links: list[str] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
+    later: bool = False
+
+
+class StoredFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    name: str
+    media_type: str
+    size: int
+
+
+Answer = str | list[str] | Evidence | None  # None: an optional step the official skipped
+
+Pending = Literal["cancel", "delete"]
+Phase = Literal["intake", "submitted"]
+
+
+class IntakeState(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=False)
+
+    version: int = STATE_VERSION
+    language: str
+    step: str
+    phase: Phase = "intake"
+    consented: bool = False
+    answers: dict[str, Answer] = Field(default_factory=dict)
+    history: list[str] = Field(default_factory=list)
+    files: list[StoredFile] = Field(default_factory=list)
+    pending: Pending | None = None
+    reviewing: bool = False
+    case_reference: str | None = None
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json().encode("utf-8")
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> IntakeState:
+        return cls.model_validate_json(data)

@@ -1,0 +1,184 @@
+"""Every sentence the bot says outside the questions, per language, loaded from `texts.toml`.
+
+The engine asks for texts by key; this module checks that each key it needs is
+there in every language with the same placeholders, so a missing or mistyped
+translation is found by `lotse flow check`, not by an official at night.
+"""
+
+from __future__ import annotations
+
+import string
+import tomllib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from flows.problems import Problem, describe_validation_error
+
+SHIPPED_TEXTS = Path(__file__).with_name("texts.toml")
+
+# The commands the engine understands; their names live in texts.toml.
+COMMANDS = (
+    "start", "help", "back", "skip", "cancel", "language", "info", "delete", "new",
+)  # fmt: skip
+
+# Keys the engine uses, each with the placeholders it fills in.
+REQUIRED: dict[str, frozenset[str]] = {
+    key: frozenset(fields)
+    for key, fields in {
+        "yes": (), "no": (), "progress": ("number", "total"), "previous_answer": ("answer",),
+        "multi_hint": (), "optional_hint": ("command",), "choose_one": ("count",),
+        "choose_many": ("items",), "empty_message": (), "too_long": ("length", "maximum"),
+        "too_short": ("minimum",), "required": (), "skipped": (), "skipped_answer": (),
+        "unknown_command": ("name",), "did_you_mean": ("command",),
+        "bare_command": ("command",), "help": ("commands",), "info": (),
+        "back_at_first": (), "cancel_confirm": (), "cancelled": ("command",),
+        "cancel_kept": (), "nothing_to_cancel": ("command",), "delete_confirm": (),
+        "deleted": (), "delete_kept": (), "language_switched": (),
+        "language_unknown": (), "welcome_back": (), "files_before_consent": (),
+        "files_received": ("count",), "evidence_received": ("links", "files", "notes"),
+        "evidence_done": (), "evidence_later": (), "evidence_answer": ("links", "files", "notes"),
+        "evidence_answer_later": (), "summary_header": (), "summary_footer": (),
+        "submit": (), "summary_choose": ("count",), "submitted": ("reference",),
+        "urgent_submitted": (), "offers_header": (), "offer_hours": ("hours",),
+        "next_steps": ("hours",), "already_submitted": ("reference", "command"),
+        "new_in_progress": ("command",), "danger_hint": (), "technical_error": (),
+        "staff_new_case": ("reference",),
+        "staff_urgent": (), "staff_offers": (), "staff_files": ("count",),
+    }.items()
+}  # fmt: skip
+WORD_LISTS = ("yes_words", "no_words", "submit_words", "done_words", "later_words")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CommandText(_Strict):
+    names: list[str] = Field(min_length=1)
+    shown: dict[str, str]
+    description: dict[str, str]
+
+
+class TextsFile(_Strict):
+    languages: dict[str, str]  # code -> the language's own name, e.g. de = "Deutsch"
+    commands: dict[str, CommandText]
+    words: dict[str, dict[str, list[str]]]
+    messages: dict[str, dict[str, str]]
+
+
+class TextsError(Exception):
+    def __init__(self, source: str, problems: list[Problem]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source}: {len(problems)} problem(s)")
+
+
+@dataclass(frozen=True)
+class Texts:
+    languages: dict[str, str]
+    commands: dict[str, CommandText]
+    words: dict[str, dict[str, list[str]]]
+    messages: dict[str, dict[str, str]]
+
+    def get(self, key: str, language: str, **fields: object) -> str:
+        template = self.messages[key][language]
+        return template.format(**fields) if fields else template
+
+    def word_list(self, key: str) -> frozenset[str]:
+        """Words accepted in any language: an official may answer 'yes' in a German chat."""
+        return frozenset(word.casefold() for words in self.words[key].values() for word in words)
+
+    def command(self, name: str, language: str) -> str:
+        return self.commands[name].shown[language]
+
+    def command_names(self) -> dict[str, str]:
+        """Every spelling of every command, mapped to the command it names."""
+        return {
+            spelling.casefold(): command
+            for command, text in self.commands.items()
+            for spelling in text.names
+        }
+
+
+def load_texts(path: Path = SHIPPED_TEXTS, languages: Sequence[str] = ("de", "en")) -> Texts:
+    texts, problems = check_texts(path, languages)
+    if problems or texts is None:
+        raise TextsError(str(path), problems)
+    return texts
+
+
+def check_texts(path: Path, languages: Sequence[str]) -> tuple[Texts | None, list[Problem]]:
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        return None, [Problem("file", f"cannot be read: {error.strerror or error}")]
+    except tomllib.TOMLDecodeError as error:
+        return None, [Problem("file", f"is not valid TOML: {error}")]
+    try:
+        parsed = TextsFile.model_validate(raw)
+    except ValidationError as error:
+        return None, describe_validation_error(error, raw)
+    problems = list(_problems(parsed, languages))
+    return Texts(parsed.languages, parsed.commands, parsed.words, parsed.messages), problems
+
+
+def _problems(parsed: TextsFile, languages: Sequence[str]) -> Iterator[Problem]:
+    for language in languages:
+        if language not in parsed.languages:
+            yield Problem("languages", f"missing the name of language '{language}'")
+    for key, fields in REQUIRED.items():
+        translations = parsed.messages.get(key)
+        if translations is None:
+            yield Problem(f"messages.{key}", "is required but missing")
+            continue
+        for language in languages:
+            text = translations.get(language)
+            if text is None or not text.strip():
+                yield Problem(f"messages.{key}", f"missing the '{language}' translation")
+                continue
+            used = _placeholders(text)
+            if used is None:
+                yield Problem(f"messages.{key}.{language}", "has an unbalanced { or }")
+            elif used != fields:
+                yield Problem(
+                    f"messages.{key}.{language}",
+                    f"uses placeholders {sorted(used)}, expected {sorted(fields)}",
+                )
+    for key in parsed.messages:
+        if key not in REQUIRED:
+            yield Problem(f"messages.{key}", "is not a known message key")
+    for key in WORD_LISTS:
+        lists = parsed.words.get(key)
+        if lists is None:
+            yield Problem(f"words.{key}", "is required but missing")
+            continue
+        for language in languages:
+            if not lists.get(language):
+                yield Problem(f"words.{key}", f"missing the '{language}' words")
+    spellings: dict[str, str] = {}
+    for command in COMMANDS:
+        entry = parsed.commands.get(command)
+        if entry is None:
+            yield Problem(f"commands.{command}", "is required but missing")
+            continue
+        for language in languages:
+            for field in ("shown", "description"):
+                if not getattr(entry, field).get(language, "").strip():
+                    yield Problem(f"commands.{command}.{field}", f"missing the '{language}' text")
+        for spelling in entry.names:
+            other = spellings.setdefault(spelling.casefold(), command)
+            if other != command:
+                yield Problem(f"commands.{command}.names", f"'{spelling}' also names '{other}'")
+    for command in parsed.commands:
+        if command not in COMMANDS:
+            yield Problem(f"commands.{command}", "is not a command the bot knows")
+
+
+def _placeholders(text: str) -> frozenset[str] | None:
+    try:
+        return frozenset(field for _, field, _, _ in string.Formatter().parse(text) if field)
+    except ValueError:
+        return None

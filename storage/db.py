@@ -1,0 +1,100 @@
+"""Opening the database: SQLite (WAL, secure_delete) or PostgreSQL, and applying migrations."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+SQLITE_BUSY_SECONDS = 30
+
+
+class DatabaseError(Exception):
+    """The database cannot be opened or upgraded; the message names what to fix."""
+
+
+def open_engine(url: str) -> AsyncEngine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return _open_sqlite(url, parsed.database)
+    if parsed.get_backend_name() == "postgresql":
+        if parsed.get_driver_name() != "asyncpg":
+            raise DatabaseError(
+                f"use the asyncpg driver: postgresql+asyncpg://… (got {parsed.drivername})"
+            )
+        return create_async_engine(url, pool_pre_ping=True)
+    raise DatabaseError(
+        f"storage.url: unsupported database '{parsed.drivername}'; "
+        "use sqlite+aiosqlite:///path/lotse.db or postgresql+asyncpg://user@host/db"
+    )
+
+
+def _open_sqlite(url: str, database: str | None) -> AsyncEngine:
+    if not database or database == ":memory:":
+        raise DatabaseError(
+            "storage.url: SQLite needs a file path, e.g. sqlite+aiosqlite:///lotse-data/lotse.db"
+        )
+    path = Path(database)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not path.exists():  # SQLite gives its -wal and -shm files the database file's mode
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_SECONDS})
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transactions into our own hands (see _on_begin); set the pragmas Lotse relies on.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        for pragma in (
+            "journal_mode=WAL",
+            "synchronous=FULL",
+            "secure_delete=ON",  # deleted rows are overwritten, not left in free pages
+            "foreign_keys=ON",
+            f"busy_timeout={SQLITE_BUSY_SECONDS * 1000}",
+        ):
+            cursor.execute(f"PRAGMA {pragma}")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        # IMMEDIATE takes the write lock up front: two writers queue on busy_timeout
+        # instead of one failing when it upgrades a read lock.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def _alembic_config(connection: Connection) -> AlembicConfig:
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+async def upgrade(engine: AsyncEngine) -> None:
+    """Bring the schema to the newest migration (also run on every start)."""
+
+    def run(connection: Connection) -> None:
+        command.upgrade(_alembic_config(connection), "head")
+
+    async with engine.begin() as connection:
+        await connection.run_sync(run)
+
+
+async def schema_is_current(engine: AsyncEngine) -> bool:
+    def check(connection: Connection) -> bool:
+        current = MigrationContext.configure(connection).get_current_heads()
+        heads = ScriptDirectory.from_config(_alembic_config(connection)).get_heads()
+        return set(current) == set(heads)
+
+    async with engine.connect() as connection:
+        return await connection.run_sync(check)

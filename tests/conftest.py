@@ -1,0 +1,147 @@
+"""Shared fixtures: the shipped engine, databases (SQLite and the real PostgreSQL), the demo."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from flows.engine import Engine
+from storage.db import open_engine, upgrade
+from storage.repository import Store
+from storage.server_secret import ServerKeys
+
+ROOT = Path(__file__).resolve().parent.parent
+POSTGRES_ADMIN_URL = os.environ.get(
+    "LOTSE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
+)
+
+
+@pytest.fixture(scope="session")
+def flow_engine() -> Engine:
+    return Engine.from_files()
+
+
+@pytest.fixture
+def server_keys() -> ServerKeys:
+    return ServerKeys.from_secret(b"\x07" * 32)
+
+
+# -- PostgreSQL: found, or started, never silently skipped --------------------------------------
+
+
+async def _postgres_answers() -> bool:
+    try:
+        connection = await asyncpg.connect(POSTGRES_ADMIN_URL, timeout=5)
+    except (OSError, asyncpg.PostgresError, TimeoutError):
+        return False
+    await connection.close()
+    return True
+
+
+def _start_postgres() -> None:
+    versions = sorted(os.listdir("/etc/postgresql")) if os.path.isdir("/etc/postgresql") else []
+    for version in versions:
+        subprocess.run(
+            ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "start"],
+            check=False,
+            capture_output=True,
+            timeout=60,
+        )
+
+
+def _answers_now() -> bool:
+    # The fixture may be requested from inside a running event loop: ask from a thread.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, _postgres_answers()).result()
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url() -> str:
+    if not _answers_now():
+        _start_postgres()
+        if not _answers_now():
+            pytest.fail(
+                f"PostgreSQL is not reachable at {POSTGRES_ADMIN_URL} and could not be started "
+                "with pg_ctlcluster. Start it, or point LOTSE_TEST_POSTGRES at a server "
+                "(trust auth, a database the user may create databases from)."
+            )
+    return POSTGRES_ADMIN_URL
+
+
+async def _create_database(admin_url: str) -> str:
+    name = f"lotse_test_{uuid.uuid4().hex[:12]}"
+    connection = await asyncpg.connect(admin_url)
+    try:
+        await connection.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await connection.close()
+    return name
+
+
+async def _drop_database(admin_url: str, name: str) -> None:
+    connection = await asyncpg.connect(admin_url)
+    try:
+        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await connection.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A fresh, empty database of each kind: SQLite in a temporary folder, a new PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'lotse.db'}"
+        return
+    admin_url = request.getfixturevalue("postgres_admin_url")
+    name = await _create_database(admin_url)
+    base = admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
+    try:
+        yield f"{base}/{name}"
+    finally:
+        await _drop_database(admin_url, name)
+
+
+@pytest.fixture
+async def store(database_url: str, server_keys: ServerKeys) -> AsyncIterator[Store]:
+    engine = open_engine(database_url)
+    await upgrade(engine)
+    try:
+        yield Store(engine, server_keys)
+    finally:
+        await engine.dispose()
+
+
+# -- the demo as a separate process --------------------------------------------------------------
+
+
+def demo_command(data_dir: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "bot", *extra, "demo", "--data-dir", str(data_dir)]
+
+
+def run_demo(
+    data_dir: Path, lines: list[str], *extra: str, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Feed `lines` to `lotse demo` on standard input (not a terminal) and wait for it to end."""
+    return subprocess.run(
+        demo_command(data_dir, *extra),
+        input="".join(f"{line}\n" for line in lines),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        check=False,
+    )
+
+
+@pytest.fixture
+def demo_dir(tmp_path: Path) -> Iterator[Path]:
+    yield tmp_path / "demo-data"
