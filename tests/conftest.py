@@ -97,7 +97,7 @@ async def _drop_database(admin_url: str, name: str) -> None:
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    """A fresh, empty database of each kind: SQLite in a temporary folder, a new PostgreSQL database."""
+    """A fresh, empty database of each kind: SQLite in a temporary folder, or PostgreSQL."""
     if request.param == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path / 'lotse.db'}"
         return
