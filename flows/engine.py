@@ -170,12 +170,12 @@ class Engine:
             return self._run(command, argument, current, fresh)
         if spelled is not None:
             return self._unknown_command(current, spelled)
-        if fresh:
-            return Outcome(current, [self.ask(current)])
-
         replies: list[Reply] = []
         if given.dropped_files:
             replies.append(Reply(self.texts.get("files_before_consent", current.language)))
+        if fresh:
+            return Outcome(current, [*replies, self.ask(current)])
+
         step = self.questionnaire.step(current.step) if current.phase == "intake" else None
         if given.files:
             current.files.extend(given.files)

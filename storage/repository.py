@@ -14,7 +14,9 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from flows.state import IntakeState, StoredFile
@@ -169,18 +171,21 @@ class Unit:
     # -- cases --------------------------------------------------------------------------------
 
     async def _next_reference(self) -> str:
+        # The first case of a year creates the counter; concurrent first cases meet
+        # at ON CONFLICT, then the UPDATE's row lock hands out numbers one by one.
         year = self.now.year
+        dialect = self.session.get_bind().dialect.name
+        insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+        await self.session.execute(
+            insert(ReferenceCounter).values(year=year, last=0).on_conflict_do_nothing()
+        )
         bumped = await self.session.execute(
             update(ReferenceCounter)
             .where(ReferenceCounter.year == year)
             .values(last=ReferenceCounter.last + 1)
             .returning(ReferenceCounter.last)
         )
-        number = bumped.scalar_one_or_none()
-        if number is None:
-            number = 1
-            await self.session.execute(insert(ReferenceCounter).values(year=year, last=number))
-        return format_reference(year, number)
+        return format_reference(year, bumped.scalar_one())
 
     async def create_case(
         self,

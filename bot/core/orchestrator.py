@@ -157,6 +157,13 @@ class Core:
             self._unsaved.remember(sender, new_state)
         else:
             self._unsaved.pop(sender, None)
+        logger.debug(
+            "message handled on %s: now at %s, %d repl(ies)%s",
+            inbound.channel,
+            new_state.step if new_state else "(forgotten)",
+            len(result.replies),
+            f", {outcome.effect.value}" if outcome.effect else "",
+        )
         return result
 
     async def _submit(self, unit: Unit, inbound: Inbound, state: IntakeState) -> str:
