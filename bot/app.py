@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -15,6 +16,8 @@ from flows.texts import SHIPPED_TEXTS
 from storage.db import open_engine, upgrade
 from storage.repository import Clock, Store, utc_now
 from storage.server_secret import ServerKeys, load_or_create_secret
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -47,10 +50,22 @@ def load_engine(config: Config) -> Engine:
     )
 
 
+def _private_folder(folder: Path) -> None:
+    """The data folder holds the server secret: only its owner may look inside."""
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    mode = folder.stat().st_mode & 0o777
+    if mode & 0o077:
+        folder.chmod(mode & 0o700)
+        logger.warning(
+            "the data folder was readable by others (mode %o); it is now %o", mode, mode & 0o700
+        )
+
+
 @asynccontextmanager
 async def open_app(config: Config, clock: Clock = utc_now) -> AsyncIterator[App]:
     """Everything a command needs; the schema is brought up to date on every start."""
     engine = load_engine(config)
+    _private_folder(config.storage.data_dir)
     secret = load_or_create_secret(config.storage.secret_path, config.secret_from_environment())
     database = open_engine(config.storage.url)
     try:

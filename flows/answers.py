@@ -18,6 +18,7 @@ _KEEP = {"\n", "\t", "\u200d"}  # newlines, tabs, and the joiner that holds emoj
 _SPLIT_MANY = re.compile(r"\s*(?:[,;/+&]|\bund\b|\band\b|\boder\b|\bor\b)\s*", re.IGNORECASE)
 _URL = re.compile(r"(?:https?://|www\.)[^\s<>\"']+", re.IGNORECASE)
 _TRAILING = ".,;:!?)]}>\"'"
+_NUMBER = re.compile(r"[0-9]{1,4}")
 PREFIX_MINIMUM = 3
 
 
@@ -28,6 +29,11 @@ def clean(text: str) -> str:
         char for char in normal if char in _KEEP or unicodedata.category(char) not in _CONTROL
     )
     return kept.strip()
+
+
+def is_number(text: str) -> bool:
+    """A choice number as people type it: ASCII digits, not '²' or a 5000-digit string."""
+    return _NUMBER.fullmatch(text) is not None
 
 
 def _key(text: str) -> str:
@@ -42,7 +48,7 @@ def match_one(text: str, choices: tuple[Choice, ...], aliases: dict[str, str]) -
     wanted = _key(text)
     if not wanted:
         return None
-    if wanted.isdigit():
+    if is_number(wanted):
         index = int(wanted)
         return choices[index - 1].key if 1 <= index <= len(choices) else None
     for choice in choices:
@@ -69,10 +75,16 @@ def match_many(text: str, choices: tuple[Choice, ...], aliases: dict[str, str]) 
     whole = match_one(text, choices, aliases)
     if whole is not None:
         return ManyMatch([whole], [])
-    parts = [part for part in _SPLIT_MANY.split(text) if part.strip()]
-    if len(parts) == 1 and all(piece.isdigit() for piece in parts[0].split()):
-        parts = parts[0].split()
     found: set[str] = set()
+    rest = text
+    for choice in sorted(choices, key=lambda choice: len(choice.label), reverse=True):
+        pattern = re.compile(rf"(?<!\w){re.escape(choice.label)}(?!\w)", re.IGNORECASE)
+        if pattern.search(rest):
+            found.add(choice.key)
+            rest = pattern.sub(" , ", rest)
+    parts = [part for part in _SPLIT_MANY.split(rest) if part.strip()]
+    if len(parts) == 1 and all(is_number(piece) for piece in parts[0].split()):
+        parts = parts[0].split()
     unknown: list[str] = []
     for part in parts:
         key = match_one(part, choices, aliases)

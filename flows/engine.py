@@ -8,13 +8,14 @@ the new state, the replies and at most one effect for the core to carry out.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from transitions import Machine
 
-from flows.answers import clean, match_many, match_one, split_links
+from flows.answers import clean, is_number, match_many, match_one, split_links
 from flows.messages import Choice, Effect, Outcome, Reply, UserInput
 from flows.offers import SHIPPED_OFFERS, Need, load_directory
 from flows.questionnaire import SHIPPED_QUESTIONNAIRE, Questionnaire, Rule, Step, load_questionnaire
@@ -54,6 +55,17 @@ class Engine:
             word: "later" for word in texts.word_list("later_words")
         }
         self._submit_words = texts.word_list("submit_words")
+        keywords = sorted(
+            {
+                word.casefold()
+                for words in questionnaire.emergency.keywords.values()
+                for word in words
+            },
+            key=len,
+            reverse=True,
+        )
+        alternatives = "|".join(re.escape(word) for word in keywords) or "(?!)"
+        self._danger = re.compile(rf"(?<!\w)(?:{alternatives})", re.IGNORECASE)
 
     @classmethod
     def from_files(
@@ -162,7 +174,47 @@ class Engine:
         current = self.new_state() if state is None else state.model_copy(deep=True)
         text = clean(given.text)
         command, argument, spelled = self._command(text)
+        at_evidence = (
+            current.phase == "intake"
+            and spelled is None
+            and current.pending is None
+            and self.questionnaire.step(current.step).kind == "evidence"
+        )
 
+        # Said first, whatever the message is: refused files, kept files, and 110 when
+        # the words sound like danger right now.
+        notes: list[Reply] = []
+        if given.dropped_files:
+            notes.append(self._say(current, "files_before_consent"))
+        if given.files:
+            current.files.extend(given.files)
+            if not at_evidence:
+                notes.append(self._say(current, "files_received", count=len(current.files)))
+        if spelled is None:
+            notes += self._danger_hint(text, current.language)
+
+        outcome = self._dispatch(
+            current,
+            text,
+            command=command,
+            argument=argument,
+            spelled=spelled,
+            fresh=fresh,
+            with_files=bool(given.files),
+        )
+        return Outcome(outcome.state, [*notes, *outcome.replies], outcome.effect)
+
+    def _dispatch(
+        self,
+        current: IntakeState,
+        text: str,
+        *,
+        command: str | None,
+        argument: str,
+        spelled: str | None,
+        fresh: bool,
+        with_files: bool,
+    ) -> Outcome:
         if current.pending is not None and spelled is None:
             return self._confirm(current, text)
         current.pending = None
@@ -170,41 +222,16 @@ class Engine:
             return self._run(command, argument, current, fresh)
         if spelled is not None:
             return self._unknown_command(current, spelled)
-        replies: list[Reply] = []
-        if given.dropped_files:
-            replies.append(Reply(self.texts.get("files_before_consent", current.language)))
         if fresh:
-            return Outcome(current, [*replies, self.ask(current)])
-
-        step = self.questionnaire.step(current.step) if current.phase == "intake" else None
-        if given.files:
-            current.files.extend(given.files)
-            if step is None or step.kind != "evidence":
-                count = len(current.files)
-                replies.append(
-                    Reply(self.texts.get("files_received", current.language, count=count))
-                )
-        if step is None:
-            reference = current.case_reference or ""
-            shown_new = self.texts.command("new", current.language)
-            replies.append(
-                Reply(
-                    self.texts.get(
-                        "already_submitted",
-                        current.language,
-                        reference=reference,
-                        command=shown_new,
-                    )
-                )
-            )
-            return Outcome(current, replies)
-        if not text and not (given.files and step.kind == "evidence"):
-            if not given.files and not given.dropped_files:
-                replies.append(self._nudge(current, "empty_message"))
-            else:
-                replies.append(self.ask(current))
-            return Outcome(current, replies)
-        return self._answer(current, step, text, replies)
+            return Outcome(current, [self.ask(current)])
+        if current.phase != "intake":
+            return Outcome(current, [self.ask(current)])
+        step = self.questionnaire.step(current.step)
+        if not text and not (with_files and step.kind == "evidence"):
+            if with_files:
+                return Outcome(current, [self.ask(current)])
+            return Outcome(current, [self._nudge(current, "empty_message")])
+        return self._answer(current, step, text, [])
 
     def _answer(self, state: IntakeState, step: Step, text: str, replies: list[Reply]) -> Outcome:
         language = state.language
@@ -228,7 +255,7 @@ class Engine:
 
         bare = self._bare_command(text)
         if step.kind in ("choice", "yesno"):
-            key = match_one(text, choices, self._yes_no if step.kind == "yesno" else {})
+            key = match_one(text, choices, self._yes_no_for(choices))
             if key is not None:
                 return self._accept(state, step, key, replies)
             if bare:
@@ -258,12 +285,16 @@ class Engine:
             if problem is not None:
                 replies.append(problem)
                 return Outcome(state, replies)
-            replies.extend(self._danger_hint(text, language))
             return self._accept(state, step, text, replies)
 
         # An info step is never waited on; if a changed questionnaire left someone on one, move on.
         self._forward(state, replies)
         return Outcome(state, replies)
+
+    def _yes_no_for(self, choices: tuple[Choice, ...]) -> dict[str, str]:
+        """Yes/no words answer any step whose choices include the ids 'yes' and 'no'."""
+        keys = {choice.key for choice in choices}
+        return {word: key for word, key in self._yes_no.items() if key in keys}
 
     def _accept(self, state: IntakeState, step: Step, value: Any, replies: list[Reply]) -> Outcome:
         state.answers[step.id] = value
@@ -362,10 +393,13 @@ class Engine:
         return None
 
     def _danger_hint(self, text: str, language: str) -> list[Reply]:
-        lowered = text.casefold()
-        for words in self.questionnaire.emergency.keywords.values():
-            if any(word.casefold() in lowered for word in words):
-                return [Reply(self.texts.get("danger_hint", language))]
+        """'Call 110' at once when a message sounds like danger right now.
+
+        A keyword counts where a word starts with it ("messer", "messerangriff"), not
+        in the middle of another word.
+        """
+        if text and self._danger.search(text):
+            return [Reply(self.texts.get("danger_hint", language))]
         return []
 
     # -- special steps ----------------------------------------------------------------------
@@ -396,7 +430,6 @@ class Engine:
                     replies.append(problem)
                     return Outcome(state, replies)
                 evidence.notes.append(rest)
-                replies.extend(self._danger_hint(rest, language))
             evidence.links.extend(links)
         state.answers[step.id] = evidence
         received = self.texts.get(
@@ -413,13 +446,25 @@ class Engine:
         folded = text.casefold().strip(" .!")
         submit = self.texts.get("submit", state.language).casefold()
         if folded in self._submit_words or folded in ("submit", submit):
-            kept = {step.id for step in self.questionnaire.path(state.answers)}
+            path = self.questionnaire.path(state.answers)
+            missing = [
+                step
+                for step in path
+                if step.is_question and step.required and step.id not in state.answers
+            ]
+            if missing:  # e.g. a call-back chosen, then left with /zurueck before the number
+                state.history.append(state.step)
+                self._jump(state, missing[0].id)
+                return Outcome(
+                    state, [*replies, self._say(state, "missing_answer"), self.ask(state)]
+                )
+            kept = {step.id for step in path}
             state.answers = {key: value for key, value in state.answers.items() if key in kept}
             self._move(state, "submit")
             state.phase = "submitted"
             return Outcome(state, replies, Effect.SUBMIT)
         items = self.render.answered_questions(state)
-        if folded.isdigit() and 1 <= int(folded) <= len(items):
+        if is_number(folded) and 1 <= int(folded) <= len(items):
             state.history.append(state.step)
             self._jump(state, items[int(folded) - 1].id)
             replies.append(self.ask(state))
@@ -490,8 +535,15 @@ class Engine:
 
     def _new(self, state: IntakeState) -> Outcome:
         if state.phase == "submitted":
+            # They agreed to the privacy notice before; the new report starts at its first question.
             fresh = self.new_state(state.language)
-            return Outcome(fresh, [self.ask(fresh)])
+            fresh.consented = True
+            consent = self.questionnaire.first
+            fresh.answers[consent.id] = "agree"
+            fresh.history.append(consent.id)
+            replies: list[Reply] = []
+            self._forward(fresh, replies)
+            return Outcome(fresh, replies)
         if state.consented:
             cancel = self.texts.command("cancel", state.language)
             return Outcome(
@@ -574,8 +626,13 @@ class Engine:
         if state.phase != "intake" or not state.consented:
             return Outcome(state, [self.ask(state)])
         step = self.questionnaire.step(state.step)
-        if not step.is_question or step.required:
+        if not step.is_question:
+            return Outcome(state, [self.ask(state)])
+        if step.required:
             return Outcome(state, [self._nudge(state, "required")])
+        collected = state.answers.get(step.id)
+        if isinstance(collected, Evidence) and (collected.links or collected.notes):
+            return self._accept(state, step, collected, [])  # keep what was sent already
         replies = [Reply(self.texts.get("skipped", state.language))]
         return self._accept(state, step, None, replies)
 

@@ -44,8 +44,15 @@ class Renderer:
         if value is None:
             return self.texts.get("skipped_answer", language)
         if isinstance(value, Evidence):
-            if value.later and not (value.links or value.notes or state.files):
-                return self.texts.get("evidence_answer_later", language)
+            if not (value.links or value.notes or state.files):
+                key = "evidence_answer_later" if value.later else "evidence_answer_none"
+                return self.texts.get(key, language)
+            if limit is None:  # the full record: every link and note, not just counts
+                return "; ".join([*value.links, *value.notes]) + (
+                    f" · {self.texts.get('staff_files', language, count=len(state.files))}"
+                    if state.files
+                    else ""
+                )
             text = self.texts.get(
                 "evidence_answer",
                 language,

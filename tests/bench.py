@@ -1,0 +1,104 @@
+"""`make bench`: how fast the engine and the core are, printed as figures (never asserted).
+
+.venv/bin/python -m tests.bench [--intakes N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+
+from bot.app import demo_config, open_app
+from bot.core.orchestrator import Core
+from bot.core.types import Inbound, Reply
+from flows.engine import Engine
+from flows.messages import UserInput
+from flows.state import IntakeState
+
+ANSWERS = [
+    "/start", "1", "nein", "1", "by", "1, 3", "Beschreibung des Vorfalls", "1", "online", "1, 2",
+    "1", "1", "1", "nein", "https://example.org/post", "fertig", "nein", "1,3", "1", "absenden",
+]  # fmt: skip
+
+
+class _Sink:
+    name = "bench"
+
+    async def send(self, chat: str, reply: Reply) -> None:
+        return None
+
+    async def post_case(self, reference: str, text: str, urgent: bool) -> None:
+        return None
+
+
+def bench_engine(engine: Engine, rounds: int) -> None:
+    timings: list[float] = []
+    sizes: list[int] = []
+    for _ in range(rounds):
+        state: IntakeState | None = None
+        for answer in ANSWERS:
+            started = time.perf_counter()
+            outcome = engine.handle(state, UserInput(answer))
+            timings.append(time.perf_counter() - started)
+            state = outcome.state
+            if state is not None:
+                sizes.append(len(state.to_bytes()))
+    timings.sort()
+    print(
+        f"engine step (pure):        median {statistics.median(timings) * 1e6:8.0f} µs, "
+        f"p99 {timings[int(len(timings) * 0.99)] * 1e6:8.0f} µs over {len(timings)} steps"
+    )
+    print(
+        f"state size (JSON, plain):  median {statistics.median(sizes):8.0f} B,  max {max(sizes)} B"
+    )
+
+
+async def bench_core(intakes: int, folder: Path) -> None:
+    async with open_app(demo_config(folder)) as app:
+        sink = _Sink()
+        core = Core(app.engine, app.store, staff_room=sink, counselling_hours="Mo-Fr 09:00-16:00")
+        core.attach(sink)
+
+        async def official(index: int) -> None:
+            sender = core.pseudonym("bench", f"user-{index}")
+            for number, answer in enumerate(ANSWERS):
+                await core.handle(
+                    Inbound("bench", sender, f"chat-{index}", answer, f"{index}-{number}")
+                )
+
+        started = time.perf_counter()
+        await asyncio.gather(*(official(index) for index in range(intakes)))
+        elapsed = time.perf_counter() - started
+        messages = intakes * len(ANSWERS)
+        print(
+            f"core on SQLite (WAL, FULL): {messages / elapsed:8.0f} messages/s, "
+            f"{intakes} concurrent intakes of {len(ANSWERS)} messages in {elapsed:.2f} s"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--intakes", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=200)
+    arguments = parser.parse_args()
+    tracemalloc.start()
+    engine = Engine.from_files()
+    _, peak = tracemalloc.get_traced_memory()
+    print(
+        f"engine load:               {peak / 1024:8.0f} KiB peak while compiling the questionnaire"
+    )
+    tracemalloc.stop()
+    bench_engine(engine, arguments.rounds)
+    with tempfile.TemporaryDirectory() as folder:
+        asyncio.run(bench_core(arguments.intakes, Path(folder)))
+        size = sum(path.stat().st_size for path in Path(folder).iterdir())
+        print(f"data directory after:      {size / 1024:8.0f} KiB for {arguments.intakes} cases")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,350 @@
+"""`lotse flow check` and `lotse flow graph`, as an operator who edits the TOML files sees them.
+
+Every broken file is a copy of the shipped one with one small edit, the kind of
+slip an operator makes; the check must exit 1 and say where and what.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from bot.cli import main
+from flows.offers import SHIPPED_OFFERS
+from flows.questionnaire import SHIPPED_QUESTIONNAIRE
+from flows.texts import SHIPPED_TEXTS
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED = {"intake": SHIPPED_QUESTIONNAIRE, "texts": SHIPPED_TEXTS, "offers": SHIPPED_OFFERS}
+
+
+def _copies(tmp_path: Path) -> dict[str, Path]:
+    """Unchanged copies of the three shipped files."""
+    paths = {}
+    for name, shipped in SHIPPED.items():
+        paths[name] = tmp_path / shipped.name
+        paths[name].write_bytes(shipped.read_bytes())
+    return paths
+
+
+def _edited(tmp_path: Path, which: str, old: str, new: str) -> dict[str, Path]:
+    """Copies of the shipped files, with the first `old` replaced by `new` in one of them."""
+    paths = _copies(tmp_path)
+    text = paths[which].read_text(encoding="utf-8")
+    assert old in text, f"the shipped {which} file no longer contains {old!r}"
+    edited = text.replace(old, new, 1)
+    tomllib.loads(edited)  # still valid TOML: the check itself must find the problem
+    paths[which].write_text(edited, encoding="utf-8")
+    return paths
+
+
+def _check(paths: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    code = main(
+        [
+            "flow",
+            "check",
+            str(paths["intake"]),
+            "--offers",
+            str(paths["offers"]),
+            "--texts",
+            str(paths["texts"]),
+        ]
+    )
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def _problem_lines(output: str) -> list[str]:
+    return [line.strip() for line in output.splitlines() if line.startswith("  ")]
+
+
+def _assert_reports(output: str, where: str, *words: str) -> None:
+    """One problem line names `where` and contains every word of `words`."""
+    lines = [line for line in _problem_lines(output) if line.startswith(f"{where}: ")]
+    assert lines, f"no problem reported at {where!r}; output was:\n{output}"
+    assert any(all(word in line for word in words) for line in lines), (
+        f"no problem at {where!r} mentions {words}; output was:\n{output}"
+    )
+
+
+# -- the shipped files ----------------------------------------------------------------------------
+
+
+def test_shipped_files_pass(capsys):
+    code = main(["flow", "check"])
+    output = capsys.readouterr().out
+    assert code == 0
+    assert f"{SHIPPED_QUESTIONNAIRE}: ok" in output
+    assert f"{SHIPPED_TEXTS}: ok" in output
+    assert f"{SHIPPED_OFFERS}: ok" in output
+    assert _problem_lines(output) == []
+
+
+def test_unchanged_copies_pass(tmp_path, capsys):
+    code, output = _check(_copies(tmp_path), capsys)
+    assert code == 0, output
+    assert output.count(": ok") == 3
+
+
+def test_entry_point_runs_as_a_module():
+    result = subprocess.run(
+        [sys.executable, "-m", "bot", "flow", "check"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "intake.toml: ok" in result.stdout
+    assert "texts.toml: ok" in result.stdout
+    assert "offers.toml: ok" in result.stdout
+
+
+def test_entry_point_fails_on_a_broken_file(tmp_path):
+    paths = _edited(tmp_path, "intake", 'next = "land"', 'next = "lnad"')
+    result = subprocess.run(
+        [sys.executable, "-m", "bot", "flow", "check", str(paths["intake"])],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "steps.role.next[0].goto: names unknown step 'lnad'" in result.stdout
+
+
+# -- a broken questionnaire -----------------------------------------------------------------------
+
+
+def test_unknown_step_in_next(tmp_path, capsys):
+    code, output = _check(_edited(tmp_path, "intake", 'next = "land"', 'next = "lnad"'), capsys)
+    assert code == 1
+    _assert_reports(output, "steps.role.next[0].goto", "unknown step", "'lnad'")
+    assert f"{tmp_path / 'intake.toml'}: " in output  # the file is named too
+
+
+def test_unknown_step_in_conditional_goto(tmp_path, capsys):
+    paths = _edited(tmp_path, "intake", '{ goto = "emergency", when', '{ goto = "emergancy", when')
+    code, output = _check(paths, capsys)
+    assert code == 1
+    _assert_reports(output, "steps.danger.next[0].goto", "unknown step", "'emergancy'")
+
+
+def test_unreachable_step(tmp_path, capsys):
+    # perpetrator now skips perpetrator_count, which nothing else leads to
+    paths = _edited(tmp_path, "intake", 'next = "perpetrator_count"', 'next = "family"')
+    code, output = _check(paths, capsys)
+    assert code == 1
+    _assert_reports(output, "steps.perpetrator_count", "unreachable")
+
+
+def test_missing_english_prompt(tmp_path, capsys):
+    paths = _edited(tmp_path, "intake", 'prompt.en = "Which role describes you?"\n', "")
+    code, output = _check(paths, capsys)
+    assert code == 1
+    _assert_reports(output, "steps.role.prompt", "missing", "'en'")
+
+
+def test_missing_english_choice_label(tmp_path, capsys):
+    paths = _edited(tmp_path, "intake", ', en = "Full-time mayor or lord mayor"', "")
+    code, output = _check(paths, capsys)
+    assert code == 1
+    _assert_reports(output, "steps.role.choices.mayor_full.label", "missing", "'en'")
+
+
+def test_choice_leading_nowhere(tmp_path, capsys):
+    # danger: only "yes" has a rule once the default rule is gone
+    rule = '{ goto = "emergency", when = { answer = "danger", is = "yes" } },\n'
+    old, new = rule + '  { goto = "role" },\n', rule
+    code, output = _check(_edited(tmp_path, "intake", old, new), capsys)
+    assert code == 1
+    _assert_reports(output, "steps.danger.next", "'no'", "leads nowhere")
+
+
+def test_loop_between_steps(tmp_path, capsys):
+    # perpetrator_count leads back to perpetrator
+    paths = _edited(tmp_path, "intake", 'next = "family"', 'next = "perpetrator"')
+    code, output = _check(paths, capsys)
+    assert code == 1
+    _assert_reports(output, "steps", "loop", "perpetrator -> perpetrator_count -> perpetrator")
+
+
+def test_condition_names_unknown_choice(tmp_path, capsys):
+    old = 'when = { answer = "danger", is = "yes" }'
+    code, output = _check(
+        _edited(tmp_path, "intake", old, 'when = { answer = "danger", is = "maybe" }'), capsys
+    )
+    assert code == 1
+    _assert_reports(output, "steps.danger.next[0]", "'maybe'", "not a choice", "'danger'")
+
+
+def test_condition_names_unknown_step(tmp_path, capsys):
+    old = 'when = { answer = "contact", is = "callback" }'
+    new = 'when = { answer = "kontakt", is = "callback" }'
+    code, output = _check(_edited(tmp_path, "intake", old, new), capsys)
+    assert code == 1
+    _assert_reports(output, "steps.contact.next[0]", "unknown step", "'kontakt'")
+
+
+def test_typo_in_a_step_key(tmp_path, capsys):
+    code, output = _check(
+        _edited(tmp_path, "intake", 'label.de = "Rolle"', 'lable.de = "Rolle"'), capsys
+    )
+    assert code == 1
+    _assert_reports(output, "steps.role.lable", "not a known key")
+
+
+def test_two_summary_steps(tmp_path, capsys):
+    text = SHIPPED_QUESTIONNAIRE.read_text(encoding="utf-8")
+    extra = (
+        '\n[[steps]]\nid = "summary_again"\nkind = "summary"\n'
+        'prompt.de = "Noch einmal prüfen"\nprompt.en = "Check again"\n'
+    )
+    code, output = _check(_edited(tmp_path, "intake", text, text + extra), capsys)
+    assert code == 1
+    _assert_reports(output, "steps", "exactly one step of kind 'summary'", "found 2")
+
+
+def test_duplicate_step_id(tmp_path, capsys):
+    paths = _edited(tmp_path, "intake", 'id = "perpetrator_count"', 'id = "perpetrator"')
+    code, output = _check(paths, capsys)
+    assert code == 1
+    _assert_reports(output, "steps.perpetrator", "used twice")
+
+
+def test_invalid_toml_is_named(tmp_path, capsys):
+    paths = _copies(tmp_path)
+    paths["intake"].write_text('[meta\nid = "x"\n', encoding="utf-8")
+    code, output = _check(paths, capsys)
+    assert code == 1
+    _assert_reports(output, "file", "not valid TOML")
+
+
+def test_every_problem_is_reported_at_once(tmp_path, capsys):
+    text = SHIPPED_QUESTIONNAIRE.read_text(encoding="utf-8")
+    edited = text.replace('prompt.en = "Which role describes you?"\n', "").replace(
+        'next = "land"', 'next = "lnad"'
+    )
+    code, output = _check(_edited(tmp_path, "intake", text, edited), capsys)
+    assert code == 1
+    _assert_reports(output, "steps.role.prompt", "missing", "'en'")
+    _assert_reports(output, "steps.role.next[0].goto", "'lnad'")
+
+
+# -- broken texts ---------------------------------------------------------------------------------
+
+
+def test_texts_missing_message_key(tmp_path, capsys):
+    block = (
+        '[messages.danger_hint]\nde = "Wenn Sie gerade in Gefahr sind: Rufen Sie sofort 110."\n'
+        'en = "If you are in danger right now: call 110 immediately."\n'
+    )
+    code, output = _check(_edited(tmp_path, "texts", block, ""), capsys)
+    assert code == 1
+    _assert_reports(output, "messages.danger_hint", "required but missing")
+
+
+def test_texts_placeholder_mismatch(tmp_path, capsys):
+    old = 'en = "Question {number} of {total}"'
+    paths = _edited(tmp_path, "texts", old, old.replace("{total}", "{all}"))
+    code, output = _check(paths, capsys)
+    assert code == 1
+    _assert_reports(output, "messages.progress.en", "placeholders", "'all'", "'total'")
+    assert not any(line.startswith("messages.progress.de") for line in _problem_lines(output))
+
+
+def test_texts_missing_english_translation(tmp_path, capsys):
+    paths = _edited(tmp_path, "texts", 'en = "This is already the first question."\n', "")
+    code, output = _check(paths, capsys)
+    assert code == 1
+    _assert_reports(output, "messages.back_at_first", "missing", "'en'")
+
+
+# -- a broken offer directory ---------------------------------------------------------------------
+
+
+def test_offer_without_source(tmp_path, capsys):
+    code, output = _check(_edited(tmp_path, "offers", 'source = "hateaid.org"\n', ""), capsys)
+    assert code == 1
+    _assert_reports(output, "offers.hateaid.source", "required but missing")
+
+
+def test_offer_with_bad_land_code(tmp_path, capsys):
+    code, output = _check(_edited(tmp_path, "offers", 'lands = ["bw"]', 'lands = ["bx"]'), capsys)
+    assert code == 1
+    _assert_reports(output, "offers.bw-zamat.lands", "'bx'", "not a Land code")
+    _assert_reports(output, "lands", "'bw'", "neither an offer nor a note")
+
+
+def test_offer_category_not_in_questionnaire(tmp_path, capsys):
+    # the first offer with categories is HateAid
+    old = 'categories = ["insult", "defamation",'
+    code, output = _check(
+        _edited(tmp_path, "offers", old, old.replace("insult", "insults")), capsys
+    )
+    assert code == 1
+    _assert_reports(output, "offers.hateaid.categories", "'insults'", "not a choice")
+
+
+def test_land_with_neither_offer_nor_note(tmp_path, capsys):
+    text = SHIPPED_OFFERS.read_text(encoding="utf-8")
+    start = text.index('[[lands]]\nid = "hb"')
+    end = text.index("[[lands]]", start + 1)
+    code, output = _check(_edited(tmp_path, "offers", text[start:end], ""), capsys)
+    assert code == 1
+    _assert_reports(output, "lands", "'hb'", "neither an offer nor a note")
+
+
+def test_offer_missing_english_description(tmp_path, capsys):
+    line = (
+        'description.en = "Nationwide phone line for victims of crime – '
+        'free of charge and anonymous."\n'
+    )
+    code, output = _check(_edited(tmp_path, "offers", line, ""), capsys)
+    assert code == 1
+    _assert_reports(output, "offers.weisser-ring.description", "missing", "'en'")
+
+
+def test_offer_checked_in_the_future(tmp_path, capsys):
+    paths = _edited(tmp_path, "offers", "checked = 2026-11-01", "checked = 2999-01-01")
+    code, output = _check(paths, capsys)
+    assert code == 1
+    _assert_reports(output, "offers.starke-stelle.checked", "in the future")
+
+
+# -- the diagram ----------------------------------------------------------------------------------
+
+
+def test_graph_is_a_mermaid_flowchart_with_every_step(capsys):
+    assert main(["flow", "graph"]) == 0
+    output = capsys.readouterr().out
+    assert output.splitlines()[0] == "flowchart TD"
+    raw = tomllib.loads(SHIPPED_QUESTIONNAIRE.read_text(encoding="utf-8"))
+    step_ids = [step["id"] for step in raw["steps"]]
+    node_ids = set(re.findall(r"^    (\w+)", output, flags=re.MULTILINE))
+    for step_id in step_ids:
+        assert step_id in node_ids, f"step {step_id} missing from the graph"
+    assert '    danger -->|"danger = yes"| emergency' in output.splitlines()
+    assert "    danger --> role" in output.splitlines()
+
+
+def test_graph_in_english_uses_english_labels(capsys):
+    assert main(["flow", "graph", "--language", "en"]) == 0
+    output = capsys.readouterr().out
+    assert "Acute danger" in output
+    assert "Akute Gefahr" not in output
+
+
+def test_graph_of_a_broken_file_names_the_problem(tmp_path, capsys):
+    paths = _edited(tmp_path, "intake", 'next = "land"', 'next = "lnad"')
+    assert main(["flow", "graph", str(paths["intake"])]) == 1
+    captured = capsys.readouterr()
+    assert "steps.role.next[0].goto: names unknown step 'lnad'" in captured.err
+    assert "flowchart" not in captured.out
