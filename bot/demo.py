@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import sys
+from typing import TextIO
 
-from bot.app import open_app
+from bot.app import App, open_app
 from bot.config import Config
 from bot.console import ConsoleChannel, ConsoleSession
 from bot.core.orchestrator import Core
@@ -17,19 +18,24 @@ In a real emergency call 110. Ctrl-D ends the demo; run it again to continue whe
 """
 
 
+def console_session(app: App, out: TextIO, source: TextIO, interactive: bool) -> ConsoleSession:
+    """The core wired to the terminal: the official's chat and the built-in staff room."""
+    channel = ConsoleChannel(out)
+    core = Core(
+        app.engine,
+        app.store,
+        staff_room=channel,
+        counselling_hours=app.config.counselling.hours,
+        staff_language=app.config.staff.language,
+    )
+    core.attach(channel)
+    return ConsoleSession(core, channel, source, interactive)
+
+
 async def run_demo(config: Config) -> int:
     interactive = sys.stdin.isatty()
     async with open_app(config) as app:
-        channel = ConsoleChannel(sys.stdout)
-        core = Core(
-            app.engine,
-            app.store,
-            staff_room=channel,
-            counselling_hours=config.counselling.hours,
-            staff_language=config.staff.language,
-        )
-        core.attach(channel)
-        session = ConsoleSession(core, channel, sys.stdin, interactive)
+        session = console_session(app, sys.stdout, sys.stdin, interactive)
         if interactive:
             print(BANNER.format(data_dir=config.storage.data_dir))
             await session.feed("/start")

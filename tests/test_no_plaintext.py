@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from bot.app import demo_config, open_app
-from bot.console import DEMO_USER, ConsoleChannel, ConsoleSession
-from bot.core.orchestrator import Core
+from bot.console import DEMO_USER
+from bot.demo import console_session
 from bot.logs import quiet_libraries
 from tests.conftest import run_demo
 from tests.test_demo_script import (
@@ -192,16 +192,7 @@ async def test_in_process_log_carries_no_answers(
     config = demo_config(tmp_path / "data")
     out = io.StringIO()
     async with open_app(config) as app:
-        channel = ConsoleChannel(out)
-        core = Core(
-            app.engine,
-            app.store,
-            staff_room=channel,
-            counselling_hours=config.counselling.hours,
-            staff_language=config.staff.language,
-        )
-        core.attach(channel)
-        session = ConsoleSession(core, channel, io.StringIO(), interactive=False)
+        session = console_session(app, out, io.StringIO(), interactive=False)
         for line in lines:
             await session.feed(line)
 
