@@ -5,14 +5,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
-from bot import logs
-from bot.app import demo_config, open_app
-from bot.config import ConfigError, load_config
-from bot.demo import run_demo
+from bot import admin, logs
+from bot.app import App, demo_config, open_app
+from bot.config import Config, ConfigError, load_config
+from bot.demo import DEFAULT_DEMO_DIR, run_demo
+from bot.runner import run_service
 from flows.graph import mermaid
 from flows.offers import SHIPPED_OFFERS, DirectoryError, check_directory
 from flows.problems import Problem
@@ -23,17 +25,27 @@ from flows.questionnaire import (
     load_questionnaire,
 )
 from flows.texts import SHIPPED_TEXTS, TextsError, check_texts
+from storage.casefile import CaseError
 from storage.db import DatabaseError
-from storage.server_secret import SecretError
+from storage.keyfile import KeyFileError
+from storage.keyring import KeyringError
+from storage.server_secret import DecryptionError, SecretError
 
 OPERATOR_ERRORS = (
-    ConfigError,
-    QuestionnaireError,
-    DirectoryError,
-    TextsError,
-    SecretError,
-    DatabaseError,
-)
+    ConfigError, QuestionnaireError, DirectoryError, TextsError, SecretError, DatabaseError,
+    KeyFileError, KeyringError, CaseError, DecryptionError,
+)  # fmt: skip
+CONFIG_ENV = "LOTSE_CONFIG"
+
+
+def _with_data(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options that say which Lotse's data a command works on."""
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--config", type=Path, help=f"configuration file (default: ${CONFIG_ENV})")
+    where.add_argument(
+        "--data-dir", type=Path, help=f"a demo's data folder (default: ./{DEFAULT_DEMO_DIR})"
+    )
+    return parser
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -49,14 +61,75 @@ def _parser() -> argparse.ArgumentParser:
         "demo", help="the intake in this terminal, with a built-in staff room"
     )
     demo.add_argument(
-        "--data-dir", type=Path, default=Path("lotse-demo"), help="default: ./lotse-demo"
+        "--data-dir",
+        type=Path,
+        default=Path(DEFAULT_DEMO_DIR),
+        help=f"default: ./{DEFAULT_DEMO_DIR}",
     )
     demo.add_argument(
         "--config", type=Path, help="use this configuration instead of the demo defaults"
     )
 
+    run = commands.add_parser("run", help="run the configured channels and the daily retention job")
+    run.add_argument("--config", type=Path, required=True)
+
+    keys = commands.add_parser("keys", help="counsellor key pairs").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    generate = keys.add_parser("generate", help="a new key pair, on the counsellor's own machine")
+    generate.add_argument(
+        "--out", type=Path, required=True, help="private key file; FILE.pub is written beside it"
+    )
+    generate.add_argument("--name", help="the counsellor's name (default: the file's name)")
+
+    counsellor = commands.add_parser("counsellor", help="manage counsellors").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    add = _with_data(
+        counsellor.add_parser("add", help="add a counsellor (re-seals the team key to them)")
+    )
+    add.add_argument("name")
+    add.add_argument("--public-key", type=Path, required=True)
+    add.add_argument("--display-name", help="the name officials see (default: NAME)")
+    add.add_argument("--matrix-id")
+    add.add_argument("--telegram-id", type=int)
+    add.add_argument("--by", type=Path, help="key file of an existing counsellor")
+    add.add_argument(
+        "--first", action="store_true", help="the very first counsellor: creates the team key"
+    )
+    _with_data(counsellor.add_parser("list", help="counsellors and their key fingerprints"))
+    revoke = _with_data(
+        counsellor.add_parser("revoke", help="revoke a counsellor and rotate the team key")
+    )
+    revoke.add_argument("name")
+    revoke.add_argument("--by", type=Path, required=True, help="key file of another counsellor")
+
+    cases = commands.add_parser("cases", help="cases").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    _with_data(
+        cases.add_parser(
+            "list", help="references, status, urgency, times: no content, no key needed"
+        )
+    )
+    show = _with_data(cases.add_parser("show", help="decrypt one case with a counsellor key"))
+    show.add_argument("reference")
+    show.add_argument("--key", type=Path, required=True)
+    export = _with_data(
+        cases.add_parser("export", help="case record, attachments and a SHA-256 manifest")
+    )
+    export.add_argument("reference")
+    export.add_argument("--key", type=Path, required=True)
+    export.add_argument("--out", type=Path, required=True)
+
+    _with_data(commands.add_parser("purge", help="apply the retention rules now"))
+    audit = commands.add_parser("audit", help="the audit log").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    _with_data(audit.add_parser("verify", help="check the audit chain"))
+
     flow = commands.add_parser("flow", help="check or draw the questionnaire").add_subparsers(
-        dest="flow_command", required=True, metavar="ACTION"
+        dest="action", required=True, metavar="ACTION"
     )
     check = flow.add_parser(
         "check", help="report every problem in a questionnaire and offer directory"
@@ -69,14 +142,12 @@ def _parser() -> argparse.ArgumentParser:
     graph.add_argument("--language", choices=["de", "en"])
 
     database = commands.add_parser("db", help="database maintenance").add_subparsers(
-        dest="db_command", required=True, metavar="ACTION"
+        dest="action", required=True, metavar="ACTION"
     )
-    database.add_parser("upgrade", help="apply migrations").add_argument(
-        "--config", type=Path, required=True
-    )
+    _with_data(database.add_parser("upgrade", help="apply migrations"))
 
     config = commands.add_parser("config", help="configuration").add_subparsers(
-        dest="config_command", required=True, metavar="ACTION"
+        dest="action", required=True, metavar="ACTION"
     )
     config.add_parser("check", help="validate a configuration file").add_argument("file", type=Path)
     return parser
@@ -107,21 +178,85 @@ def _print_operator_error(error: Exception) -> None:
     print(f"lotse: {error}", file=sys.stderr)
 
 
+def _target(arguments: argparse.Namespace) -> Config:
+    """Which Lotse's data: --config, --data-dir, $LOTSE_CONFIG, or the demo's folder here."""
+    if getattr(arguments, "config", None):
+        return load_config(arguments.config)
+    if getattr(arguments, "data_dir", None):
+        return demo_config(arguments.data_dir)
+    if os.environ.get(CONFIG_ENV):
+        return load_config(Path(os.environ[CONFIG_ENV]))
+    if Path(DEFAULT_DEMO_DIR).is_dir():
+        return demo_config(Path(DEFAULT_DEMO_DIR))
+    raise ConfigError(
+        "lotse",
+        [Problem("--config", f"name the configuration with --config FILE or ${CONFIG_ENV}")],
+    )
+
+
+def _with_app(arguments: argparse.Namespace, work: Callable[[App], Awaitable[int]]) -> int:
+    async def run() -> int:
+        async with open_app(_target(arguments)) as app:
+            return await work(app)
+
+    return asyncio.run(run())
+
+
 def _dispatch(arguments: argparse.Namespace) -> int:
-    if arguments.command == "demo":
+    command, action = arguments.command, getattr(arguments, "action", None)
+    if command == "demo":
         config = (
             load_config(arguments.config) if arguments.config else demo_config(arguments.data_dir)
         )
         return asyncio.run(run_demo(config))
-    if arguments.command == "flow" and arguments.flow_command == "check":
+    if command == "run":
+        return asyncio.run(run_service(load_config(arguments.config)))
+    if command == "keys":
+        return admin.generate_keys(arguments.out, arguments.name or arguments.out.stem)
+    if command == "flow" and action == "check":
         return _flow_check(arguments.file, arguments.offers, arguments.texts)
-    if arguments.command == "flow":
+    if command == "flow":
         print(mermaid(load_questionnaire(arguments.file), arguments.language), end="")
         return 0
-    if arguments.command == "db":
-        return asyncio.run(_db_upgrade(arguments.config))
-    load_config(arguments.file)
-    print(f"{arguments.file}: configuration is valid")
+    if command == "config":
+        load_config(arguments.file)
+        print(f"{arguments.file}: configuration is valid")
+        return 0
+    return _with_app(arguments, _data_command(arguments))
+
+
+def _data_command(arguments: argparse.Namespace) -> Callable[[App], Awaitable[int]]:
+    command, action = arguments.command, getattr(arguments, "action", None)
+    if command == "counsellor" and action == "add":
+        return lambda app: admin.add_counsellor(
+            app,
+            arguments.name,
+            arguments.public_key,
+            display_name=arguments.display_name,
+            matrix_id=arguments.matrix_id,
+            telegram_id=arguments.telegram_id,
+            by=arguments.by,
+            first=arguments.first,
+        )
+    if command == "counsellor" and action == "list":
+        return admin.list_counsellors
+    if command == "counsellor":
+        return lambda app: admin.revoke_counsellor(app, arguments.name, arguments.by)
+    if command == "cases" and action == "list":
+        return lambda app: admin.list_cases(app.store)
+    if command == "cases" and action == "show":
+        return lambda app: admin.show_case(app, arguments.reference, arguments.key)
+    if command == "cases":
+        return lambda app: admin.export_case(app, arguments.reference, arguments.key, arguments.out)
+    if command == "purge":
+        return admin.purge
+    if command == "audit":
+        return lambda app: admin.verify_audit(app.store)
+    return _schema_is_current
+
+
+async def _schema_is_current(app: App) -> int:
+    print("database schema is up to date")
     return 0
 
 
@@ -143,10 +278,3 @@ def _flow_check(questionnaire_path: Path, offers_path: Path, texts_path: Path) -
         else:
             print(f"{path}: ok")
     return 1 if failed else 0
-
-
-async def _db_upgrade(config_path: Path) -> int:
-    async with open_app(load_config(config_path)):
-        pass
-    print("database schema is up to date")
-    return 0

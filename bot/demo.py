@@ -3,13 +3,27 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import TextIO
 
 from bot.app import App, open_app
 from bot.config import Config
 from bot.console import ConsoleChannel, ConsoleSession
 from bot.core.orchestrator import Core
+from storage.keyfile import public_path, read_public_key, write_key_pair
+from storage.keyring import CounsellorEntry, active_counsellors, bootstrap
 
+DEFAULT_DEMO_DIR = "lotse-demo"
+DEMO_KEY = "demo-counsellor.key"
+DEMO_COUNSELLOR = "demo"
+DEMO_DISPLAY_NAME = "Beraterin Demo"
+DEMO_PASSPHRASE = "demo"  # noqa: S105  (said on screen: for trying only)
+DEMO_KEY_NOTICE = """\
+A demo counsellor key was created: {key}
+Its passphrase is "demo". FOR TRYING ONLY: never use this key or this folder for real cases.
+Open a submitted case with:
+  lotse cases show L-YYYY-NNNN --key {key} --data-dir {data_dir}
+"""
 BANNER = """\
 Lotse demo – the intake as an official sees it, in this terminal.
 Data: {data_dir} (encrypted SQLite). Type /hilfe for commands, /sprache for English.
@@ -32,9 +46,31 @@ def console_session(app: App, out: TextIO, source: TextIO, interactive: bool) ->
     return ConsoleSession(core, channel, source, interactive)
 
 
+async def demo_counsellor(app: App) -> Path | None:
+    """On a demo's first run: a counsellor key with a known passphrase, and the team key.
+
+    Returns the key file when it was created now.
+    """
+    async with app.store.unit() as unit:
+        if await active_counsellors(unit.session):
+            return None
+    key_file = app.config.storage.data_dir / DEMO_KEY
+    if key_file.exists():  # a half-finished first run: use the key it left
+        public = read_public_key(public_path(key_file)).key
+    else:
+        public = write_key_pair(key_file, DEMO_COUNSELLOR, DEMO_PASSPHRASE)
+    async with app.store.unit() as unit:
+        await bootstrap(unit, CounsellorEntry(DEMO_COUNSELLOR, DEMO_DISPLAY_NAME), public)
+    return key_file
+
+
 async def run_demo(config: Config) -> int:
     interactive = sys.stdin.isatty()
     async with open_app(config) as app:
+        created = await demo_counsellor(app)
+        if created is not None:
+            notice = DEMO_KEY_NOTICE.format(key=created, data_dir=config.storage.data_dir)
+            print(notice, file=sys.stdout if interactive else sys.stderr)
         session = console_session(app, sys.stdout, sys.stdin, interactive)
         if interactive:
             print(BANNER.format(data_dir=config.storage.data_dir))

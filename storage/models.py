@@ -17,6 +17,7 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     String,
+    Text,
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -72,6 +73,14 @@ class Case(Base):
     status: Mapped[str] = mapped_column(String(16), index=True)
     urgent: Mapped[bool] = mapped_column(Boolean)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
+    closed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # The case key pair: public in clear (the server seals to it), private only wrapped
+    # to the team key. Null only for cases written before sealing existed.
+    public_key: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    wrapped_key: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    team_key_id: Mapped[int | None] = mapped_column(
+        ForeignKey("team_keys.id"), nullable=True, index=True
+    )
 
 
 class CaseItem(Base):
@@ -104,3 +113,61 @@ class ProcessedEvent(Base):
 
     event_key: Mapped[str] = mapped_column(String(64), primary_key=True)
     seen_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class Counsellor(Base):
+    """A counsellor: the public half of their key, and how the staff room knows them."""
+
+    __tablename__ = "counsellors"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    display_name: Mapped[str] = mapped_column(String(100))  # shown to officials
+    matrix_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    telegram_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    public_key: Mapped[bytes] = mapped_column(LargeBinary)
+    fingerprint: Mapped[str] = mapped_column(String(32))
+    added_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class TeamKey(Base):
+    """One generation of the team key pair; the newest unretired one seals new case keys."""
+
+    __tablename__ = "team_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    public_key: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    retired_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class TeamKeyWrap(Base):
+    """A team private key, sealed to one counsellor's public key."""
+
+    __tablename__ = "team_key_wraps"
+    __table_args__ = (UniqueConstraint("team_key_id", "counsellor_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    team_key_id: Mapped[int] = mapped_column(
+        ForeignKey("team_keys.id", ondelete="CASCADE"), index=True
+    )
+    counsellor_id: Mapped[int] = mapped_column(
+        ForeignKey("counsellors.id", ondelete="CASCADE"), index=True
+    )
+    wrapped: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class AuditEntry(Base):
+    """One link of the audit chain; see storage/audit.py."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    action: Mapped[str] = mapped_column(String(32))
+    case_reference: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    actor: Mapped[str] = mapped_column(String(100))
+    detail: Mapped[str] = mapped_column(Text)
+    previous: Mapped[str] = mapped_column(String(64))
+    digest: Mapped[str] = mapped_column(String(64))

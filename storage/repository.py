@@ -20,6 +20,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from flows.state import IntakeState, StoredFile
+from storage.audit import OFFICIAL, SYSTEM, Action, record
+from storage.keyring import KeyringError, case_key_info, current_team, lock_keyring
 from storage.models import (
     Case,
     CaseItem,
@@ -28,10 +30,12 @@ from storage.models import (
     ReferenceCounter,
     StoredBlob,
 )
+from storage.sealing import PrivateKey, PublicKey, context, seal
 from storage.server_secret import ServerKeys
 
 Clock = Callable[[], dt.datetime]
 REFERENCE_PREFIX = "L"
+EVENT_MEMORY = dt.timedelta(days=7)  # how long a platform event id is remembered for dedupe
 
 
 def utc_now() -> dt.datetime:
@@ -40,6 +44,14 @@ def utc_now() -> dt.datetime:
 
 def format_reference(year: int, number: int) -> str:
     return f"{REFERENCE_PREFIX}-{year}-{number:04d}"
+
+
+@dataclass(frozen=True)
+class PurgeReport:
+    cases: int
+    intakes: int
+    files: int
+    events: int
 
 
 @dataclass(frozen=True)
@@ -72,12 +84,26 @@ class Store:
         async with self._sessions() as session, session.begin():
             yield Unit(session, self.keys, self.clock())
 
+    async def compact(self) -> None:
+        """After deleting: move SQLite's WAL into the database and truncate it.
+
+        secure_delete zeroes deleted rows in the database file; this makes sure no
+        copy of them lingers in the -wal file either.
+        """
+        if self.engine.dialect.name != "sqlite":
+            return
+        async with self.engine.connect() as connection:
+            raw = await connection.get_raw_connection()
+            driver = raw.driver_connection
+            assert driver is not None
+            await driver.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
     async def cases(self) -> list[CaseSummary]:
         async with self._sessions() as session:
             rows = await session.scalars(select(Case).order_by(Case.created_at, Case.id))
             return [
                 CaseSummary(
-                    row.reference, row.status, row.urgent, row.channel, _aware(row.created_at)
+                    row.reference, row.status, row.urgent, row.channel, aware(row.created_at)
                 )
                 for row in rows
             ]
@@ -143,14 +169,13 @@ class Unit:
 
     async def delete_person(self, sender_key: str) -> int:
         """Forget everything about one sender: intake, files, cases and their records."""
-        case_ids = select(Case.id).where(Case.sender_key == sender_key)
-        await self.session.execute(delete(CaseItem).where(CaseItem.case_id.in_(case_ids)))
+        cases = list(await self.session.scalars(select(Case).where(Case.sender_key == sender_key)))
+        await self._delete_cases(cases, OFFICIAL, "deleted on request")
         await self.session.execute(delete(StoredBlob).where(StoredBlob.sender_key == sender_key))
-        deleted = await self.session.execute(delete(Case).where(Case.sender_key == sender_key))
         await self.session.execute(
             delete(Conversation).where(Conversation.sender_key == sender_key)
         )
-        return int(getattr(deleted, "rowcount", 0) or 0)
+        return len(cases)
 
     # -- files ------------------------------------------------------------------------------
 
@@ -195,8 +220,21 @@ class Unit:
         record: dict[str, object],
         files: Sequence[StoredFile],
     ) -> str:
-        """Turn a finished intake into a case; returns its reference."""
+        """Turn a finished intake into a case, sealed to a new case key; returns its reference.
+
+        The case's private key is sealed to the team key at once and never kept
+        elsewhere: from here on the server can add to the case but not read it.
+        """
+        await lock_keyring(self.session, shared=True)
+        team = await current_team(self.session)
+        if team is None:
+            raise KeyringError(
+                "no counsellor key is set up, so cases cannot be sealed; "
+                "run: lotse counsellor add NAME --public-key FILE --first"
+            )
         reference = await self._next_reference()
+        case_private = PrivateKey.generate()
+        case_public = case_private.public_key()
         case = Case(
             reference=reference,
             sender_key=sender_key,
@@ -204,35 +242,166 @@ class Unit:
             status="submitted",
             urgent=urgent,
             created_at=self.now,
+            public_key=case_public.to_bytes(),
+            wrapped_key=seal(
+                PublicKey.from_bytes(team.public_key),
+                case_private.to_bytes(),
+                case_key_info(reference, team.id),
+            ),
+            team_key_id=team.id,
         )
         self.session.add(case)
         await self.session.flush()
-        content = json.dumps(record, ensure_ascii=False).encode()
+        await self._seal_item(case, 0, "intake", record)
+        for file in files:
+            await self._seal_file(case, file.id, sender_key)
+        await self.audit(
+            Action.CASE_CREATED,
+            OFFICIAL,
+            reference,
+            {"channel": channel, "urgent": int(urgent), "files": len(files)},
+        )
+        return reference
+
+    async def _seal_item(
+        self, case: Case, position: int, kind: str, payload: dict[str, object]
+    ) -> None:
+        assert case.public_key is not None
+        content = json.dumps(payload, ensure_ascii=False, sort_keys=True).encode()
         self.session.add(
             CaseItem(
                 case_id=case.id,
-                position=0,
-                kind="intake",
-                content=self.keys.encrypt(content, f"case:{reference}:0"),
+                position=position,
+                kind=kind,
+                content=seal(
+                    PublicKey.from_bytes(case.public_key),
+                    content,
+                    item_info(case.reference, position, kind),
+                ),
                 created_at=self.now,
             )
         )
-        if files:
-            await self.session.execute(
-                update(StoredBlob)
-                .where(
-                    StoredBlob.id.in_([file.id for file in files]),
-                    StoredBlob.sender_key == sender_key,
-                )
-                .values(case_id=case.id)
+
+    async def _seal_file(self, case: Case, file_id: str, sender_key: str) -> None:
+        """Move a stored file into the case: re-encrypt it from the server key to the case key."""
+        assert case.public_key is not None
+        blob = await self.session.get(StoredBlob, file_id)
+        if blob is None or blob.sender_key != sender_key or blob.case_id is not None:
+            raise LookupError("a file of this intake is missing from storage")
+        plaintext = self.keys.decrypt(blob.content, f"file:{file_id}")
+        blob.content = seal(
+            PublicKey.from_bytes(case.public_key), plaintext, file_info(case.reference, file_id)
+        )
+        blob.case_id = case.id
+
+    async def case(self, reference: str, lock: bool = False) -> Case | None:
+        query = select(Case).where(Case.reference == reference)
+        if lock:
+            query = query.with_for_update()
+        return (await self.session.scalars(query)).first()
+
+    async def add_item(self, reference: str, kind: str, payload: dict[str, object]) -> int:
+        """Seal one more item (a relayed message, a note) to a case; returns its position."""
+        case = await self.case(reference, lock=True)
+        if case is None:
+            raise LookupError(f"no case {reference}")
+        last = await self.session.scalar(
+            select(func.max(CaseItem.position)).where(CaseItem.case_id == case.id)
+        )
+        position = (last if last is not None else -1) + 1
+        await self._seal_item(case, position, kind, payload)
+        return position
+
+    async def add_files(self, reference: str, sender_key: str, files: Sequence[StoredFile]) -> None:
+        """Files an official sends after submitting: sealed into their case, with a record item."""
+        case = await self.case(reference, lock=True)
+        if case is None:
+            raise LookupError(f"no case {reference}")
+        for file in files:
+            await self._seal_file(case, file.id, sender_key)
+        await self.add_item(
+            reference,
+            "attachment",
+            {"from": OFFICIAL, "files": [file.model_dump() for file in files]},
+        )
+
+    async def audit(
+        self,
+        action: Action,
+        actor: str,
+        case_reference: str | None = None,
+        detail: dict[str, str | int] | None = None,
+    ) -> None:
+        await record(
+            self.session,
+            self.keys.audit_key,
+            self.now,
+            action=action,
+            actor=actor,
+            case_reference=case_reference,
+            detail=detail,
+        )
+
+    async def _delete_cases(self, cases: Sequence[Case], actor: str, why: str) -> None:
+        for case in cases:
+            await self.session.execute(delete(CaseItem).where(CaseItem.case_id == case.id))
+            await self.session.execute(delete(StoredBlob).where(StoredBlob.case_id == case.id))
+            await self.session.delete(case)
+            await self.audit(Action.CASE_DELETED, actor, case.reference, {"why": why})
+        await self.session.flush()
+
+    async def purge(self, retention: dt.timedelta, abandoned: dt.timedelta) -> PurgeReport:
+        """Apply the retention rules now: closed cases, abandoned intakes, loose files."""
+        closed = list(
+            await self.session.scalars(
+                select(Case).where(Case.status == "closed", Case.closed_at < self.now - retention)
             )
-        return reference
+        )
+        await self._delete_cases(closed, SYSTEM, "retention")
+        open_senders = select(Case.sender_key).where(Case.status != "closed")
+        idle = self.now - abandoned
+        conversations = await self.session.execute(
+            delete(Conversation).where(
+                Conversation.updated_at < idle, Conversation.sender_key.not_in(open_senders)
+            )
+        )
+        loose = await self.session.execute(
+            delete(StoredBlob).where(StoredBlob.case_id.is_(None), StoredBlob.created_at < idle)
+        )
+        events = await self.session.execute(
+            delete(ProcessedEvent).where(ProcessedEvent.seen_at < self.now - EVENT_MEMORY)
+        )
+        report = PurgeReport(
+            cases=len(closed),
+            intakes=_rowcount(conversations),
+            files=_rowcount(loose),
+            events=_rowcount(events),
+        )
+        if report.cases or report.intakes or report.files:
+            await self.audit(
+                Action.PURGED,
+                SYSTEM,
+                detail={"cases": report.cases, "intakes": report.intakes, "files": report.files},
+            )
+        return report
 
     async def count_cases(self, sender_key: str) -> int:
         query = select(func.count()).select_from(Case).where(Case.sender_key == sender_key)
         return int((await self.session.scalar(query)) or 0)
 
 
-def _aware(moment: dt.datetime) -> dt.datetime:
+def _rowcount(result: object) -> int:
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def item_info(reference: str, position: int, kind: str) -> bytes:
+    return context("item", reference, position, kind)
+
+
+def file_info(reference: str, file_id: str) -> bytes:
+    return context("file", reference, file_id)
+
+
+def aware(moment: dt.datetime) -> dt.datetime:
     """SQLite hands back naive datetimes; everything Lotse writes is UTC."""
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)

@@ -5,7 +5,9 @@ an environment variable. Derived from it with HKDF-SHA256, one key per purpose:
 
 - `state`: AES-256-GCM for in-progress intakes, chat addresses and files not yet
   part of a case;
-- `pseudonym`: the HMAC pepper that turns `channel:user id` into a sender key.
+- `pseudonym`: the HMAC pepper that turns `channel:user id` into a sender key;
+- `audit`: the HMAC key of the audit chain, so the chain cannot be rewritten
+  consistently by someone holding only the database.
 
 A stolen database without this secret reveals no intake in progress and no
 platform identity.
@@ -55,12 +57,15 @@ class ServerKeys:
 
     _state: AESGCM
     _pepper: bytes
+    audit_key: bytes  # keys the audit chain's HMACs
 
     @classmethod
     def from_secret(cls, secret: bytes) -> ServerKeys:
         if len(secret) != SECRET_BYTES:
             raise SecretError(f"the server secret must be {SECRET_BYTES} bytes, got {len(secret)}")
-        return cls(AESGCM(_derive(secret, "state")), _derive(secret, "pseudonym"))
+        return cls(
+            AESGCM(_derive(secret, "state")), _derive(secret, "pseudonym"), _derive(secret, "audit")
+        )
 
     def pseudonym(self, channel: str, user_id: str) -> str:
         """The sender key stored in place of a platform user id."""

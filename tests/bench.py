@@ -15,6 +15,7 @@ from pathlib import Path
 
 from bot.app import demo_config, open_app
 from bot.core.orchestrator import Core
+from bot.demo import demo_counsellor
 from bot.core.types import Inbound, Reply
 from flows.engine import Engine
 from flows.messages import UserInput
@@ -60,6 +61,7 @@ def bench_engine(engine: Engine, rounds: int) -> None:
 
 async def bench_core(intakes: int, folder: Path) -> None:
     async with open_app(demo_config(folder)) as app:
+        await demo_counsellor(app)
         sink = _Sink()
         core = Core(app.engine, app.store, staff_room=sink, counselling_hours="Mo-Fr 09:00-16:00")
         core.attach(sink)

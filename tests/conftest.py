@@ -16,7 +16,10 @@ import pytest
 
 from flows.engine import Engine
 from storage.db import open_engine, upgrade
+from storage.keyfile import UnlockedKey
+from storage.keyring import CounsellorEntry, bootstrap
 from storage.repository import Store
+from storage.sealing import PrivateKey
 from storage.server_secret import ServerKeys
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,6 +90,31 @@ async def _create_database(admin_url: str) -> str:
     return name
 
 
+def _async_url(admin_url: str, name: str) -> str:
+    base = admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
+    return f"{base}/{name}"
+
+
+async def _migrated_template(admin_url: str) -> str:
+    name = await _create_database(admin_url)
+    engine = open_engine(_async_url(admin_url, name))
+    try:
+        await upgrade(engine)
+    finally:
+        await engine.dispose()
+    return name
+
+
+@pytest.fixture(scope="session")
+def postgres_database(postgres_admin_url: str) -> Iterator[str]:
+    """One migrated database for the session; each test starts with its tables emptied."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        name = pool.submit(asyncio.run, _migrated_template(postgres_admin_url)).result()
+    yield name
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(asyncio.run, _drop_database(postgres_admin_url, name)).result()
+
+
 async def _drop_database(admin_url: str, name: str) -> None:
     connection = await asyncpg.connect(admin_url)
     try:
@@ -102,22 +130,43 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
         yield f"sqlite+aiosqlite:///{tmp_path / 'lotse.db'}"
         return
     admin_url = request.getfixturevalue("postgres_admin_url")
-    name = await _create_database(admin_url)
-    base = admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
+    name = request.getfixturevalue("postgres_database")
+    connection = await asyncpg.connect(admin_url.rsplit("/", 1)[0] + f"/{name}")
     try:
-        yield f"{base}/{name}"
+        tables = await connection.fetch(
+            "SELECT tablename FROM pg_tables "
+            "WHERE schemaname = 'public' AND tablename != 'alembic_version'"
+        )
+        listed = ", ".join(f'"{row["tablename"]}"' for row in tables)
+        await connection.execute(f"TRUNCATE {listed} RESTART IDENTITY CASCADE")
     finally:
-        await _drop_database(admin_url, name)
+        await connection.close()
+    yield _async_url(admin_url, name)
 
 
 @pytest.fixture
-async def store(database_url: str, server_keys: ServerKeys) -> AsyncIterator[Store]:
+async def empty_store(database_url: str, server_keys: ServerKeys) -> AsyncIterator[Store]:
+    """A migrated database with no counsellor yet."""
     engine = open_engine(database_url)
     await upgrade(engine)
     try:
         yield Store(engine, server_keys)
     finally:
         await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def counsellor_key() -> UnlockedKey:
+    """The first counsellor's key, as `lotse cases show` has it once unlocked."""
+    return UnlockedKey("Berger", PrivateKey.generate())
+
+
+@pytest.fixture
+async def store(empty_store: Store, counsellor_key: UnlockedKey) -> Store:
+    """A database whose first counsellor is set up, so cases can be sealed."""
+    async with empty_store.unit() as unit:
+        await bootstrap(unit, CounsellorEntry("Berger", "A. Berger"), counsellor_key.public)
+    return empty_store
 
 
 # -- the demo as a separate process --------------------------------------------------------------

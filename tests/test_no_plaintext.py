@@ -20,7 +20,7 @@ import pytest
 
 from bot.app import demo_config, open_app
 from bot.console import DEMO_USER
-from bot.demo import console_session
+from bot.demo import console_session, demo_counsellor
 from bot.logs import quiet_libraries
 from tests.conftest import run_demo
 from tests.test_demo_script import (
@@ -160,7 +160,9 @@ def test_data_dir_permissions(demo_dir: Path) -> None:
     assert stat.S_IMODE(demo_dir.stat().st_mode) == 0o700
     assert modes["server.secret"] == 0o600
     assert modes["lotse.db"] == 0o600
-    assert all(mode & 0o077 == 0 for mode in modes.values()), modes
+    assert modes["demo-counsellor.key"] == 0o600
+    private = {name: mode for name, mode in modes.items() if not name.endswith(".pub")}
+    assert all(mode & 0o077 == 0 for mode in private.values()), modes
     assert findings(demo_dir, {"platform user id": DEMO_USER}) == []
 
 
@@ -192,6 +194,7 @@ async def test_in_process_log_carries_no_answers(
     config = demo_config(tmp_path / "data")
     out = io.StringIO()
     async with open_app(config) as app:
+        await demo_counsellor(app)
         session = console_session(app, out, io.StringIO(), interactive=False)
         for line in lines:
             await session.feed(line)

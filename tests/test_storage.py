@@ -9,6 +9,8 @@ import pytest
 from sqlalchemy import func, select, update
 
 from flows.state import IntakeState
+from storage.casefile import open_case
+from storage.keyfile import UnlockedKey
 from storage.models import Case, CaseItem, Conversation, StoredBlob
 from storage.repository import Store
 from storage.server_secret import DecryptionError, ServerKeys
@@ -61,23 +63,16 @@ async def test_state_moved_to_another_sender_does_not_open(store: Store) -> None
             await unit.load("sender-b")
 
 
-async def test_references_count_up_per_year(database_url: str, server_keys: ServerKeys) -> None:
-    from storage.db import open_engine, upgrade
-
+async def test_references_count_up_per_year(store: Store) -> None:
     moments = iter(
         [dt.datetime(2026, 12, 31, 23, 0, tzinfo=dt.UTC)] * 2
         + [dt.datetime(2027, 1, 1, 0, 5, tzinfo=dt.UTC)] * 2
     )
-    engine = open_engine(database_url)
-    await upgrade(engine)
-    store = Store(engine, server_keys, clock=lambda: next(moments))
+    dated = Store(store.engine, store.keys, clock=lambda: next(moments))
     references = []
-    try:
-        for _ in range(4):
-            async with store.unit() as unit:
-                references.append(await unit.create_case("s", "console", False, {"a": 1}, []))
-    finally:
-        await engine.dispose()
+    for _ in range(4):
+        async with dated.unit() as unit:
+            references.append(await unit.create_case("s", "console", False, {"a": 1}, []))
     # One unit per case, so the clock is read once per case.
     assert references[:2] == ["L-2026-0001", "L-2026-0002"]
     assert references[2:] == ["L-2027-0001", "L-2027-0002"]
@@ -94,7 +89,9 @@ async def test_concurrent_submissions_get_distinct_references(store: Store) -> N
     assert numbers == list(range(1, 13))
 
 
-async def test_case_record_is_encrypted_and_bound_to_its_reference(store: Store) -> None:
+async def test_case_record_is_sealed_so_the_server_cannot_read_it(
+    store: Store, counsellor_key: UnlockedKey
+) -> None:
     async with store.unit() as unit:
         reference = await unit.create_case("s", "console", True, {"description": "CANARY-CASE"}, [])
     async with store.unit() as unit:
@@ -103,9 +100,12 @@ async def test_case_record_is_encrypted_and_bound_to_its_reference(store: Store)
     assert case.reference == reference
     assert case.urgent is True
     assert b"CANARY-CASE" not in item.content
-    assert b"CANARY-CASE" in store.keys.decrypt(item.content, f"case:{reference}:0")
-    with pytest.raises(DecryptionError):
-        store.keys.decrypt(item.content, "case:L-2000-0001:0")
+    with pytest.raises(DecryptionError):  # the server's own key does not open it
+        store.keys.decrypt(item.content, f"case:{reference}:0")
+    async with store.unit() as unit:
+        opened, by = await open_case(unit, counsellor_key, reference)
+    assert opened.intake == {"description": "CANARY-CASE"}
+    assert by == "Berger"
 
 
 async def test_processed_events_are_remembered(store: Store) -> None:
@@ -117,16 +117,28 @@ async def test_processed_events_are_remembered(store: Store) -> None:
         assert not await unit.seen("event-2")
 
 
-async def test_files_are_encrypted_and_follow_the_case(store: Store) -> None:
+async def test_files_are_encrypted_and_sealed_into_the_case(
+    store: Store, counsellor_key: UnlockedKey
+) -> None:
     async with store.unit() as unit:
         handle = await unit.store_file("s", "shot.png", "image/png", b"CANARY-FILE-BYTES")
-        await unit.create_case("s", "console", False, {}, [handle])
+    async with store.unit() as unit:
+        before = (await unit.session.scalars(select(StoredBlob))).one().content
+    assert b"CANARY-FILE-BYTES" not in before  # encrypted with the server key while in progress
+    async with store.unit() as unit:
+        reference = await unit.create_case(
+            "s", "console", False, {"files": [handle.model_dump()]}, [handle]
+        )
     async with store.unit() as unit:
         blob = (await unit.session.scalars(select(StoredBlob))).one()
+        opened, _ = await open_case(unit, counsellor_key, reference)
     assert handle.size == len(b"CANARY-FILE-BYTES")
     assert b"CANARY-FILE-BYTES" not in blob.content
     assert blob.case_id is not None
-    assert store.keys.decrypt(blob.content, f"file:{handle.id}") == b"CANARY-FILE-BYTES"
+    with pytest.raises(DecryptionError):  # re-sealed: the server key no longer opens it
+        store.keys.decrypt(blob.content, f"file:{handle.id}")
+    [file] = opened.files
+    assert (file.name, file.data) == ("shot.png", b"CANARY-FILE-BYTES")
 
 
 async def test_discard_keeps_submitted_cases(store: Store) -> None:

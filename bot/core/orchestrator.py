@@ -35,6 +35,7 @@ ATTEMPTS = 3
 class _Step:
     replies: list[Reply] = field(default_factory=list)
     staff_post: tuple[str, str, bool] | None = None  # reference, text, urgent
+    deleted: bool = False  # something was deleted: compact the database afterwards
 
 
 class _Bounded(OrderedDict[str, IntakeState]):
@@ -86,6 +87,8 @@ class Core:
                 language = self._language_of(inbound.sender)
                 step = _Step([Reply(self.engine.texts.get("technical_error", language))])
             self._remember_event(event_key)
+        if step.deleted:
+            await self.store.compact()
         for reply in step.replies:
             await channel.send(inbound.chat, reply)
         if step.staff_post is not None:
@@ -144,10 +147,16 @@ class Core:
             new_state = self.engine.submitted_state(new_state, reference)
         elif outcome.effect is Effect.DISCARD:
             await unit.discard(sender)
+            result.deleted = True
             logger.info("intake cancelled by the official")
         elif outcome.effect is Effect.DELETE_ALL:
             cases = await unit.delete_person(sender)
+            result.deleted = True
             logger.info("deleted everything about one official on request (%d case(s))", cases)
+        elif files and new_state is not None and new_state.case_reference:
+            # After submitting, a file belongs to the case at once, sealed to its key.
+            await unit.add_files(new_state.case_reference, sender, files)
+            new_state = new_state.model_copy(update={"files": []})
 
         if new_state is not None and new_state.consented:
             await unit.save(sender, inbound.channel, inbound.chat, new_state)

@@ -1,0 +1,162 @@
+"""The operator's and counsellors' commands: keys, counsellors, cases, retention, audit."""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import os
+import sys
+from pathlib import Path
+
+from bot import casebook
+from bot.app import App
+from storage.audit import Action, load_chain, verify
+from storage.casefile import open_case
+from storage.keyfile import (
+    MINIMUM_PASSPHRASE,
+    KeyFileError,
+    read_public_key,
+    unlock,
+    write_key_pair,
+)
+from storage.keyring import CounsellorEntry, KeyringError, add, all_counsellors, bootstrap, revoke
+from storage.repository import Store
+
+PASSPHRASE_ENV = "LOTSE_PASSPHRASE"  # noqa: S105  (the variable's name, not a passphrase)
+
+
+def passphrase(prompt: str, confirm: bool = False) -> str:
+    """From LOTSE_PASSPHRASE (for scripts), else asked without echo."""
+    given = os.environ.get(PASSPHRASE_ENV)
+    if given is not None:
+        return given
+    if not sys.stdin.isatty():
+        raise KeyFileError(f"no terminal to ask for the passphrase: set {PASSPHRASE_ENV}")
+    first = getpass.getpass(prompt)
+    if confirm and getpass.getpass("Repeat the passphrase: ") != first:
+        raise KeyFileError("the two passphrases differ; nothing was written")
+    return first
+
+
+def generate_keys(out: Path, name: str) -> int:
+    secret = passphrase(f"Passphrase for {out}: ", confirm=True)
+    if len(secret) < MINIMUM_PASSPHRASE:
+        raise KeyFileError(f"the passphrase needs at least {MINIMUM_PASSPHRASE} characters")
+    public = write_key_pair(out, name, secret)
+    print(f"private key: {out} (keep it on this machine; it is encrypted with your passphrase)")
+    print(f"public key:  {out}.pub (hand this to the operator)")
+    print(f"fingerprint: {public.fingerprint()}")
+    return 0
+
+
+async def add_counsellor(
+    app: App,
+    name: str,
+    public_key: Path,
+    *,
+    display_name: str | None,
+    matrix_id: str | None,
+    telegram_id: int | None,
+    by: Path | None,
+    first: bool,
+) -> int:
+    public = read_public_key(public_key)
+    entry = CounsellorEntry(name, display_name or name, matrix_id, telegram_id)
+    if first == (by is not None):
+        raise KeyringError("name exactly one of --by KEYFILE (an existing counsellor) or --first")
+    unlocked = unlock(by, passphrase(f"Passphrase for {by}: ")) if by is not None else None
+    async with app.store.unit() as unit:
+        if unlocked is None:
+            await bootstrap(unit, entry, public.key)
+        else:
+            await add(unit, unlocked, entry, public.key)
+    print(f"added {name} (fingerprint {public.key.fingerprint()})")
+    return 0
+
+
+async def list_counsellors(app: App) -> int:
+    async with app.store.unit() as unit:
+        counsellors = await all_counsellors(unit.session)
+    if not counsellors:
+        print("no counsellors yet: lotse counsellor add NAME --public-key FILE --first")
+        return 0
+    for counsellor in counsellors:
+        state = f"revoked {counsellor.revoked_at:%Y-%m-%d}" if counsellor.revoked_at else "active"
+        handles = ", ".join(
+            handle
+            for handle in (
+                counsellor.matrix_id,
+                f"telegram {counsellor.telegram_id}" if counsellor.telegram_id else None,
+            )
+            if handle
+        )
+        print(
+            f"{counsellor.name:<24} {state:<18} shown as {counsellor.display_name!r:<20} "
+            f"{counsellor.fingerprint}  {handles}"
+        )
+    return 0
+
+
+async def revoke_counsellor(app: App, name: str, by: Path) -> int:
+    unlocked = unlock(by, passphrase(f"Passphrase for {by}: "))
+    async with app.store.unit() as unit:
+        resealed = await revoke(unit, unlocked, name)
+    print(f"revoked {name}; new team key; {resealed} case key(s) re-sealed")
+    return 0
+
+
+async def list_cases(store: Store) -> int:
+    cases = await store.cases()
+    if not cases:
+        print("no cases")
+    for case in cases:
+        urgent = "URGENT" if case.urgent else ""
+        created = f"{case.created_at:%Y-%m-%d %H:%M} UTC"
+        print(f"{case.reference}  {case.status:<10} {urgent:<6} {case.channel:<9} {created}")
+    return 0
+
+
+async def show_case(app: App, reference: str, key: Path) -> int:
+    unlocked = unlock(key, passphrase(f"Passphrase for {key}: "))
+    async with app.store.unit() as unit:
+        case, counsellor = await open_case(unit, unlocked, reference)
+        await unit.audit(Action.CASE_VIEWED, counsellor, reference)
+    print(casebook.as_text(app.engine, case, app.config.staff.language), end="")
+    return 0
+
+
+async def export_case(app: App, reference: str, key: Path, out: Path) -> int:
+    unlocked = unlock(key, passphrase(f"Passphrase for {key}: "))
+    async with app.store.unit() as unit:
+        case, counsellor = await open_case(unit, unlocked, reference)
+        target = casebook.export(app.engine, case, out, app.config.staff.language)
+        await unit.audit(Action.CASE_EXPORTED, counsellor, reference, {"files": len(case.files)})
+    print(f"exported {reference} to {target}")
+    print(f"check it with: cd {target} && sha256sum -c {casebook.MANIFEST}")
+    return 0
+
+
+async def purge(app: App) -> int:
+    counselling = app.config.counselling
+    async with app.store.unit() as unit:
+        report = await unit.purge(
+            dt.timedelta(days=counselling.retention_days),
+            dt.timedelta(hours=counselling.abandoned_intake_hours),
+        )
+    await app.store.compact()
+    print(
+        f"deleted {report.cases} closed case(s) past retention, {report.intakes} abandoned "
+        f"intake(s), {report.files} loose file(s), {report.events} old delivery record(s)"
+    )
+    return 0
+
+
+async def verify_audit(store: Store) -> int:
+    async with store.unit() as unit:
+        chain = await load_chain(unit.session)
+    problem = verify(store.keys.audit_key, chain)
+    if problem is not None:
+        print(f"audit chain BROKEN at {problem}", file=sys.stderr)
+        return 1
+    print(f"audit chain intact: {len(chain)} entries")
+    return 0

@@ -1,0 +1,127 @@
+"""The audit log: who did what to which case, never what the case says.
+
+Entries form a hash chain. Each entry's digest is an HMAC (keyed from the server
+secret) over the previous digest and the entry's own fields, so changing,
+removing or reordering an entry breaks the chain at that entry, and a thief
+with the database alone cannot write a consistent new chain. `lotse audit
+verify` walks the chain and names the first entry that does not fit.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage.models import AuditEntry
+
+GENESIS = "0" * 64
+AUDIT_LOCK = 0x41554454  # "AUDT", a PostgreSQL advisory lock key
+
+
+class Action(StrEnum):
+    CASE_CREATED = "case created"
+    CASE_CLAIMED = "case claimed"
+    CASE_RELEASED = "case released"
+    CASE_TRANSFERRED = "case transferred"
+    CASE_CLOSED = "case closed"
+    CASE_REOPENED = "case reopened"
+    CASE_VIEWED = "case viewed"
+    CASE_EXPORTED = "case exported"
+    CASE_DELETED = "case deleted"
+    COUNSELLOR_ADDED = "counsellor added"
+    COUNSELLOR_REVOKED = "counsellor revoked"
+    TEAM_KEY_CREATED = "team key created"
+    TEAM_KEY_ROTATED = "team key rotated"
+    COMMAND_REFUSED = "command refused"
+    PURGED = "retention purge"
+
+
+SYSTEM = "system"
+OFFICIAL = "official"
+
+
+def _digest(key: bytes, previous: str, entry: AuditEntry) -> str:
+    fields = {
+        "id": entry.id,
+        "at": _utc(entry.at).isoformat(),
+        "action": entry.action,
+        "case": entry.case_reference,
+        "actor": entry.actor,
+        "detail": entry.detail,
+        "previous": previous,
+    }
+    message = json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+def _utc(moment: dt.datetime) -> dt.datetime:
+    return moment.astimezone(dt.UTC) if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+async def record(
+    session: AsyncSession,
+    key: bytes,
+    now: dt.datetime,
+    *,
+    action: Action,
+    actor: str,
+    case_reference: str | None = None,
+    detail: dict[str, str | int] | None = None,
+) -> None:
+    """Append one entry, in the caller's transaction: it lands with the change it records."""
+    if session.get_bind().dialect.name == "postgresql":  # one writer at a time extends the chain
+        await session.execute(text(f"SELECT pg_advisory_xact_lock({AUDIT_LOCK})"))
+    last = (
+        await session.scalars(select(AuditEntry).order_by(AuditEntry.id.desc()).limit(1))
+    ).first()
+    entry = AuditEntry(
+        id=(last.id + 1) if last else 1,
+        at=now.replace(microsecond=0),
+        action=action.value,
+        case_reference=case_reference,
+        actor=actor,
+        detail=json.dumps(detail or {}, sort_keys=True),
+        previous=last.digest if last else GENESIS,
+    )
+    entry.digest = _digest(key, entry.previous, entry)
+    session.add(entry)
+    await session.flush()
+
+
+@dataclass(frozen=True)
+class Break:
+    entry_id: int
+    position: int
+    what: str
+
+    def __str__(self) -> str:
+        return f"entry {self.entry_id} (number {self.position} in the chain): {self.what}"
+
+
+def verify(key: bytes, entries: Sequence[AuditEntry]) -> Break | None:
+    """The first place the chain does not hold, or None."""
+    previous = GENESIS
+    for position, entry in enumerate(entries, start=1):
+        if entry.previous != previous:
+            return Break(
+                entry.id,
+                position,
+                "does not follow the entry before it: "
+                "an entry was removed, inserted or reordered here",
+            )
+        if not hmac.compare_digest(_digest(key, entry.previous, entry), entry.digest):
+            return Break(entry.id, position, "its content was changed after it was written")
+        previous = entry.digest
+    return None
+
+
+async def load_chain(session: AsyncSession) -> list[AuditEntry]:
+    return list(await session.scalars(select(AuditEntry).order_by(AuditEntry.id)))

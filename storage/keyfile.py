@@ -1,0 +1,155 @@
+"""A counsellor's key pair on their own machine: `lotse keys generate --out FILE`.
+
+The private key is encrypted with a key derived from the counsellor's passphrase
+by Argon2id (64 MiB of memory, 3 passes, 4 lanes: RFC 9106's second recommended
+setting), and AES-256-GCM whose associated data is the public key, so a key file
+cannot be spliced together from two. The public half is written beside it as
+`FILE.pub`, to hand to the operator. The server never sees the private file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
+
+from storage.sealing import PrivateKey, PublicKey, b64, unb64
+
+PRIVATE_FORMAT = "lotse-counsellor-key"
+PUBLIC_FORMAT = "lotse-counsellor-public-key"
+VERSION = 1
+ARGON2 = {"memory_kib": 65536, "iterations": 3, "lanes": 4}
+MINIMUM_PASSPHRASE = 8
+
+
+class KeyFileError(Exception):
+    """A key file is missing, malformed, or the passphrase does not open it."""
+
+
+@dataclass(frozen=True)
+class CounsellorPublicKey:
+    name: str
+    key: PublicKey
+
+
+@dataclass(frozen=True)
+class UnlockedKey:
+    name: str
+    key: PrivateKey
+
+    @property
+    def public(self) -> PublicKey:
+        return self.key.public_key()
+
+
+def public_path(path: Path) -> Path:
+    return path.with_name(path.name + ".pub")
+
+
+def _derive(passphrase: str, salt: bytes, params: dict[str, int]) -> bytes:
+    return Argon2id(
+        salt=salt,
+        length=32,
+        iterations=params["iterations"],
+        lanes=params["lanes"],
+        memory_cost=params["memory_kib"],
+    ).derive(passphrase.encode("utf-8"))
+
+
+def write_key_pair(
+    path: Path, name: str, passphrase: str, key: PrivateKey | None = None
+) -> PublicKey:
+    """Write `path` (private, 0600) and `path.pub`; never overwrites either."""
+    key = key or PrivateKey.generate()
+    public = key.public_key()
+    salt, nonce = secrets.token_bytes(16), secrets.token_bytes(12)
+    sealed = AESGCM(_derive(passphrase, salt, ARGON2)).encrypt(
+        nonce, key.to_bytes(), public.to_bytes()
+    )
+    private_document = {
+        "format": PRIVATE_FORMAT,
+        "version": VERSION,
+        "name": name,
+        "public_key": b64(public.to_bytes()),
+        "fingerprint": public.fingerprint(),
+        "kdf": {"name": "argon2id", "salt": b64(salt), **ARGON2},
+        "cipher": "aes-256-gcm",
+        "nonce": b64(nonce),
+        "private_key": b64(sealed),
+    }
+    public_document = {
+        "format": PUBLIC_FORMAT,
+        "version": VERSION,
+        "name": name,
+        "public_key": b64(public.to_bytes()),
+        "fingerprint": public.fingerprint(),
+    }
+    _create(path, json.dumps(private_document, indent=2) + "\n", 0o600)
+    _create(public_path(path), json.dumps(public_document, indent=2) + "\n", 0o644)
+    return public
+
+
+def _create(path: Path, text: str, mode: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    except FileExistsError as error:
+        raise KeyFileError(
+            f"{path} already exists; choose another --out or move it away"
+        ) from error
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(text)
+
+
+def _read(path: Path, expected: str) -> dict[str, Any]:
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as error:
+        raise KeyFileError(f"{path} does not exist") from error
+    except (OSError, ValueError) as error:
+        raise KeyFileError(f"{path} is not a Lotse key file") from error
+    if not isinstance(document, dict) or document.get("format") != expected:
+        kind = "public key (.pub)" if expected == PUBLIC_FORMAT else "private key"
+        raise KeyFileError(f"{path} is not a Lotse counsellor {kind} file")
+    if document.get("version") != VERSION:
+        raise KeyFileError(
+            f"{path} has key file version {document.get('version')}, this Lotse reads {VERSION}"
+        )
+    return document
+
+
+def read_public_key(path: Path) -> CounsellorPublicKey:
+    document = _read(path, PUBLIC_FORMAT)
+    try:
+        key = PublicKey.from_bytes(unb64(document["public_key"]))
+        name = str(document["name"])
+    except (KeyError, ValueError) as error:
+        raise KeyFileError(f"{path} is damaged: the public key does not read") from error
+    return CounsellorPublicKey(name, key)
+
+
+def unlock(path: Path, passphrase: str) -> UnlockedKey:
+    document = _read(path, PRIVATE_FORMAT)
+    try:
+        public = PublicKey.from_bytes(unb64(document["public_key"]))
+        kdf = document["kdf"]
+        params = {name: int(kdf[name]) for name in ("memory_kib", "iterations", "lanes")}
+        salt, nonce = unb64(kdf["salt"]), unb64(document["nonce"])
+        sealed = unb64(document["private_key"])
+    except (KeyError, ValueError, TypeError) as error:
+        raise KeyFileError(f"{path} is damaged: a field is missing or malformed") from error
+    try:
+        seeds = AESGCM(_derive(passphrase, salt, params)).decrypt(nonce, sealed, public.to_bytes())
+    except InvalidTag as error:
+        raise KeyFileError(f"wrong passphrase for {path} (or the file was changed)") from error
+    key = PrivateKey.from_bytes(seeds)
+    if key.public_key().to_bytes() != public.to_bytes():
+        raise KeyFileError(f"{path} is damaged: its private and public halves do not match")
+    return UnlockedKey(str(document.get("name", "")), key)

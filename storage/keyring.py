@@ -1,0 +1,252 @@
+"""Counsellors, the team key and the case keys: who can open what.
+
+    counsellor key (their machine) ──opens──▶ team key wrap ──opens──▶ case key ──opens──▶ items
+
+The server stores only public keys and sealed private keys. Adding a counsellor
+is done by an existing one (their key opens the team key, which is then sealed to
+the newcomer); revoking one rotates the team key and re-seals every case key to
+the new one, in one transaction, so the revoked key opens nothing afterwards.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from sqlalchemy import delete, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage.audit import Action
+from storage.keyfile import UnlockedKey
+from storage.models import Case, Counsellor, TeamKey, TeamKeyWrap
+from storage.sealing import PrivateKey, PublicKey, SealError, context, open_sealed, seal
+
+if TYPE_CHECKING:
+    from storage.repository import Unit
+
+# PostgreSQL advisory lock: key changes exclusive, sealing new cases shared, so no
+# case is ever sealed to a team key that a concurrent revocation is retiring.
+KEYRING_LOCK = 0x4C4F5453  # "LOTS"
+
+
+class KeyringError(Exception):
+    """A key operation that cannot be done; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class CounsellorEntry:
+    name: str
+    display_name: str
+    matrix_id: str | None = None
+    telegram_id: int | None = None
+
+
+async def lock_keyring(session: AsyncSession, shared: bool) -> None:
+    """Serialise key changes against each other and against new cases (PostgreSQL).
+
+    SQLite needs nothing: every Lotse transaction there takes the write lock up front.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+        await session.execute(text(f"SELECT {function}({KEYRING_LOCK})"))
+
+
+async def current_team(session: AsyncSession) -> TeamKey | None:
+    query = select(TeamKey).where(TeamKey.retired_at.is_(None)).order_by(TeamKey.id.desc()).limit(1)
+    return (await session.scalars(query)).first()
+
+
+async def active_counsellors(session: AsyncSession) -> list[Counsellor]:
+    query = select(Counsellor).where(Counsellor.revoked_at.is_(None)).order_by(Counsellor.name)
+    return list(await session.scalars(query))
+
+
+async def all_counsellors(session: AsyncSession) -> list[Counsellor]:
+    return list(
+        await session.scalars(select(Counsellor).order_by(Counsellor.added_at, Counsellor.id))
+    )
+
+
+def _wrap_info(team: TeamKey, counsellor: Counsellor) -> bytes:
+    return context("team-key", team.id, counsellor.id)
+
+
+def case_key_info(reference: str, team_id: int) -> bytes:
+    return context("case-key", reference, team_id)
+
+
+async def _add_counsellor_row(
+    session: AsyncSession, entry: CounsellorEntry, public: PublicKey, now: dt.datetime
+) -> Counsellor:
+    for other in await active_counsellors(session):
+        if other.name == entry.name:
+            raise KeyringError(f"a counsellor named {entry.name!r} exists already")
+        if other.public_key == public.to_bytes():
+            raise KeyringError(f"this public key belongs to {other.name!r} already")
+    revoked = (
+        await session.scalars(select(Counsellor).where(Counsellor.name == entry.name))
+    ).first()
+    if revoked is not None:
+        raise KeyringError(f"{entry.name!r} was revoked; add them again under a new name")
+    counsellor = Counsellor(
+        name=entry.name,
+        display_name=entry.display_name,
+        matrix_id=entry.matrix_id,
+        telegram_id=entry.telegram_id,
+        public_key=public.to_bytes(),
+        fingerprint=public.fingerprint(),
+        added_at=now,
+    )
+    session.add(counsellor)
+    await session.flush()
+    return counsellor
+
+
+async def bootstrap(unit: Unit, entry: CounsellorEntry, public: PublicKey) -> Counsellor:
+    """The first counsellor: creates the team key and seals it to them."""
+    session, now = unit.session, unit.now
+    await lock_keyring(session, shared=False)
+    if await active_counsellors(session):
+        raise KeyringError(
+            "counsellors exist already; an existing counsellor adds new ones with --by KEYFILE"
+        )
+    counsellor = await _add_counsellor_row(session, entry, public, now)
+    team_private = PrivateKey.generate()
+    team = TeamKey(public_key=team_private.public_key().to_bytes(), created_at=now)
+    session.add(team)
+    await session.flush()
+    session.add(
+        TeamKeyWrap(
+            team_key_id=team.id,
+            counsellor_id=counsellor.id,
+            wrapped=seal(public, team_private.to_bytes(), _wrap_info(team, counsellor)),
+        )
+    )
+    await unit.audit(Action.COUNSELLOR_ADDED, entry.name, detail={"counsellor": entry.name})
+    await unit.audit(Action.TEAM_KEY_CREATED, entry.name, detail={"team_key": team.id})
+    return counsellor
+
+
+@dataclass(frozen=True)
+class OpenTeam:
+    counsellor: Counsellor
+    team: TeamKey
+    private: PrivateKey
+
+
+async def open_team(session: AsyncSession, unlocked: UnlockedKey) -> OpenTeam:
+    """The team private key, opened with a counsellor's unlocked key."""
+    public = unlocked.public.to_bytes()
+    counsellor = (
+        await session.scalars(select(Counsellor).where(Counsellor.public_key == public))
+    ).first()
+    if counsellor is None:
+        raise KeyringError("this key belongs to no counsellor of this Lotse")
+    if counsellor.revoked_at is not None:
+        raise KeyringError(f"the key of {counsellor.name!r} was revoked and opens nothing any more")
+    team = await current_team(session)
+    if team is None:
+        raise KeyringError("there is no team key yet; add the first counsellor with --first")
+    wrap = (
+        await session.scalars(
+            select(TeamKeyWrap).where(
+                TeamKeyWrap.team_key_id == team.id, TeamKeyWrap.counsellor_id == counsellor.id
+            )
+        )
+    ).first()
+    if wrap is None:
+        raise KeyringError(
+            f"the team key is not sealed to {counsellor.name!r}; ask a colleague to re-add you"
+        )
+    try:
+        private = PrivateKey.from_bytes(
+            open_sealed(unlocked.key, wrap.wrapped, _wrap_info(team, counsellor))
+        )
+    except SealError as error:
+        raise KeyringError(
+            "the team key does not open with this key: the stored wrap was changed"
+        ) from error
+    return OpenTeam(counsellor, team, private)
+
+
+async def add(
+    unit: Unit,
+    by: UnlockedKey,
+    entry: CounsellorEntry,
+    public: PublicKey,
+) -> Counsellor:
+    session, now = unit.session, unit.now
+    await lock_keyring(session, shared=False)
+    opened = await open_team(session, by)
+    counsellor = await _add_counsellor_row(session, entry, public, now)
+    session.add(
+        TeamKeyWrap(
+            team_key_id=opened.team.id,
+            counsellor_id=counsellor.id,
+            wrapped=seal(public, opened.private.to_bytes(), _wrap_info(opened.team, counsellor)),
+        )
+    )
+    await unit.audit(
+        Action.COUNSELLOR_ADDED,
+        opened.counsellor.name,
+        detail={"counsellor": entry.name, "fingerprint": public.fingerprint()},
+    )
+    return counsellor
+
+
+async def revoke(unit: Unit, by: UnlockedKey, name: str) -> int:
+    """Revoke `name`: rotate the team key and re-seal every case key. Returns the case count."""
+    session, now = unit.session, unit.now
+    await lock_keyring(session, shared=False)
+    opened = await open_team(session, by)
+    active = await active_counsellors(session)
+    target = next((counsellor for counsellor in active if counsellor.name == name), None)
+    if target is None:
+        raise KeyringError(
+            f"there is no active counsellor named {name!r} (see: lotse counsellor list)"
+        )
+    remaining = [counsellor for counsellor in active if counsellor.id != target.id]
+    if not remaining:
+        raise KeyringError(
+            "cannot revoke the last counsellor: nobody could open any case afterwards"
+        )
+    target.revoked_at = now
+
+    new_private = PrivateKey.generate()
+    new_team = TeamKey(public_key=new_private.public_key().to_bytes(), created_at=now)
+    session.add(new_team)
+    await session.flush()
+    for counsellor in remaining:
+        session.add(
+            TeamKeyWrap(
+                team_key_id=new_team.id,
+                counsellor_id=counsellor.id,
+                wrapped=seal(
+                    PublicKey.from_bytes(counsellor.public_key),
+                    new_private.to_bytes(),
+                    _wrap_info(new_team, counsellor),
+                ),
+            )
+        )
+    new_public = new_private.public_key()
+    cases = list(await session.scalars(select(Case).where(Case.team_key_id == opened.team.id)))
+    for case in cases:
+        assert case.wrapped_key is not None
+        case_private = open_sealed(
+            opened.private, case.wrapped_key, case_key_info(case.reference, opened.team.id)
+        )
+        case.wrapped_key = seal(
+            new_public, case_private, case_key_info(case.reference, new_team.id)
+        )
+        case.team_key_id = new_team.id
+    opened.team.retired_at = now
+    # Nobody keeps a way to the old team key: its wraps go, and with them the revoked one's.
+    await session.execute(delete(TeamKeyWrap).where(TeamKeyWrap.team_key_id == opened.team.id))
+    await unit.audit(Action.COUNSELLOR_REVOKED, opened.counsellor.name, detail={"counsellor": name})
+    await unit.audit(
+        Action.TEAM_KEY_ROTATED,
+        opened.counsellor.name,
+        detail={"team_key": new_team.id, "cases_resealed": len(cases)},
+    )
+    return len(cases)
