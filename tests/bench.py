@@ -15,8 +15,8 @@ from pathlib import Path
 
 from bot.app import demo_config, open_app
 from bot.core.orchestrator import Core
-from bot.demo import demo_counsellor
 from bot.core.types import Inbound, Reply
+from bot.demo import demo_counsellor
 from flows.engine import Engine
 from flows.messages import UserInput
 from flows.state import IntakeState
