@@ -1,0 +1,99 @@
+"""Counsellor key files: the format is pinned; wrong passphrases and damage are clear errors."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import stat
+from pathlib import Path
+
+import pytest
+
+from bot.cli import main
+from storage.keyfile import KeyFileError, public_path, read_public_key, unlock, write_key_pair
+from storage.sealing import PrivateKey
+
+VECTORS = Path(__file__).parent / "vectors"
+KAT_PASSPHRASE = "correct horse battery staple"
+
+
+def test_known_key_file_opens_with_its_passphrase() -> None:
+    unlocked = unlock(VECTORS / "counsellor-v1.key", KAT_PASSPHRASE)
+    expected = PrivateKey.from_bytes(bytes([0x11]) * 64 + bytes([0x22]) * 32)
+    assert unlocked.name == "KAT"
+    assert unlocked.key.to_bytes() == expected.to_bytes()
+
+
+def test_wrong_passphrase_is_a_clear_error() -> None:
+    with pytest.raises(KeyFileError, match=r"wrong passphrase for .*counsellor-v1\.key"):
+        unlock(VECTORS / "counsellor-v1.key", "correct horse battery stapler")
+
+
+def test_changed_public_half_is_refused(tmp_path: Path) -> None:
+    document = json.loads((VECTORS / "counsellor-v1.key").read_text())
+    other = PrivateKey.generate().public_key().to_bytes()
+    document["public_key"] = base64.b64encode(other).decode()
+    spliced = tmp_path / "spliced.key"
+    spliced.write_text(json.dumps(document))
+    with pytest.raises(KeyFileError, match=r"wrong passphrase .* \(or the file was changed\)"):
+        unlock(spliced, KAT_PASSPHRASE)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("not json", "is not a Lotse key file"),
+        ('{"format": "something else"}', "is not a Lotse counsellor private key file"),
+        ('{"format": "lotse-counsellor-key", "version": 9}', "version 9"),
+        ('{"format": "lotse-counsellor-key", "version": 1}', "is damaged"),
+    ],
+)
+def test_malformed_files_are_named(tmp_path: Path, content: str, message: str) -> None:
+    path = tmp_path / "broken.key"
+    path.write_text(content)
+    with pytest.raises(KeyFileError, match=message):
+        unlock(path, "whatever")
+
+
+def test_write_creates_private_0600_and_public_beside_it_and_never_overwrites(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "keys" / "berger.key"
+    public = write_key_pair(path, "Berger", "a long passphrase")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert read_public_key(public_path(path)).key.to_bytes() == public.to_bytes()
+    assert read_public_key(public_path(path)).name == "Berger"
+    assert unlock(path, "a long passphrase").public.to_bytes() == public.to_bytes()
+    with pytest.raises(KeyFileError, match="already exists"):
+        write_key_pair(path, "Berger", "a long passphrase")
+    with pytest.raises(KeyFileError, match=r"public key \(\.pub\)"):
+        read_public_key(path)  # the private file given where the public one belongs
+
+
+def test_cli_generates_with_passphrase_from_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("LOTSE_PASSPHRASE", "eine lange Passphrase")
+    out = tmp_path / "berger.key"
+    assert main(["keys", "generate", "--out", str(out), "--name", "A. Berger"]) == 0
+    printed = capsys.readouterr().out
+    assert "fingerprint:" in printed
+    assert unlock(out, "eine lange Passphrase").name == "A. Berger"
+    monkeypatch.setenv("LOTSE_PASSPHRASE", "short")
+    assert main(["keys", "generate", "--out", str(tmp_path / "x.key")]) == 1
+    assert "at least 8 characters" in capsys.readouterr().err
+
+
+def test_cli_wrong_passphrase_is_one_line_without_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key = tmp_path / "kat.key"
+    shutil.copy(VECTORS / "counsellor-v1.key", key)
+    monkeypatch.setenv("LOTSE_PASSPHRASE", "nope")
+    assert (
+        main(["cases", "show", "L-2026-0001", "--key", str(key), "--data-dir", str(tmp_path / "d")])
+        == 1
+    )
+    error = capsys.readouterr().err
+    assert error.strip() == f"lotse: wrong passphrase for {key} (or the file was changed)"
