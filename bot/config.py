@@ -88,18 +88,10 @@ class MatrixConfig(_Section):
         return self
 
 
-class CounsellorEntry(_Section):
-    name: str = Field(min_length=1)
-    matrix_id: str = ""
-    telegram_id: int = 0
-    public_key: Path | None = None
-
-
 class StaffConfig(_Section):
     channel: Literal["console", "matrix", "telegram"] = "console"
     room: str = ""
     language: Literal["de", "en"] = "de"
-    counsellors: list[CounsellorEntry] = Field(default_factory=list)
 
 
 class CounsellingConfig(_Section):
@@ -201,14 +193,7 @@ def _resolve_paths(config: Config, base: Path) -> Config:
             for name in ("questionnaire", "offers", "texts")
         }
     )
-    counsellors = [
-        entry.model_copy(update={"public_key": _resolve(base, entry.public_key)})
-        for entry in config.staff.counsellors
-    ]
-    staff = config.staff.model_copy(update={"counsellors": counsellors})
-    return config.model_copy(
-        update={"storage": storage, "matrix": matrix, "flow": flow, "staff": staff}
-    )
+    return config.model_copy(update={"storage": storage, "matrix": matrix, "flow": flow})
 
 
 def _resolve_sqlite_url(url: str, base: Path) -> str:
