@@ -153,8 +153,8 @@ async def purge(app: App) -> int:
 
 async def verify_audit(store: Store) -> int:
     async with store.unit() as unit:
-        chain = await load_chain(unit.session)
-    problem = verify(store.keys.audit_key, chain)
+        chain, head = await load_chain(unit.session)
+    problem = verify(store.keys.audit_key, chain, head)
     if problem is not None:
         print(f"audit chain BROKEN at {problem}", file=sys.stderr)
         return 1

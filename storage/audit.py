@@ -3,7 +3,9 @@
 Entries form a hash chain. Each entry's digest is an HMAC (keyed from the server
 secret) over the previous digest and the entry's own fields, so changing,
 removing or reordering an entry breaks the chain at that entry, and a thief
-with the database alone cannot write a consistent new chain. `lotse audit
+with the database alone cannot write a consistent new chain. A separate record
+of where the chain ends, under its own HMAC, catches entries cut off the end
+(unless an older copy of that record is put back too). `lotse audit
 verify` walks the chain and names the first entry that does not fit.
 """
 
@@ -20,7 +22,7 @@ from enum import StrEnum
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storage.models import AuditEntry
+from storage.models import AuditEntry, AuditHead
 
 GENESIS = "0" * 64
 AUDIT_LOCK = 0x41554454  # "AUDT", a PostgreSQL advisory lock key
@@ -93,7 +95,17 @@ async def record(
     )
     entry.digest = _digest(key, entry.previous, entry)
     session.add(entry)
+    head = await session.get(AuditHead, 1)
+    if head is None:
+        head = AuditHead(id=1)
+        session.add(head)
+    head.count, head.digest = entry.id, entry.digest
+    head.mac = _head_mac(key, head.count, head.digest)
     await session.flush()
+
+
+def _head_mac(key: bytes, count: int, digest: str) -> str:
+    return hmac.new(key, f"head|{count}|{digest}".encode(), hashlib.sha256).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -106,8 +118,31 @@ class Break:
         return f"entry {self.entry_id} (number {self.position} in the chain): {self.what}"
 
 
-def verify(key: bytes, entries: Sequence[AuditEntry]) -> Break | None:
+def verify(key: bytes, entries: Sequence[AuditEntry], head: AuditHead | None) -> Break | None:
     """The first place the chain does not hold, or None."""
+    found = _verify_links(key, entries)
+    if found is not None:
+        return found
+    count, last = len(entries), entries[-1].digest if entries else GENESIS
+    if head is None:
+        return (
+            None
+            if not entries
+            else Break(entries[-1].id, count, "the chain's end record is missing")
+        )
+    if not hmac.compare_digest(_head_mac(key, head.count, head.digest), head.mac):
+        return Break(head.count, head.count, "the record of where the chain ends was changed")
+    if head.count != count or head.digest != last:
+        return Break(
+            head.count,
+            head.count,
+            f"the chain ends early: it should have {head.count} entries, it has {count} "
+            "(the newest were removed)",
+        )
+    return None
+
+
+def _verify_links(key: bytes, entries: Sequence[AuditEntry]) -> Break | None:
     previous = GENESIS
     for position, entry in enumerate(entries, start=1):
         if entry.previous != previous:
@@ -123,5 +158,6 @@ def verify(key: bytes, entries: Sequence[AuditEntry]) -> Break | None:
     return None
 
 
-async def load_chain(session: AsyncSession) -> list[AuditEntry]:
-    return list(await session.scalars(select(AuditEntry).order_by(AuditEntry.id)))
+async def load_chain(session: AsyncSession) -> tuple[list[AuditEntry], AuditHead | None]:
+    entries = list(await session.scalars(select(AuditEntry).order_by(AuditEntry.id)))
+    return entries, await session.get(AuditHead, 1)

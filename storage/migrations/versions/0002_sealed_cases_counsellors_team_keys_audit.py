@@ -36,6 +36,14 @@ def upgrade() -> None:
         )
 
     op.create_table(
+        "audit_head",
+        sa.Column("id", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("count", sa.Integer(), nullable=False),
+        sa.Column("digest", sa.String(length=64), nullable=False),
+        sa.Column("mac", sa.String(length=64), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_head")),
+    )
+    op.create_table(
         "counsellors",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("name", sa.String(length=100), nullable=False),
@@ -118,6 +126,7 @@ def downgrade() -> None:
     op.drop_table("team_key_wraps")
     op.drop_table("team_keys")
     op.drop_table("counsellors")
+    op.drop_table("audit_head")
     with op.batch_alter_table("audit_log", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_audit_log_case_reference"))
 
