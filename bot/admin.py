@@ -10,7 +10,7 @@ from pathlib import Path
 
 from bot import casebook
 from bot.app import App
-from storage.audit import Action, load_chain, verify
+from storage.audit import Action, Break, load_chain, verify
 from storage.casefile import open_case
 from storage.keyfile import (
     MINIMUM_PASSPHRASE,
@@ -19,7 +19,15 @@ from storage.keyfile import (
     unlock,
     write_key_pair,
 )
-from storage.keyring import CounsellorEntry, KeyringError, add, all_counsellors, bootstrap, revoke
+from storage.keyring import (
+    CounsellorEntry,
+    KeyringError,
+    add,
+    all_counsellors,
+    bootstrap,
+    current_team,
+    revoke,
+)
 from storage.repository import Store
 
 PASSPHRASE_ENV = "LOTSE_PASSPHRASE"  # noqa: S105  (the variable's name, not a passphrase)
@@ -154,7 +162,11 @@ async def purge(app: App) -> int:
 async def verify_audit(store: Store) -> int:
     async with store.unit() as unit:
         chain, head = await load_chain(unit.session)
+        keyring_exists = await current_team(unit.session) is not None
     problem = verify(store.keys.audit_key, chain, head)
+    if problem is None and not chain and keyring_exists:
+        # The first counsellor's arrival is always recorded: an empty log was emptied.
+        problem = Break(0, 0, "the log is empty although counsellors were added: it was wiped")
     if problem is not None:
         print(f"audit chain BROKEN at {problem}", file=sys.stderr)
         return 1

@@ -92,6 +92,10 @@ class StaffConfig(_Section):
     channel: Literal["console", "matrix", "telegram"] = "console"
     room: str = ""
     language: Literal["de", "en"] = "de"
+    # How much of a new case is posted to a staff room that is not end-to-end
+    # encrypted (a Telegram group): minimal = reference, urgency, Land, categories;
+    # summary = every answer chosen from a list, no free text; full = everything.
+    unencrypted_detail: Literal["minimal", "summary", "full"] = "summary"
 
 
 class CounsellingConfig(_Section):
@@ -100,6 +104,7 @@ class CounsellingConfig(_Section):
     escalate_urgent_after_minutes: int = Field(default=5, ge=1)
     retention_days: int = Field(default=180, ge=1)
     abandoned_intake_hours: int = Field(default=72, ge=1)
+    reopen_days: int = Field(default=30, ge=0)  # an official may reopen a closed case this long
 
     @field_validator("timezone")
     @classmethod

@@ -1,16 +1,20 @@
 """The terminal channel behind `lotse demo`: the official types, the bot answers.
 
 When standard input is not a terminal, each line is one message: a line starting
-with `staff> ` is written by the demo counsellor in the staff room, a line
-starting with `file> ` sends the named file as an attachment, every other line
-is the official's. Output for the official starts with `bot> `, posts in the
-staff room with `staff-room> `, so the whole demo can be scripted.
+with `staff> ` is written by the demo counsellor in the staff room (`staff> L-2026-0001
+/uebernehmen` in that case's thread, `staff> /warteschlange` in the room at large;
+`staff(Name)> ` writes as someone else), a line starting with `file> ` sends the
+named file as an attachment, every other line is the official's. Output for the
+official starts with `bot> `, posts in the staff room with `staff-room> `
+(`staff-room> [L-2026-0001] …` inside a case's thread), so the whole demo can be
+scripted.
 """
 
 from __future__ import annotations
 
 import asyncio
 import mimetypes
+import re
 import secrets
 import sys
 from pathlib import Path
@@ -18,21 +22,26 @@ from typing import TextIO
 
 from bot.core.orchestrator import Core
 from bot.core.text_render import reply_as_text
-from bot.core.types import Attachment, Inbound, Reply
+from bot.core.types import Attachment, Inbound, Reply, StaffInbound, StaffMember
 
 OFFICIAL_PREFIX = "bot> "
 STAFF_ROOM_PREFIX = "staff-room> "
-STAFF_INPUT = "staff> "
+STAFF_INPUT = re.compile(r"^staff(?:\((?P<author>[^)]+)\))?> ?(?P<text>.*)$", re.DOTALL)
+THREAD = re.compile(r"^(?P<reference>L-\d{4}-\d{4,})\s*(?P<text>.*)$", re.DOTALL)
 FILE_INPUT = "file> "
 CHANNEL = "console"
-STAFF_NOT_YET = "Counsellor commands arrive with the queue; for now the staff room shows new cases."
 DEMO_USER = "demo-official"
 
 
 class ConsoleChannel:
-    """Both sides of the demo: the official's chat and the built-in staff room."""
+    """Both sides of the demo: the official's chat and the built-in staff room.
+
+    The staff room is this terminal: always "encrypted", with only the demo
+    counsellor in it, so its check passes.
+    """
 
     name = CHANNEL
+    end_to_end_encrypted = True
 
     def __init__(self, out: TextIO) -> None:
         self._out = out
@@ -43,25 +52,41 @@ class ConsoleChannel:
         self._out.flush()
 
     async def send(self, chat: str, reply: Reply) -> None:
-        self._write(OFFICIAL_PREFIX, reply_as_text(reply))
+        text = reply_as_text(reply)
+        for file in reply.files:
+            text += f"\n[{file.name}, {len(file.data)} bytes]"
+        self._write(OFFICIAL_PREFIX, text)
 
-    async def post_case(self, reference: str, text: str, urgent: bool) -> None:
-        self._write(STAFF_ROOM_PREFIX, text)
+    async def check(self) -> list[str]:
+        return []
 
-    def staff_says(self, text: str) -> None:
-        self._write(STAFF_ROOM_PREFIX, text)
+    async def open_thread(self, reference: str, text: str, urgent: bool) -> str:
+        self._write(f"{STAFF_ROOM_PREFIX}[{reference}] ", text)
+        return reference
+
+    async def post(self, thread: str | None, text: str) -> None:
+        self._write(f"{STAFF_ROOM_PREFIX}[{thread}] " if thread else STAFF_ROOM_PREFIX, text)
+
+    def mention(self, member: StaffMember) -> str:
+        return f"@{member.display_name}"
 
 
 class ConsoleSession:
     """Reads the terminal line by line and feeds the core, one message at a time."""
 
     def __init__(
-        self, core: Core, channel: ConsoleChannel, source: TextIO, interactive: bool
+        self,
+        core: Core,
+        channel: ConsoleChannel,
+        source: TextIO,
+        interactive: bool,
+        counsellor: str = "demo",
     ) -> None:
-        self._core = core
+        self.core = core
         self._channel = channel
         self._source = source
         self._interactive = interactive
+        self._counsellor = counsellor  # who `staff> ` lines are written by
         self._sender = core.pseudonym(CHANNEL, DEMO_USER)
         self._run = secrets.token_hex(4)
         self._count = 0
@@ -81,8 +106,10 @@ class ConsoleSession:
             await self.feed(line)
 
     async def feed(self, line: str) -> None:
-        if line.startswith(STAFF_INPUT):
-            self._channel.staff_says(STAFF_NOT_YET)
+        self._count += 1
+        staff = STAFF_INPUT.match(line)
+        if staff is not None:
+            await self._staff(staff["author"] or self._counsellor, staff["text"])
             return
         attachments: tuple[Attachment, ...] = ()
         text = line
@@ -91,12 +118,33 @@ class ConsoleSession:
             if attachment is None:
                 return
             attachments, text = (attachment,), ""
-        self._count += 1
-        await self._core.handle(
+        await self.core.handle(
             Inbound(
                 channel=CHANNEL,
                 sender=self._sender,
                 chat=DEMO_USER,
+                text=text,
+                event_id=f"{self._run}:{self._count}",
+                attachments=attachments,
+            )
+        )
+
+    async def _staff(self, author: str, text: str) -> None:
+        thread = None
+        in_case = THREAD.match(text.strip())
+        if in_case is not None:
+            thread, text = in_case["reference"], in_case["text"]
+        attachments: tuple[Attachment, ...] = ()
+        if text.startswith(FILE_INPUT):
+            attachment = self._attachment(text[len(FILE_INPUT) :].strip())
+            if attachment is None:
+                return
+            attachments, text = (attachment,), ""
+        await self.core.handle_staff(
+            StaffInbound(
+                channel=CHANNEL,
+                author=author,
+                thread=thread,
                 text=text,
                 event_id=f"{self._run}:{self._count}",
                 attachments=attachments,

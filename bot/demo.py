@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sys
 from pathlib import Path
 from typing import TextIO
@@ -10,10 +12,12 @@ from bot.app import App, open_app
 from bot.config import Config
 from bot.console import ConsoleChannel, ConsoleSession
 from bot.core.orchestrator import Core
+from bot.core.settings import Settings
 from storage.keyfile import public_path, read_public_key, write_key_pair
 from storage.keyring import CounsellorEntry, active_counsellors, bootstrap
 
 DEFAULT_DEMO_DIR = "lotse-demo"
+TICK_SECONDS = 30
 DEMO_KEY = "demo-counsellor.key"
 DEMO_COUNSELLOR = "demo"
 DEMO_DISPLAY_NAME = "Beraterin Demo"
@@ -27,7 +31,8 @@ Open a submitted case with:
 BANNER = """\
 Lotse demo – the intake as an official sees it, in this terminal.
 Data: {data_dir} (encrypted SQLite). Type /hilfe for commands, /sprache for English.
-Lines starting with "staff> " are written by the demo counsellor; "file> PATH" sends a file.
+"staff> /warteschlange" or "staff> L-2026-0001 /uebernehmen" is the demo counsellor in the
+staff room ("staff> L-… text" writes to the official once claimed); "file> PATH" sends a file.
 In a real emergency call 110. Ctrl-D ends the demo; run it again to continue where you were.
 """
 
@@ -36,11 +41,7 @@ def console_session(app: App, out: TextIO, source: TextIO, interactive: bool) ->
     """The core wired to the terminal: the official's chat and the built-in staff room."""
     channel = ConsoleChannel(out)
     core = Core(
-        app.engine,
-        app.store,
-        staff_room=channel,
-        counselling_hours=app.config.counselling.hours,
-        staff_language=app.config.staff.language,
+        app.engine, app.store, staff_room=channel, settings=Settings.from_config(app.config)
     )
     core.attach(channel)
     return ConsoleSession(core, channel, source, interactive)
@@ -64,6 +65,13 @@ async def demo_counsellor(app: App) -> Path | None:
     return key_file
 
 
+async def _tick_forever(core: Core, every: float = TICK_SECONDS) -> None:
+    """Raise urgent cases nobody claimed, as `lotse run` does."""
+    while True:
+        await asyncio.sleep(every)
+        await core.tick()
+
+
 async def run_demo(config: Config) -> int:
     interactive = sys.stdin.isatty()
     async with open_app(config) as app:
@@ -75,5 +83,11 @@ async def run_demo(config: Config) -> int:
         if interactive:
             print(BANNER.format(data_dir=config.storage.data_dir))
             await session.feed("/start")
-        await session.run()
+        ticking = asyncio.create_task(_tick_forever(session.core))
+        try:
+            await session.run()
+        finally:
+            ticking.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticking
     return 0

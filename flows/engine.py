@@ -141,6 +141,21 @@ class Engine:
             return None
         return questions.index(state.step) + 1, len(questions)
 
+    def begin_again(self, state: IntakeState, previous_reference: str | None) -> IntakeState:
+        """A new report from someone who agreed to the privacy notice before: first question."""
+        fresh = self.new_state(state.language)
+        fresh.consented = True
+        fresh.previous_reference = previous_reference
+        consent = self.questionnaire.first
+        fresh.answers[consent.id] = "agree"
+        fresh.history.append(consent.id)
+        self._forward(fresh, [])
+        return fresh
+
+    def is_command(self, text: str) -> bool:
+        """Whether a message is a command (known or not) rather than words for a counsellor."""
+        return self._command(clean(text))[2] is not None
+
     def submitted_state(self, state: IntakeState, reference: str) -> IntakeState:
         """What is kept once the answers have become a case: no answers, just the reference."""
         return IntakeState(
@@ -164,8 +179,10 @@ class Engine:
             Reply(self.texts.get("next_steps", language, hours=hours)),
         ]
 
-    def case_summary(self, state: IntakeState, reference: str, language: str) -> str:
-        return self.render.case_summary(state, reference, self.need(state), language)
+    def case_summary(
+        self, state: IntakeState, reference: str, language: str, detail: str = "full"
+    ) -> str:
+        return self.render.case_summary(state, reference, self.need(state), language, detail)
 
     # -- one message ------------------------------------------------------------------------
 
@@ -535,15 +552,8 @@ class Engine:
 
     def _new(self, state: IntakeState) -> Outcome:
         if state.phase == "submitted":
-            # They agreed to the privacy notice before; the new report starts at its first question.
-            fresh = self.new_state(state.language)
-            fresh.consented = True
-            consent = self.questionnaire.first
-            fresh.answers[consent.id] = "agree"
-            fresh.history.append(consent.id)
-            replies: list[Reply] = []
-            self._forward(fresh, replies)
-            return Outcome(fresh, replies)
+            fresh = self.begin_again(state, state.case_reference)
+            return Outcome(fresh, [self.ask(fresh)])
         if state.consented:
             cancel = self.texts.command("cancel", state.language)
             return Outcome(

@@ -17,6 +17,15 @@ class Choice:
 
 
 @dataclass(frozen=True, slots=True)
+class Attachment:
+    """A file as it travels between a platform and the core: name, type and bytes."""
+
+    name: str
+    media_type: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Reply:
     """One message to the official. A channel renders `choices` as buttons or as a list."""
 
@@ -24,6 +33,7 @@ class Reply:
     choices: tuple[Choice, ...] = ()
     multiple: bool = False
     numbered: bool = True  # False where numbers mean something else (the summary's items)
+    files: tuple[Attachment, ...] = ()  # relayed from a counsellor
 
 
 @dataclass(frozen=True, slots=True)

@@ -107,16 +107,31 @@ class Renderer:
             text += " · " + self.texts.get("offer_hours", language, hours=hours)
         return text
 
-    def case_summary(self, state: IntakeState, reference: str, need: Need, language: str) -> str:
-        """The post for the staff room: what a counsellor needs to decide who takes the case."""
+    def case_summary(
+        self, state: IntakeState, reference: str, need: Need, language: str, detail: str = "full"
+    ) -> str:
+        """The post for the staff room: what a counsellor needs to decide who takes the case.
+
+        `detail` is for staff rooms that are not end-to-end encrypted: "summary" leaves out
+        free text (descriptions, notes, links, phone numbers), "minimal" keeps only what
+        sorting the queue needs (Land and categories).
+        """
         lines = []
         heading = self.texts.get("staff_new_case", language, reference=reference)
         if need.urgent:
             heading = self.texts.get("staff_urgent", language) + " " + heading
         lines.append(heading)
+        profile = self.questionnaire.profile
         for step in self.answered_questions(state):
-            shown = self.answer(step, state.answers[step.id], state, language, limit=None)
+            if detail == "minimal" and step.id not in (profile.land, profile.categories):
+                continue
+            if detail == "summary" and step.kind == "text":
+                continue
+            limit = None if detail == "full" else SUMMARY_TEXT_LIMIT
+            shown = self.answer(step, state.answers[step.id], state, language, limit=limit)
             lines.append(f"{step.label[language]}: {shown}")
+        if detail == "minimal":
+            return "\n".join(lines)
         if state.files:
             lines.append(self.texts.get("staff_files", language, count=len(state.files)))
         offers = ", ".join(offer.name for offer in self.directory.match(need))

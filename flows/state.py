@@ -30,7 +30,7 @@ class StoredFile(BaseModel):
 
 Answer = str | list[str] | Evidence | None  # None: an optional step the official skipped
 
-Pending = Literal["cancel", "delete"]
+Pending = Literal["cancel", "delete", "return"]
 Phase = Literal["intake", "submitted"]
 
 
@@ -46,8 +46,10 @@ class IntakeState(BaseModel):
     history: list[str] = Field(default_factory=list)
     files: list[StoredFile] = Field(default_factory=list)
     pending: Pending | None = None
-    reviewing: bool = False
     case_reference: str | None = None
+    previous_reference: str | None = None  # the closed case a returning official started over from
+    # What the official wrote while their case waited: posted in the thread at the claim.
+    relay_backlog: list[str] = Field(default_factory=list)
 
     def to_bytes(self) -> bytes:
         return self.model_dump_json().encode("utf-8")

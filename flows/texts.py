@@ -23,6 +23,10 @@ SHIPPED_TEXTS = Path(__file__).with_name("texts.toml")
 COMMANDS = (
     "start", "help", "back", "skip", "cancel", "language", "info", "delete", "new",
 )  # fmt: skip
+STAFF_COMMANDS = (
+    "claim", "release", "transfer", "note", "close", "reopen", "queue", "health", "help",
+)  # fmt: skip
+OUTCOMES = ("referred", "advised", "no_contact", "other")
 
 # Keys the engine uses, each with the placeholders it fills in.
 REQUIRED: dict[str, frozenset[str]] = {
@@ -49,9 +53,35 @@ REQUIRED: dict[str, frozenset[str]] = {
         "new_in_progress": ("command",), "danger_hint": (), "technical_error": (),
         "staff_new_case": ("reference",),
         "staff_urgent": (), "staff_offers": (), "staff_files": ("count",),
+        # after submitting: queue and handoff, official side
+        "queue_position": ("position",), "hours_open": (),
+        "hours_closed": ("hours", "next_opening"), "waiting_message_kept": (),
+        "claimed_notice": ("name",), "transferred_notice": ("name",), "released_notice": (),
+        "closed_notice": ("reference",), "return_choice": ("reference",),
+        "return_too_old": ("reference",), "return_reopen": (), "return_new": (),
+        "return_choose": (), "reopened_notice": ("reference",),
+        # the staff room
+        "staff_commands_hint": (), "staff_claimed": ("name",), "staff_waiting_messages": (),
+        "staff_waiting_files": ("count",), "staff_official_says": ("text",),
+        "staff_official_file": ("name", "size"), "staff_released": ("name",),
+        "staff_transferred": ("source", "target"), "staff_note_saved": (),
+        "staff_closed": ("name", "outcome"), "staff_reopened": ("actor",),
+        "staff_official_returned": (), "staff_not_relayed": ("command",),
+        "staff_claimed_by_other": ("reference", "holder"), "staff_already_yours": ("reference",),
+        "staff_closed_cannot_claim": ("reference",), "staff_not_claimed": ("reference",),
+        "staff_is_closed": ("reference",), "staff_release_needs_reason": (),
+        "staff_unknown_counsellor": ("name",), "staff_unknown_outcome": (),
+        "staff_not_closed": ("reference",), "staff_unknown_case": ("reference",),
+        "staff_not_allowed": (), "staff_unknown_command": ("name", "command"),
+        "staff_needs_case": ("command",), "staff_queue_empty": (), "staff_queue_header": ("count",),
+        "staff_queue_line": ("position", "reference", "urgent", "minutes"),
+        "staff_urgent_mark": (),
+        "staff_health": ("waiting", "oldest", "urgent", "open", "claim", "reply"),
+        "staff_escalation": ("reference", "minutes", "mentions"), "staff_help": ("commands",),
+        "staff_nobody": (),
     }.items()
 }  # fmt: skip
-WORD_LISTS = ("yes_words", "no_words", "submit_words", "done_words", "later_words")
+WORD_LISTS = ("yes_words", "no_words", "submit_words", "done_words", "later_words", "weekdays")
 
 
 class _Strict(BaseModel):
@@ -67,6 +97,8 @@ class CommandText(_Strict):
 class TextsFile(_Strict):
     languages: dict[str, str]  # code -> the language's own name, e.g. de = "Deutsch"
     commands: dict[str, CommandText]
+    staff_commands: dict[str, CommandText]
+    outcomes: dict[str, CommandText]
     words: dict[str, dict[str, list[str]]]
     messages: dict[str, dict[str, str]]
 
@@ -82,6 +114,8 @@ class TextsError(Exception):
 class Texts:
     languages: dict[str, str]
     commands: dict[str, CommandText]
+    staff_commands: dict[str, CommandText]
+    outcomes: dict[str, CommandText]
     words: dict[str, dict[str, list[str]]]
     messages: dict[str, dict[str, str]]
 
@@ -96,11 +130,12 @@ class Texts:
     def command(self, name: str, language: str) -> str:
         return self.commands[name].shown[language]
 
-    def command_names(self) -> dict[str, str]:
-        """Every spelling of every command, mapped to the command it names."""
+    def command_names(self, table: str = "commands") -> dict[str, str]:
+        """Every spelling of every command (or staff command, or outcome), mapped to its name."""
+        entries: dict[str, CommandText] = getattr(self, table)
         return {
             spelling.casefold(): command
-            for command, text in self.commands.items()
+            for command, text in entries.items()
             for spelling in text.names
         }
 
@@ -124,7 +159,15 @@ def check_texts(path: Path, languages: Sequence[str]) -> tuple[Texts | None, lis
     except ValidationError as error:
         return None, describe_validation_error(error, raw)
     problems = list(_problems(parsed, languages))
-    return Texts(parsed.languages, parsed.commands, parsed.words, parsed.messages), problems
+    texts = Texts(
+        parsed.languages,
+        parsed.commands,
+        parsed.staff_commands,
+        parsed.outcomes,
+        parsed.words,
+        parsed.messages,
+    )
+    return texts, problems
 
 
 def _problems(parsed: TextsFile, languages: Sequence[str]) -> Iterator[Problem]:
@@ -160,23 +203,36 @@ def _problems(parsed: TextsFile, languages: Sequence[str]) -> Iterator[Problem]:
         for language in languages:
             if not lists.get(language):
                 yield Problem(f"words.{key}", f"missing the '{language}' words")
+            elif key == "weekdays" and len(lists[language]) != 7:
+                yield Problem(f"words.{key}.{language}", "needs the seven days, Monday first")
+    for table, expected in (
+        ("commands", COMMANDS),
+        ("staff_commands", STAFF_COMMANDS),
+        ("outcomes", OUTCOMES),
+    ):
+        yield from _command_problems(table, getattr(parsed, table), expected, languages)
+
+
+def _command_problems(
+    table: str, entries: dict[str, CommandText], expected: Sequence[str], languages: Sequence[str]
+) -> Iterator[Problem]:
     spellings: dict[str, str] = {}
-    for command in COMMANDS:
-        entry = parsed.commands.get(command)
+    for command in expected:
+        entry = entries.get(command)
         if entry is None:
-            yield Problem(f"commands.{command}", "is required but missing")
+            yield Problem(f"{table}.{command}", "is required but missing")
             continue
         for language in languages:
             for field in ("shown", "description"):
                 if not getattr(entry, field).get(language, "").strip():
-                    yield Problem(f"commands.{command}.{field}", f"missing the '{language}' text")
+                    yield Problem(f"{table}.{command}.{field}", f"missing the '{language}' text")
         for spelling in entry.names:
             other = spellings.setdefault(spelling.casefold(), command)
             if other != command:
-                yield Problem(f"commands.{command}.names", f"'{spelling}' also names '{other}'")
-    for command in parsed.commands:
-        if command not in COMMANDS:
-            yield Problem(f"commands.{command}", "is not a command the bot knows")
+                yield Problem(f"{table}.{command}.names", f"'{spelling}' also names '{other}'")
+    for command in entries:
+        if command not in expected:
+            yield Problem(f"{table}.{command}", "is not one the bot knows")
 
 
 def _placeholders(text: str) -> frozenset[str] | None:

@@ -8,6 +8,7 @@ changed, moved, removed or reordered item is named rather than skipped.
 from __future__ import annotations
 
 import datetime as dt
+import hmac
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +18,7 @@ from sqlalchemy import select
 from storage.keyfile import UnlockedKey
 from storage.keyring import KeyringError, case_key_info, open_team
 from storage.models import Case, CaseItem, StoredBlob
-from storage.repository import Unit, aware, file_info, item_info
+from storage.repository import Unit, aware, file_info, item_count_mac, item_info
 from storage.sealing import PrivateKey, SealError, open_sealed
 
 
@@ -79,6 +80,14 @@ async def open_case(unit: Unit, unlocked: UnlockedKey, reference: str) -> tuple[
     except SealError as error:
         raise CaseError(f"the key of {reference} does not open: it was changed or moved") from error
     items = await _items(unit, case, case_key)
+    expected = item_count_mac(unit.keys.audit_key, reference, case.item_count)
+    if case.item_mac is None or not hmac.compare_digest(case.item_mac, expected):
+        raise CaseError(f"{reference}: the record of how many items it has was changed")
+    if len(items) != case.item_count:
+        raise CaseError(
+            f"{reference}: it should have {case.item_count} items but has {len(items)} "
+            "(the newest were removed)"
+        )
     files = await _files(unit, case, case_key, items)
     result = OpenedCase(
         reference=case.reference,

@@ -81,6 +81,29 @@ class Case(Base):
     team_key_id: Mapped[int | None] = mapped_column(
         ForeignKey("team_keys.id"), nullable=True, index=True
     )
+    # The queue and the handoff (metadata only; see storage/queue.py).
+    claimed_by: Mapped[int | None] = mapped_column(
+        ForeignKey("counsellors.id"), nullable=True, index=True
+    )
+    claimed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    first_claimed_at: Mapped[dt.datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
+    first_reply_at: Mapped[dt.datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
+    outcome: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    escalate_at: Mapped[dt.datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True, index=True
+    )
+    thread: Mapped[str | None] = mapped_column(String(255), nullable=True, index=True)
+    previous_case_id: Mapped[int | None] = mapped_column(
+        ForeignKey("cases.id", ondelete="SET NULL"), nullable=True
+    )
+    # How many items the case has, under an HMAC keyed from the server secret: the newest
+    # items cannot be cut off unnoticed (see casefile.open_case).
+    item_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    item_mac: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class CaseItem(Base):
@@ -182,3 +205,21 @@ class AuditHead(Base):
     count: Mapped[int] = mapped_column(Integer)
     digest: Mapped[str] = mapped_column(String(64))
     mac: Mapped[str] = mapped_column(String(64))
+
+
+class OutboxMessage(Base):
+    """A message to the staff room or to an official, written in the same transaction as the
+    change that causes it and deleted once delivered: nothing is lost when a platform is down.
+
+    The content is encrypted with the server key: the running server must read it to send it.
+    """
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    reference: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)

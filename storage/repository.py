@@ -8,6 +8,8 @@ personal is encrypted before it reaches a column.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
 import json
 import secrets
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -58,6 +60,7 @@ class PurgeReport:
 class LoadedConversation:
     state: IntakeState
     address: str
+    channel: str
 
 
 @dataclass(frozen=True)
@@ -136,7 +139,7 @@ class Unit:
             return None
         state = IntakeState.from_bytes(self.keys.decrypt(row.state, f"state:{sender_key}"))
         address = self.keys.decrypt(row.address, f"address:{sender_key}").decode()
-        return LoadedConversation(state, address)
+        return LoadedConversation(state, address, row.channel)
 
     async def save(self, sender_key: str, channel: str, address: str, state: IntakeState) -> None:
         sealed_state = self.keys.encrypt(state.to_bytes(), f"state:{sender_key}")
@@ -219,6 +222,8 @@ class Unit:
         urgent: bool,
         record: dict[str, object],
         files: Sequence[StoredFile],
+        *,
+        previous_reference: str | None = None,
     ) -> str:
         """Turn a finished intake into a case, sealed to a new case key; returns its reference.
 
@@ -235,11 +240,13 @@ class Unit:
         reference = await self._next_reference()
         case_private = PrivateKey.generate()
         case_public = case_private.public_key()
+        previous = await self.case(previous_reference) if previous_reference else None
         case = Case(
             reference=reference,
             sender_key=sender_key,
             channel=channel,
-            status="submitted",
+            status="waiting",
+            previous_case_id=previous.id if previous else None,
             urgent=urgent,
             created_at=self.now,
             public_key=case_public.to_bytes(),
@@ -267,6 +274,8 @@ class Unit:
         self, case: Case, position: int, kind: str, payload: dict[str, object]
     ) -> None:
         assert case.public_key is not None
+        case.item_count = position + 1
+        case.item_mac = item_count_mac(self.keys.audit_key, case.reference, case.item_count)
         content = json.dumps(payload, ensure_ascii=False, sort_keys=True).encode()
         self.session.add(
             CaseItem(
@@ -312,8 +321,10 @@ class Unit:
         await self._seal_item(case, position, kind, payload)
         return position
 
-    async def add_files(self, reference: str, sender_key: str, files: Sequence[StoredFile]) -> None:
-        """Files an official sends after submitting: sealed into their case, with a record item."""
+    async def add_files(
+        self, reference: str, sender_key: str, files: Sequence[StoredFile], sent_by: str = OFFICIAL
+    ) -> None:
+        """Files sent after submitting (by the official or a counsellor): sealed into the case."""
         case = await self.case(reference, lock=True)
         if case is None:
             raise LookupError(f"no case {reference}")
@@ -322,8 +333,11 @@ class Unit:
         await self.add_item(
             reference,
             "attachment",
-            {"from": OFFICIAL, "files": [file.model_dump() for file in files]},
+            {"from": sent_by, "files": [file.model_dump() for file in files]},
         )
+
+    async def case_by_thread(self, thread: str) -> Case | None:
+        return (await self.session.scalars(select(Case).where(Case.thread == thread))).first()
 
     async def audit(
         self,
@@ -365,8 +379,15 @@ class Unit:
                 Conversation.updated_at < idle, Conversation.sender_key.not_in(open_senders)
             )
         )
+        live = select(Conversation.sender_key).where(Conversation.updated_at >= idle)
         loose = await self.session.execute(
-            delete(StoredBlob).where(StoredBlob.case_id.is_(None), StoredBlob.created_at < idle)
+            delete(StoredBlob).where(
+                StoredBlob.case_id.is_(None),
+                StoredBlob.created_at < idle,
+                StoredBlob.sender_key.not_in(
+                    live
+                ),  # an intake still being answered keeps its files
+            )
         )
         events = await self.session.execute(
             delete(ProcessedEvent).where(ProcessedEvent.seen_at < self.now - EVENT_MEMORY)
@@ -392,6 +413,10 @@ class Unit:
 
 def _rowcount(result: object) -> int:
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+def item_count_mac(key: bytes, reference: str, count: int) -> str:
+    return hmac.new(key, f"items|{reference}|{count}".encode(), hashlib.sha256).hexdigest()
 
 
 def item_info(reference: str, position: int, kind: str) -> bytes:

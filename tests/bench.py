@@ -15,7 +15,8 @@ from pathlib import Path
 
 from bot.app import demo_config, open_app
 from bot.core.orchestrator import Core
-from bot.core.types import Inbound, Reply
+from bot.core.settings import Settings
+from bot.core.types import Inbound, Reply, StaffMember
 from bot.demo import demo_counsellor
 from flows.engine import Engine
 from flows.messages import UserInput
@@ -29,12 +30,22 @@ ANSWERS = [
 
 class _Sink:
     name = "bench"
+    end_to_end_encrypted = True
 
     async def send(self, chat: str, reply: Reply) -> None:
         return None
 
-    async def post_case(self, reference: str, text: str, urgent: bool) -> None:
+    async def check(self) -> list[str]:
+        return []
+
+    async def open_thread(self, reference: str, text: str, urgent: bool) -> str:
+        return reference
+
+    async def post(self, thread: str | None, text: str) -> None:
         return None
+
+    def mention(self, member: StaffMember) -> str:
+        return member.display_name
 
 
 def bench_engine(engine: Engine, rounds: int) -> None:
@@ -63,7 +74,7 @@ async def bench_core(intakes: int, folder: Path) -> None:
     async with open_app(demo_config(folder)) as app:
         await demo_counsellor(app)
         sink = _Sink()
-        core = Core(app.engine, app.store, staff_room=sink, counselling_hours="Mo-Fr 09:00-16:00")
+        core = Core(app.engine, app.store, staff_room=sink, settings=Settings.defaults())
         core.attach(sink)
 
         async def official(index: int) -> None:

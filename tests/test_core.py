@@ -10,7 +10,8 @@ import pytest
 from sqlalchemy import func, select
 
 from bot.core.orchestrator import Core
-from bot.core.types import Attachment, Inbound, Reply
+from bot.core.settings import Settings
+from bot.core.types import Attachment, Inbound, Reply, StaffMember
 from flows.engine import Engine
 from storage.models import Case, Conversation, ProcessedEvent, StoredBlob
 from storage.repository import Store
@@ -23,14 +24,27 @@ class Recorder:
     """Stands in for a channel's one send function and for the staff room."""
 
     name: str = CHANNEL
+    end_to_end_encrypted: bool = True
     sent: list[tuple[str, Reply]] = field(default_factory=list)
-    posts: list[tuple[str, str, bool]] = field(default_factory=list)
+    posts: list[tuple[str, str, bool]] = field(default_factory=list)  # new cases' threads
+    room: list[tuple[str | None, str]] = field(default_factory=list)  # later posts: thread, text
+    problems: list[str] = field(default_factory=list)  # what the staff room check reports
 
     async def send(self, chat: str, reply: Reply) -> None:
         self.sent.append((chat, reply))
 
-    async def post_case(self, reference: str, text: str, urgent: bool) -> None:
+    async def check(self) -> list[str]:
+        return list(self.problems)
+
+    async def open_thread(self, reference: str, text: str, urgent: bool) -> str:
         self.posts.append((reference, text, urgent))
+        return f"thread-{reference}"
+
+    async def post(self, thread: str | None, text: str) -> None:
+        self.room.append((thread, text))
+
+    def mention(self, member: StaffMember) -> str:
+        return f"@{member.display_name}"
 
     def texts(self) -> list[str]:
         return [reply.text for _, reply in self.sent]
@@ -64,7 +78,7 @@ class Official:
 @pytest.fixture
 async def official(store: Store, flow_engine: Engine) -> AsyncIterator[Official]:
     recorder = Recorder()
-    core = Core(flow_engine, store, staff_room=recorder, counselling_hours="Mo-Fr 09:00-16:00")
+    core = Core(flow_engine, store, staff_room=recorder, settings=Settings.defaults())
     core.attach(recorder)
     yield Official(core, recorder)
 
@@ -98,7 +112,7 @@ async def test_consent_starts_storage_and_the_intake_survives_a_new_core(
     assert await _rows(store, Conversation) == 1
     # A new core on the same database: what a restart looks like.
     recorder = Recorder()
-    core = Core(flow_engine, store, staff_room=recorder, counselling_hours="Mo-Fr 09:00-16:00")
+    core = Core(flow_engine, store, staff_room=recorder, settings=Settings.defaults())
     core.attach(recorder)
     again = Official(core, recorder, count=100)
     replies = await again.say("/start")
@@ -120,7 +134,7 @@ async def test_a_redelivered_event_is_answered_once_after_a_restart(
     await official.say("/start", event_id="e1")
     await official.say("1", event_id="e2")
     recorder = Recorder()
-    core = Core(flow_engine, store, staff_room=recorder, counselling_hours="x")
+    core = Core(flow_engine, store, staff_room=recorder, settings=Settings.defaults())
     core.attach(recorder)
     assert await Official(core, recorder).say("1", event_id="e2") == []
 

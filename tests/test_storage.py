@@ -176,7 +176,7 @@ async def test_cases_list_shows_metadata_only(store: Store) -> None:
     [summary] = await store.cases()
     assert (summary.reference, summary.status, summary.urgent, summary.channel) == (
         reference,
-        "submitted",
+        "waiting",
         True,
         "console",
     )

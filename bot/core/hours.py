@@ -60,6 +60,20 @@ class OpeningHours:
             raise ValueError("no hours given; write e.g. 'Mo-Fr 09:00-16:00'")
         return cls(tuple(windows), text)
 
+    def next_opening(self, local: dt.datetime) -> dt.datetime:
+        """When the hours next begin after `local` (same time zone, naive or aware)."""
+        day = local.replace(second=0, microsecond=0)
+        for offset in range(8):
+            date = (day + dt.timedelta(days=offset)).date()
+            starts = sorted(
+                window.start for window in self.windows if date.weekday() in window.days
+            )
+            for start in starts:
+                moment = dt.datetime.combine(date, start, tzinfo=local.tzinfo)
+                if moment > local:
+                    return moment
+        raise ValueError("the hours have no window")  # parse() never allows that
+
     def is_open(self, local: dt.datetime) -> bool:
         """Whether `local` (already in the counselling time zone) falls within the hours."""
         moment = local.time()

@@ -1,9 +1,13 @@
 """The core: the only place that turns an incoming message into stored state and replies.
 
-For each message: drop it if its event was handled before, take the
-conversation's lock, load the state, run one engine step (or its effect),
-persist in the same transaction, then hand the replies to the channel.
-Before the official consents nothing is written: that state lives in memory.
+For each message from an official: drop it if its event was handled before, take
+the conversation's lock, load the state, run one engine step (or, once the intake
+is a case, the handoff), persist in the same transaction, hand the replies to the
+channel, then deliver what the change put in the outbox. Before the official
+consents nothing is written: that state lives in memory.
+
+Staff-room messages go the same way through `handle_staff`; `tick` raises urgent
+cases nobody claimed and retries deliveries.
 """
 
 from __future__ import annotations
@@ -15,12 +19,17 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.exc import IntegrityError
 
+from bot.core.delivery import Delivery
+from bot.core.handoff import Handoff
 from bot.core.locks import KeyedLocks
-from bot.core.types import Channel, Inbound, Reply, StaffRoom
+from bot.core.settings import Settings
+from bot.core.types import Channel, Inbound, Reply, StaffInbound, StaffMember, StaffRoom
 from bot.logs import log_failure
 from flows.engine import Engine
 from flows.messages import Effect, UserInput
 from flows.state import IntakeState, StoredFile
+from storage import queue
+from storage.keyring import active_counsellors
 from storage.repository import Store, Unit
 
 logger = logging.getLogger(__name__)
@@ -34,7 +43,6 @@ ATTEMPTS = 3
 @dataclass
 class _Step:
     replies: list[Reply] = field(default_factory=list)
-    staff_post: tuple[str, str, bool] | None = None  # reference, text, urgent
     deleted: bool = False  # something was deleted: compact the database afterwards
 
 
@@ -50,19 +58,15 @@ class _Bounded(OrderedDict[str, IntakeState]):
 
 class Core:
     def __init__(
-        self,
-        engine: Engine,
-        store: Store,
-        staff_room: StaffRoom,
-        counselling_hours: str,
-        staff_language: str = "de",
+        self, engine: Engine, store: Store, staff_room: StaffRoom, settings: Settings
     ) -> None:
         self.engine = engine
         self.store = store
         self.staff_room = staff_room
-        self.counselling_hours = counselling_hours
-        self.staff_language = staff_language
+        self.settings = settings
         self._channels: dict[str, Channel] = {}
+        self.handoff = Handoff(engine, settings, staff_room.name)
+        self.delivery = Delivery(store, staff_room, self._channels)
         self._locks = KeyedLocks()
         self._unsaved = _Bounded()
         self._recent: OrderedDict[str, None] = OrderedDict()
@@ -73,6 +77,8 @@ class Core:
     def pseudonym(self, channel: str, user_id: str) -> str:
         """What adapters put into `Inbound.sender` in place of the platform's user id."""
         return self.store.keys.pseudonym(channel, user_id)
+
+    # -- officials ---------------------------------------------------------------------------
 
     async def handle(self, inbound: Inbound) -> None:
         channel = self._channels[inbound.channel]
@@ -91,8 +97,7 @@ class Core:
             await self.store.compact()
         for reply in step.replies:
             await channel.send(inbound.chat, reply)
-        if step.staff_post is not None:
-            await self.staff_room.post_case(*step.staff_post)
+        await self.delivery.flush()
 
     def _language_of(self, sender: str) -> str:
         unsaved = self._unsaved.get(sender)
@@ -135,15 +140,27 @@ class Core:
                 )
             )
 
+        if state is not None and self._for_the_handoff(state, inbound.text):
+            turn = await self.handoff.official_writes(
+                unit, sender, state, inbound.text.strip(), files
+            )
+            await unit.save(sender, inbound.channel, inbound.chat, turn.state)
+            await unit.mark_seen(event_key)
+            logger.debug("message on %s handled by the handoff", inbound.channel)
+            return _Step(turn.replies)
+
         outcome = self.engine.handle(state, UserInput(inbound.text, tuple(files), dropped))
         result = _Step(list(outcome.replies))
         new_state = outcome.state
 
         if outcome.effect is Effect.SUBMIT and new_state is not None:
             reference = await self._submit(unit, inbound, new_state)
-            result.replies += self.engine.confirmation(new_state, reference, self.counselling_hours)
-            summary = self.engine.case_summary(new_state, reference, self.staff_language)
-            result.staff_post = (reference, summary, self.engine.is_urgent(new_state))
+            result.replies += self.engine.confirmation(
+                new_state, reference, self.settings.hours.text
+            )
+            position = await queue.position(unit, reference)
+            note = self.handoff.waiting_note(position, new_state.language, unit.now)
+            result.replies.append(Reply(note))
             new_state = self.engine.submitted_state(new_state, reference)
         elif outcome.effect is Effect.DISCARD:
             await unit.discard(sender)
@@ -153,10 +170,6 @@ class Core:
             cases = await unit.delete_person(sender)
             result.deleted = True
             logger.info("deleted everything about one official on request (%d case(s))", cases)
-        elif files and new_state is not None and new_state.case_reference:
-            # After submitting, a file belongs to the case at once, sealed to its key.
-            await unit.add_files(new_state.case_reference, sender, files)
-            new_state = new_state.model_copy(update={"files": []})
 
         if new_state is not None and new_state.consented:
             await unit.save(sender, inbound.channel, inbound.chat, new_state)
@@ -175,6 +188,15 @@ class Core:
         )
         return result
 
+    def _for_the_handoff(self, state: IntakeState, text: str) -> bool:
+        """Once the intake is a case, words go to the handoff; commands and confirmations
+        (a /loeschen's "ja") stay with the engine."""
+        return (
+            state.phase == "submitted"
+            and state.pending in (None, "return")
+            and not self.engine.is_command(text)
+        )
+
     async def _submit(self, unit: Unit, inbound: Inbound, state: IntakeState) -> str:
         urgent = self.engine.is_urgent(state)
         record = {
@@ -185,6 +207,7 @@ class Core:
             "submitted_at": unit.now.astimezone(dt.UTC).isoformat(),
             "answers": state.model_dump(mode="json")["answers"],
             "files": [file.model_dump() for file in state.files],
+            "previous_case": state.previous_reference,
         }
         reference = await unit.create_case(
             sender_key=inbound.sender,
@@ -192,6 +215,45 @@ class Core:
             urgent=urgent,
             record=record,
             files=state.files,
+            previous_reference=state.previous_reference,
         )
+        detail = (
+            "full" if self.staff_room.end_to_end_encrypted else self.settings.unencrypted_detail
+        )
+        summary = self.engine.case_summary(state, reference, self.settings.staff_language, detail)
+        await self.handoff.case_submitted(unit, reference, summary, urgent)
         logger.info("case %s submitted%s", reference, " (urgent)" if urgent else "")
         return reference
+
+    # -- the staff room ------------------------------------------------------------------------
+
+    async def handle_staff(self, inbound: StaffInbound) -> None:
+        event_key = self.store.keys.pseudonym(f"event:staff:{inbound.channel}", inbound.event_id)
+        if event_key in self._recent:
+            return
+        try:
+            async with self.store.unit() as unit:
+                if await unit.seen(event_key):
+                    return
+                await self.handoff.staff_writes(unit, inbound)
+                await unit.mark_seen(event_key)
+        except Exception as error:
+            log_failure(logger, "handling a staff-room message", error)
+        self._remember_event(event_key)
+        await self.delivery.flush()
+
+    async def tick(self) -> None:
+        """Raise urgent cases nobody claimed in time; send what the outbox still holds."""
+        try:
+            async with self.store.unit() as unit:
+                members = [
+                    StaffMember(
+                        counsellor.display_name, counsellor.matrix_id, counsellor.telegram_id
+                    )
+                    for counsellor in await active_counsellors(unit.session)
+                ]
+                mentions = " ".join(self.staff_room.mention(member) for member in members)
+                await self.handoff.escalate(unit, mentions)
+        except Exception as error:  # the next tick tries again
+            log_failure(logger, "raising urgent cases", error)
+        await self.delivery.flush()

@@ -5,16 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from flows.messages import Choice, Reply
+from flows.messages import Attachment, Choice, Reply
 
-__all__ = ["Attachment", "Channel", "Choice", "Inbound", "Reply", "StaffRoom"]
-
-
-@dataclass(frozen=True, slots=True)
-class Attachment:
-    name: str
-    media_type: str
-    data: bytes
+__all__ = [
+    "Attachment", "Channel", "Choice", "Inbound", "Reply",
+    "StaffInbound", "StaffMember", "StaffRoom",
+]  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +37,45 @@ class Channel(Protocol):
     async def send(self, chat: str, reply: Reply) -> None: ...
 
 
-class StaffRoom(Protocol):
-    """Where counsellors see new cases."""
+@dataclass(frozen=True, slots=True)
+class StaffInbound:
+    """One message in the staff room. `author` is the platform's id of whoever wrote it
+    (checked against the counsellor list by the core); `thread` the case thread it was
+    written in, or None for the room at large."""
 
-    async def post_case(self, reference: str, text: str, urgent: bool) -> None: ...
+    channel: str
+    author: str
+    thread: str | None
+    text: str
+    event_id: str
+    attachments: tuple[Attachment, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class StaffMember:
+    """A counsellor as a staff room needs them: to mention them."""
+
+    display_name: str
+    matrix_id: str | None
+    telegram_id: int | None
+
+
+class StaffRoom(Protocol):
+    """Where counsellors see new cases and talk with officials: the one place that posts there."""
+
+    name: str
+    end_to_end_encrypted: bool
+
+    async def check(self) -> list[str]:
+        """What is wrong with the room for case details (empty: nothing). Never raises."""
+        ...
+
+    async def open_thread(self, reference: str, text: str, urgent: bool) -> str:
+        """Post a new case and return the id of its thread."""
+        ...
+
+    async def post(self, thread: str | None, text: str) -> None:
+        """Post in a case's thread, or in the room at large when `thread` is None."""
+        ...
+
+    def mention(self, member: StaffMember) -> str: ...

@@ -1,0 +1,420 @@
+"""The handoff: from a submitted case to a counsellor talking with the official through the bot.
+
+Everything here runs inside the core's transaction (`Unit`) and writes what must
+be said to the outbox, which `delivery.py` sends once the change is committed.
+Nothing is relayed before a claim; only the claiming counsellor's messages reach
+the official, signed with their display name; notes are sealed, never relayed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+
+from bot.core.settings import Settings
+from bot.core.types import Reply, StaffInbound
+from flows.answers import match_one
+from flows.engine import Engine
+from flows.messages import Choice
+from flows.state import IntakeState, StoredFile
+from storage import outbox, queue
+from storage.audit import OFFICIAL, Action
+from storage.keyring import active_counsellors
+from storage.models import Case, Counsellor
+from storage.queue import Refusal
+from storage.repository import Unit, aware
+
+logger = logging.getLogger(__name__)
+
+CASE_COMMANDS = frozenset({"claim", "release", "transfer", "note", "close", "reopen"})
+
+
+@dataclass(frozen=True)
+class OfficialTurn:
+    """What the core does with an official's message after submission."""
+
+    state: IntakeState
+    replies: list[Reply]
+
+
+class Handoff:
+    def __init__(self, engine: Engine, settings: Settings, staff_channel: str) -> None:
+        self.engine = engine
+        self.texts = engine.texts
+        self.settings = settings
+        self.staff_channel = staff_channel
+        self._staff_commands = self.texts.command_names("staff_commands")
+        self._outcomes = self.texts.command_names("outcomes")
+
+    def _staff(self, key: str, **fields: object) -> str:
+        return self.texts.get(key, self.settings.staff_language, **fields)
+
+    # -- the official's side -----------------------------------------------------------------
+
+    def waiting_note(self, position: int | None, language: str, now: dt.datetime) -> str:
+        """Queue position and whether someone is on duty, or when they will be and whom to call."""
+        parts = []
+        if position is not None:
+            parts.append(self.texts.get("queue_position", language, position=position))
+        local = now.astimezone(self.settings.timezone)
+        hours = self.settings.hours
+        if hours.is_open(local):
+            parts.append(self.texts.get("hours_open", language))
+        else:
+            opening = hours.next_opening(local)
+            weekday = self.texts.words["weekdays"][language][opening.weekday()]
+            parts.append(
+                self.texts.get(
+                    "hours_closed",
+                    language,
+                    hours=hours.text,
+                    next_opening=f"{weekday} {opening:%H:%M}",
+                )
+            )
+        return " ".join(parts)
+
+    async def case_submitted(self, unit: Unit, reference: str, summary: str, urgent: bool) -> None:
+        """Queue the new case's post in the staff room, and arm the escalation timer."""
+        case = await unit.case(reference, lock=True)
+        assert case is not None
+        if urgent:
+            case.escalate_at = unit.now + self.settings.escalate_after
+        text = f"{summary}\n\n{self._staff('staff_commands_hint')}"
+        await outbox.put(unit, outbox.OPEN_THREAD, reference, text=text, urgent=urgent)
+
+    async def official_writes(
+        self, unit: Unit, sender: str, state: IntakeState, text: str, files: list[StoredFile]
+    ) -> OfficialTurn:
+        """An official writes after submitting: keep it, relay it, or help them come back."""
+        reference = state.case_reference or ""
+        language = state.language
+        case = await unit.case(reference, lock=True)
+        if case is None:  # deleted by retention: begin again
+            fresh = self.engine.new_state(language)
+            return OfficialTurn(fresh, [self.engine.ask(fresh)])
+        if state.pending == "return":
+            return await self._return_choice(unit, state, case, text)
+        if files:
+            await unit.add_files(reference, sender, files)
+        if case.status == queue.WAITING:
+            if text:
+                await unit.add_item(reference, "message", {"from": OFFICIAL, "text": text})
+                state.relay_backlog.append(text)
+            position = await queue.position(unit, reference)
+            note = self.waiting_note(position, language, unit.now)
+            return OfficialTurn(
+                state, [Reply(f"{self.texts.get('waiting_message_kept', language)} {note}")]
+            )
+        if case.status == queue.CLAIMED:
+            if text:
+                await unit.add_item(reference, "message", {"from": OFFICIAL, "text": text})
+                await self._post(unit, reference, self._staff("staff_official_says", text=text))
+            for file in files:
+                await self._post(
+                    unit,
+                    reference,
+                    self._staff("staff_official_file", name=file.name, size=file.size),
+                )
+            return OfficialTurn(state, [])
+        return self._offer_return(unit, state, case)
+
+    def _return_choices(self, language: str, can_reopen: bool) -> tuple[Choice, ...]:
+        new = Choice("new", self.texts.get("return_new", language))
+        if not can_reopen:
+            return (new,)
+        return (Choice("reopen", self.texts.get("return_reopen", language)), new)
+
+    def _can_reopen(self, unit: Unit, case: Case) -> bool:
+        closed = aware(case.closed_at) if case.closed_at else unit.now
+        return unit.now - closed <= self.settings.reopen_within
+
+    def _offer_return(self, unit: Unit, state: IntakeState, case: Case) -> OfficialTurn:
+        language = state.language
+        can_reopen = self._can_reopen(unit, case)
+        key = "return_choice" if can_reopen else "return_too_old"
+        state.pending = "return"
+        text = self.texts.get(key, language, reference=case.reference)
+        return OfficialTurn(state, [Reply(text, self._return_choices(language, can_reopen))])
+
+    async def _return_choice(
+        self, unit: Unit, state: IntakeState, case: Case, text: str
+    ) -> OfficialTurn:
+        language = state.language
+        can_reopen = case.status == queue.CLOSED and self._can_reopen(unit, case)
+        choices = self._return_choices(language, can_reopen)
+        chosen = match_one(text, choices, {})
+        if chosen is None:
+            return OfficialTurn(state, [Reply(self.texts.get("return_choose", language), choices)])
+        state.pending = None
+        if chosen == "new":
+            fresh = self.engine.begin_again(state, previous_reference=case.reference)
+            return OfficialTurn(fresh, self._first_question(fresh))
+        if case.status == queue.CLOSED:
+            await queue.reopen(unit, case.reference, OFFICIAL, self.settings.escalate_after)
+            actor = self._staff("staff_official_returned")
+            await self._post(unit, case.reference, self._staff("staff_reopened", actor=actor))
+        position = await queue.position(unit, case.reference)
+        reopened = self.texts.get("reopened_notice", language, reference=case.reference)
+        note = self.waiting_note(position, language, unit.now)
+        return OfficialTurn(state, [Reply(f"{reopened} {note}")])
+
+    def _first_question(self, state: IntakeState) -> list[Reply]:
+        return [self.engine.ask(state)]
+
+    # -- the staff room ----------------------------------------------------------------------
+
+    async def _post(self, unit: Unit, reference: str | None, text: str) -> None:
+        await outbox.put(unit, outbox.STAFF, reference, text=text)
+
+    async def _tell_official(self, unit: Unit, case: Case, key: str, **fields: object) -> None:
+        loaded = await unit.load(case.sender_key)
+        if loaded is None:  # the official deleted everything, or the intake was purged
+            return
+        text = self.texts.get(key, loaded.state.language, **fields)
+        await outbox.put(unit, outbox.OFFICIAL, case.reference, sender=case.sender_key, text=text)
+
+    async def counsellor_for(self, unit: Unit, channel: str, author: str) -> Counsellor | None:
+        """The active counsellor behind a staff-room author, or None: the allow-list."""
+        for counsellor in await active_counsellors(unit.session):
+            if channel == "matrix" and counsellor.matrix_id == author:
+                return counsellor
+            if channel == "telegram" and str(counsellor.telegram_id or "") == author:
+                return counsellor
+            if channel == "console" and author.casefold() in (
+                counsellor.name.casefold(),
+                counsellor.display_name.casefold(),
+            ):
+                return counsellor
+        return None
+
+    def _command(self, text: str) -> tuple[str | None, str, str | None]:
+        if not text.startswith("/") or len(text) < 2:
+            return None, "", None
+        head, _, argument = text[1:].partition(" ")
+        name = head.split("@", 1)[0].casefold()
+        return self._staff_commands.get(name), argument.strip(), name
+
+    async def staff_writes(self, unit: Unit, inbound: StaffInbound) -> None:
+        """One staff-room message: a command, or (in a claimed case) words for the official."""
+        text = inbound.text.strip()
+        command, argument, spelled = self._command(text)
+        reference = await self._reference_of(unit, inbound.thread)
+        counsellor = await self.counsellor_for(unit, inbound.channel, inbound.author)
+        if counsellor is None:
+            if spelled is not None or reference is not None:
+                who = (
+                    "unknown:"
+                    + unit.keys.pseudonym(f"staff:{inbound.channel}", inbound.author)[:12]
+                )
+                await unit.audit(
+                    Action.COMMAND_REFUSED, who, reference, {"command": command or "message"}
+                )
+                await self._post(unit, reference, self._staff("staff_not_allowed"))
+                logger.warning(
+                    "a staff-room message from someone not on the counsellor list was refused"
+                )
+            return
+        if spelled is not None and command is None:
+            shown = self.texts.staff_commands["help"].shown[self.settings.staff_language]
+            await self._post(
+                unit, reference, self._staff("staff_unknown_command", name=spelled, command=shown)
+            )
+            return
+        try:
+            if command in CASE_COMMANDS:
+                if reference is None:
+                    shown = self.texts.staff_commands[command].shown[self.settings.staff_language]
+                    await self._post(unit, None, self._staff("staff_needs_case", command=shown))
+                    return
+                await self._case_command(unit, command, argument, reference, counsellor)
+            elif command == "queue":
+                await self._post(unit, reference, await self._queue_text(unit))
+            elif command == "health":
+                await self._post(unit, reference, await self._health_text(unit))
+            elif command == "help":
+                await self._post(unit, reference, self._help_text())
+            elif reference is not None:
+                await self._relay_to_official(unit, reference, counsellor, text, inbound)
+        except Refusal as refusal:
+            await self._post(unit, reference, self._staff(refusal.key, **refusal.fields))
+
+    async def _reference_of(self, unit: Unit, thread: str | None) -> str | None:
+        if thread is None:
+            return None
+        case = await unit.case_by_thread(thread)
+        return case.reference if case else None
+
+    async def _case_command(
+        self, unit: Unit, command: str, argument: str, reference: str, counsellor: Counsellor
+    ) -> None:
+        name = counsellor.display_name
+        if command == "claim":
+            case = await queue.claim(unit, reference, counsellor)
+            await self._post(unit, reference, self._staff("staff_claimed", name=name))
+            await self._relay_backlog(unit, case)
+            await self._tell_official(unit, case, "claimed_notice", name=name)
+        elif command == "release":
+            case = await queue.release(
+                unit, reference, counsellor, argument, self.settings.escalate_after
+            )
+            await self._post(unit, reference, self._staff("staff_released", name=name))
+            await self._tell_official(unit, case, "released_notice")
+        elif command == "transfer":
+            case, target = await queue.transfer(unit, reference, counsellor, argument)
+            await self._post(
+                unit,
+                reference,
+                self._staff("staff_transferred", source=name, target=target.display_name),
+            )
+            await self._tell_official(unit, case, "transferred_notice", name=target.display_name)
+        elif command == "note":
+            if not argument:
+                raise Refusal("staff_unknown_command", name="notiz", command="/notiz TEXT")
+            await unit.add_item(reference, "note", {"by": counsellor.name, "text": argument})
+            await self._post(unit, reference, self._staff("staff_note_saved"))
+        elif command == "close":
+            outcome = self._outcomes.get(argument.casefold().strip(), argument)
+            case = await queue.close(unit, reference, counsellor, outcome)
+            shown = self.texts.outcomes[outcome].shown[self.settings.staff_language]
+            await self._post(unit, reference, self._staff("staff_closed", name=name, outcome=shown))
+            await self._tell_official(unit, case, "closed_notice", reference=reference)
+        else:  # reopen
+            case = await queue.reopen(
+                unit, reference, counsellor.name, self.settings.escalate_after
+            )
+            await self._post(unit, reference, self._staff("staff_reopened", actor=name))
+            await self._tell_official(unit, case, "reopened_notice", reference=reference)
+
+    async def _relay_backlog(self, unit: Unit, case: Case) -> None:
+        """What the official wrote while waiting reaches the thread once someone has claimed."""
+        loaded = await unit.load(case.sender_key)
+        if loaded is None or not loaded.state.relay_backlog:
+            return
+        lines = [self._staff("staff_waiting_messages")]
+        lines += [
+            self._staff("staff_official_says", text=text) for text in loaded.state.relay_backlog
+        ]
+        await self._post(unit, case.reference, "\n".join(lines))
+        loaded.state.relay_backlog = []
+        await unit.save(case.sender_key, loaded.channel, loaded.address, loaded.state)
+
+    async def _relay_to_official(
+        self, unit: Unit, reference: str, counsellor: Counsellor, text: str, inbound: StaffInbound
+    ) -> None:
+        case = await unit.case(reference, lock=True)
+        assert case is not None
+        if case.status != queue.CLAIMED:
+            claim = self.texts.staff_commands["claim"].shown[self.settings.staff_language]
+            key = "staff_not_relayed" if case.status == queue.WAITING else "staff_is_closed"
+            await self._post(unit, reference, self._staff(key, command=claim, reference=reference))
+            return
+        if case.claimed_by != counsellor.id:
+            holder = await unit.session.get(Counsellor, case.claimed_by)
+            await self._post(
+                unit,
+                reference,
+                self._staff(
+                    "staff_claimed_by_other",
+                    reference=reference,
+                    holder=holder.display_name if holder else "?",
+                ),
+            )
+            return
+        signed = f"{counsellor.display_name}: {text}" if text else ""
+        if text:
+            await unit.add_item(reference, "reply", {"from": counsellor.display_name, "text": text})
+            await outbox.put(unit, outbox.OFFICIAL, reference, sender=case.sender_key, text=signed)
+        if inbound.attachments:
+            handles = []
+            for attachment in inbound.attachments:
+                handle = await unit.store_file(
+                    case.sender_key, attachment.name, attachment.media_type, attachment.data
+                )
+                handles.append(handle)
+            await unit.add_files(
+                reference, case.sender_key, handles, sent_by=counsellor.display_name
+            )
+            for attachment in inbound.attachments:
+                await outbox.put(
+                    unit,
+                    outbox.OFFICIAL,
+                    reference,
+                    sender=case.sender_key,
+                    text=f"{counsellor.display_name}: {attachment.name}",
+                    file={
+                        "name": attachment.name,
+                        "media_type": attachment.media_type,
+                        "data": attachment.data.hex(),
+                    },
+                )
+        if case.first_reply_at is None:
+            case.first_reply_at = unit.now
+
+    async def _queue_text(self, unit: Unit) -> str:
+        cases = await queue.waiting(unit)
+        if not cases:
+            return self._staff("staff_queue_empty")
+        lines = [self._staff("staff_queue_header", count=len(cases))]
+        for position, case in enumerate(cases, start=1):
+            minutes = int((unit.now - aware(case.created_at)).total_seconds() // 60)
+            urgent = self._staff("staff_urgent_mark") if case.urgent else ""
+            lines.append(
+                self._staff(
+                    "staff_queue_line",
+                    position=position,
+                    reference=case.reference,
+                    urgent=urgent,
+                    minutes=minutes,
+                )
+            )
+        return "\n".join(lines)
+
+    async def _health_text(self, unit: Unit) -> str:
+        found = await queue.health(unit)
+        nobody = self._staff("staff_nobody")
+        open_cases = ", ".join(
+            f"{name} {count}" for name, count in found.open_per_counsellor.items()
+        )
+        return self._staff(
+            "staff_health",
+            waiting=found.waiting,
+            oldest=int(found.oldest_wait.total_seconds() // 60) if found.oldest_wait else 0,
+            urgent=found.urgent_unclaimed,
+            open=open_cases or nobody,
+            claim=found.median_minutes_to_claim
+            if found.median_minutes_to_claim is not None
+            else nobody,
+            reply=found.median_minutes_to_first_reply
+            if found.median_minutes_to_first_reply is not None
+            else nobody,
+        )
+
+    def _help_text(self) -> str:
+        language = self.settings.staff_language
+        lines = [
+            f"{entry.shown[language]} – {entry.description[language]}"
+            for entry in self.texts.staff_commands.values()
+        ]
+        return self._staff("staff_help", commands="\n".join(lines))
+
+    # -- escalation ------------------------------------------------------------------------------
+
+    async def escalate(self, unit: Unit, mentions: str) -> int:
+        """Raise urgent cases nobody has claimed in time, again at each interval until claimed."""
+        cases = await queue.due_escalations(unit)
+        for case in cases:
+            minutes = int((unit.now - aware(case.created_at)).total_seconds() // 60)
+            await self._post(
+                unit,
+                None,
+                self._staff(
+                    "staff_escalation", reference=case.reference, minutes=minutes, mentions=mentions
+                ),
+            )
+            case.escalate_at = unit.now + self.settings.escalate_after
+        if cases:
+            logger.warning(
+                "%d urgent case(s) still unclaimed: raised again in the staff room", len(cases)
+            )
+        return len(cases)

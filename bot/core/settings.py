@@ -1,0 +1,42 @@
+"""What the core needs to know from the configuration, in the shape it uses."""
+
+from __future__ import annotations
+
+import datetime as dt
+import zoneinfo
+from dataclasses import dataclass
+
+from bot.config import Config
+from bot.core.hours import OpeningHours
+
+
+@dataclass(frozen=True)
+class Settings:
+    hours: OpeningHours
+    timezone: zoneinfo.ZoneInfo
+    escalate_after: dt.timedelta
+    reopen_within: dt.timedelta
+    staff_language: str = "de"
+    unencrypted_detail: str = "summary"  # minimal | summary | full
+
+    @classmethod
+    def from_config(cls, config: Config) -> Settings:
+        counselling = config.counselling
+        return cls(
+            hours=OpeningHours.parse(counselling.hours),
+            timezone=zoneinfo.ZoneInfo(counselling.timezone),
+            escalate_after=dt.timedelta(minutes=counselling.escalate_urgent_after_minutes),
+            reopen_within=dt.timedelta(days=counselling.reopen_days),
+            staff_language=config.staff.language,
+            unencrypted_detail=config.staff.unencrypted_detail,
+        )
+
+    @classmethod
+    def defaults(cls, hours: str = "Mo-Fr 09:00-16:00") -> Settings:
+        """The configuration's defaults: for tests and tools that have no configuration file."""
+        return cls(
+            hours=OpeningHours.parse(hours),
+            timezone=zoneinfo.ZoneInfo("Europe/Berlin"),
+            escalate_after=dt.timedelta(minutes=5),
+            reopen_within=dt.timedelta(days=30),
+        )
