@@ -10,7 +10,8 @@ from pathlib import Path
 
 from bot import casebook
 from bot.app import App
-from storage.audit import Action, Break, load_chain, verify
+from storage import queue
+from storage.audit import Action, load_chain, verify
 from storage.casefile import open_case
 from storage.keyfile import (
     MINIMUM_PASSPHRASE,
@@ -29,6 +30,11 @@ from storage.keyring import (
     revoke,
 )
 from storage.repository import Store
+
+
+class CommandError(Exception):
+    """A command given with arguments that do not fit; the message says which."""
+
 
 PASSPHRASE_ENV = "LOTSE_PASSPHRASE"  # noqa: S105  (the variable's name, not a passphrase)
 
@@ -124,6 +130,31 @@ async def list_cases(store: Store) -> int:
     return 0
 
 
+async def case_stats(app: App, since: dt.date | None, until: dt.date | None) -> int:
+    """Times to claim and to first reply for cases submitted in a period (metadata only)."""
+    until = until or app.store.clock().date()
+    since = since or until - dt.timedelta(days=30)
+    if since > until:
+        raise CommandError(f"--since {since} lies after --until {until}")
+    start = dt.datetime.combine(since, dt.time(), tzinfo=dt.UTC)
+    end = dt.datetime.combine(until + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
+    async with app.store.unit() as unit:
+        found = await queue.stats(unit, start, end)
+
+    def minutes(value: float | None) -> str:
+        return "–" if value is None else f"{value} min"
+
+    outcomes = ", ".join(f"{name} {count}" for name, count in sorted(found.outcomes.items()))
+    print(f"cases submitted {since} to {until} (UTC): {found.submitted}, urgent: {found.urgent}")
+    print(f"claimed: {found.claimed}, closed: {found.closed}, outcomes: {outcomes or '–'}")
+    print(
+        f"time to claim: median {minutes(found.median_minutes_to_claim)}, "
+        f"longest {minutes(found.longest_minutes_to_claim)}"
+    )
+    print(f"time to first counsellor reply: median {minutes(found.median_minutes_to_first_reply)}")
+    return 0
+
+
 async def show_case(app: App, reference: str, key: Path) -> int:
     unlocked = unlock(key, passphrase(f"Passphrase for {key}: "))
     async with app.store.unit() as unit:
@@ -163,10 +194,7 @@ async def verify_audit(store: Store) -> int:
     async with store.unit() as unit:
         chain, head = await load_chain(unit.session)
         keyring_exists = await current_team(unit.session) is not None
-    problem = verify(store.keys.audit_key, chain, head)
-    if problem is None and not chain and keyring_exists:
-        # The first counsellor's arrival is always recorded: an empty log was emptied.
-        problem = Break(0, 0, "the log is empty although counsellors were added: it was wiped")
+    problem = verify(store.keys.audit_key, chain, head, counsellors_exist=keyring_exists)
     if problem is not None:
         print(f"audit chain BROKEN at {problem}", file=sys.stderr)
         return 1

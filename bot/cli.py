@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import logging
 import os
 import sys
@@ -33,7 +34,7 @@ from storage.server_secret import DecryptionError, SecretError
 
 OPERATOR_ERRORS = (
     ConfigError, QuestionnaireError, DirectoryError, TextsError, SecretError, DatabaseError,
-    KeyFileError, KeyringError, CaseError, DecryptionError,
+    KeyFileError, KeyringError, CaseError, DecryptionError, admin.CommandError,
 )  # fmt: skip
 CONFIG_ENV = "LOTSE_CONFIG"
 
@@ -112,6 +113,11 @@ def _parser() -> argparse.ArgumentParser:
             "list", help="references, status, urgency, times: no content, no key needed"
         )
     )
+    stats = _with_data(cases.add_parser("stats", help="times to claim and to first reply"))
+    stats.add_argument(
+        "--since", type=dt.date.fromisoformat, help="first day (default: 30 days ago)"
+    )
+    stats.add_argument("--until", type=dt.date.fromisoformat, help="last day (default: today)")
     show = _with_data(cases.add_parser("show", help="decrypt one case with a counsellor key"))
     show.add_argument("reference")
     show.add_argument("--key", type=Path, required=True)
@@ -163,6 +169,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as error:  # an operator at 2 a.m. gets one line and where to look
+        if arguments.verbose:
+            raise
+        print(
+            f"lotse: unexpected {type(error).__name__}; run again with -v for the details "
+            "(if the database is involved: lotse db upgrade, and check storage.url)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 def _print_operator_error(error: Exception) -> None:
@@ -244,6 +259,8 @@ def _data_command(arguments: argparse.Namespace) -> Callable[[App], Awaitable[in
         return lambda app: admin.revoke_counsellor(app, arguments.name, arguments.by)
     if command == "cases" and action == "list":
         return lambda app: admin.list_cases(app.store)
+    if command == "cases" and action == "stats":
+        return lambda app: admin.case_stats(app, arguments.since, arguments.until)
     if command == "cases" and action == "show":
         return lambda app: admin.show_case(app, arguments.reference, arguments.key)
     if command == "cases":

@@ -115,11 +115,25 @@ class Break:
     what: str
 
     def __str__(self) -> str:
+        if self.entry_id == 0:
+            return f"the whole log: {self.what}"
         return f"entry {self.entry_id} (number {self.position} in the chain): {self.what}"
 
 
-def verify(key: bytes, entries: Sequence[AuditEntry], head: AuditHead | None) -> Break | None:
-    """The first place the chain does not hold, or None."""
+def verify(
+    key: bytes,
+    entries: Sequence[AuditEntry],
+    head: AuditHead | None,
+    *,
+    counsellors_exist: bool = False,
+) -> Break | None:
+    """The first place the chain does not hold, or None.
+
+    With `counsellors_exist`, an empty chain is a break too: adding the first
+    counsellor is always recorded, so an empty log next to a keyring was emptied.
+    """
+    if not entries and head is None and counsellors_exist:
+        return Break(0, 0, "the log is empty although counsellors were added: it was wiped")
     found = _verify_links(key, entries)
     if found is not None:
         return found

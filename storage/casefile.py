@@ -16,10 +16,17 @@ from typing import Any
 from sqlalchemy import select
 
 from storage.keyfile import UnlockedKey
-from storage.keyring import KeyringError, case_key_info, open_team
+from storage.keyring import KeyringError, open_team
 from storage.models import Case, CaseItem, StoredBlob
-from storage.repository import Unit, aware, file_info, item_count_mac, item_info
-from storage.sealing import PrivateKey, SealError, open_sealed
+from storage.repository import Unit, aware, item_count_mac
+from storage.sealing import (
+    PrivateKey,
+    SealError,
+    case_key_info,
+    file_info,
+    item_info,
+    open_sealed,
+)
 
 
 class CaseError(Exception):

@@ -19,8 +19,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.audit import Action
 from storage.keyfile import UnlockedKey
-from storage.models import Case, Counsellor, TeamKey, TeamKeyWrap
-from storage.sealing import PrivateKey, PublicKey, SealError, context, open_sealed, seal
+from storage.models import Case, CaseItem, Counsellor, StoredBlob, TeamKey, TeamKeyWrap
+from storage.sealing import (
+    PrivateKey,
+    PublicKey,
+    SealError,
+    case_key_info,
+    context,
+    file_info,
+    item_info,
+    open_sealed,
+    seal,
+)
 
 if TYPE_CHECKING:
     from storage.repository import Unit
@@ -70,10 +80,6 @@ async def all_counsellors(session: AsyncSession) -> list[Counsellor]:
 
 def _wrap_info(team: TeamKey, counsellor: Counsellor) -> bytes:
     return context("team-key", team.id, counsellor.id)
-
-
-def case_key_info(reference: str, team_id: int) -> bytes:
-    return context("case-key", reference, team_id)
 
 
 async def _add_counsellor_row(
@@ -195,8 +201,41 @@ async def add(
     return counsellor
 
 
+async def _rekey_case(
+    session: AsyncSession,
+    case: Case,
+    *,
+    old_team: PrivateKey,
+    old_team_id: int,
+    new_team: PublicKey,
+    new_team_id: int,
+) -> None:
+    """Give a case a new key pair and re-seal its whole record and files to it.
+
+    Re-wrapping the old case key alone would leave it known to whoever held the old
+    team key: with a copy of the database they could read what is added later.
+    """
+    assert case.wrapped_key is not None
+    old_key = PrivateKey.from_bytes(
+        open_sealed(old_team, case.wrapped_key, case_key_info(case.reference, old_team_id))
+    )
+    new_key = PrivateKey.generate()
+    new_public = new_key.public_key()
+    for item in await session.scalars(select(CaseItem).where(CaseItem.case_id == case.id)):
+        info = item_info(case.reference, item.position, item.kind)
+        item.content = seal(new_public, open_sealed(old_key, item.content, info), info)
+    for blob in await session.scalars(select(StoredBlob).where(StoredBlob.case_id == case.id)):
+        info = file_info(case.reference, blob.id)
+        blob.content = seal(new_public, open_sealed(old_key, blob.content, info), info)
+    case.public_key = new_public.to_bytes()
+    case.wrapped_key = seal(
+        new_team, new_key.to_bytes(), case_key_info(case.reference, new_team_id)
+    )
+    case.team_key_id = new_team_id
+
+
 async def revoke(unit: Unit, by: UnlockedKey, name: str) -> int:
-    """Revoke `name`: rotate the team key and re-seal every case key. Returns the case count."""
+    """Revoke `name`: a new team key, and every case re-keyed under it. Returns the case count."""
     session, now = unit.session, unit.now
     await lock_keyring(session, shared=False)
     opened = await open_team(session, by)
@@ -232,14 +271,14 @@ async def revoke(unit: Unit, by: UnlockedKey, name: str) -> int:
     new_public = new_private.public_key()
     cases = list(await session.scalars(select(Case).where(Case.team_key_id == opened.team.id)))
     for case in cases:
-        assert case.wrapped_key is not None
-        case_private = open_sealed(
-            opened.private, case.wrapped_key, case_key_info(case.reference, opened.team.id)
+        await _rekey_case(
+            session,
+            case,
+            old_team=opened.private,
+            old_team_id=opened.team.id,
+            new_team=new_public,
+            new_team_id=new_team.id,
         )
-        case.wrapped_key = seal(
-            new_public, case_private, case_key_info(case.reference, new_team.id)
-        )
-        case.team_key_id = new_team.id
     opened.team.retired_at = now
     # Nobody keeps a way to the old team key: its wraps go, and with them the revoked one's.
     await session.execute(delete(TeamKeyWrap).where(TeamKeyWrap.team_key_id == opened.team.id))

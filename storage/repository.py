@@ -21,18 +21,20 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from flows.engine import SUBMITTED
 from flows.state import IntakeState, StoredFile
 from storage.audit import OFFICIAL, SYSTEM, Action, record
-from storage.keyring import KeyringError, case_key_info, current_team, lock_keyring
+from storage.keyring import KeyringError, current_team, lock_keyring
 from storage.models import (
     Case,
     CaseItem,
     Conversation,
+    OutboxMessage,
     ProcessedEvent,
     ReferenceCounter,
     StoredBlob,
 )
-from storage.sealing import PrivateKey, PublicKey, context, seal
+from storage.sealing import PrivateKey, PublicKey, case_key_info, file_info, item_info, seal
 from storage.server_secret import ServerKeys
 
 Clock = Callable[[], dt.datetime]
@@ -360,6 +362,10 @@ class Unit:
         for case in cases:
             await self.session.execute(delete(CaseItem).where(CaseItem.case_id == case.id))
             await self.session.execute(delete(StoredBlob).where(StoredBlob.case_id == case.id))
+            # and what was still waiting to be posted or relayed about it
+            await self.session.execute(
+                delete(OutboxMessage).where(OutboxMessage.reference == case.reference)
+            )
             await self.session.delete(case)
             await self.audit(Action.CASE_DELETED, actor, case.reference, {"why": why})
         await self.session.flush()
@@ -379,14 +385,15 @@ class Unit:
                 Conversation.updated_at < idle, Conversation.sender_key.not_in(open_senders)
             )
         )
+        set_aside = await self._set_aside_second_intakes(idle)
+        # Files not (yet) part of a case go with their intake; an intake still being
+        # answered keeps them.
         live = select(Conversation.sender_key).where(Conversation.updated_at >= idle)
         loose = await self.session.execute(
             delete(StoredBlob).where(
                 StoredBlob.case_id.is_(None),
                 StoredBlob.created_at < idle,
-                StoredBlob.sender_key.not_in(
-                    live
-                ),  # an intake still being answered keeps its files
+                StoredBlob.sender_key.not_in(live),
             )
         )
         events = await self.session.execute(
@@ -394,7 +401,7 @@ class Unit:
         )
         report = PurgeReport(
             cases=len(closed),
-            intakes=_rowcount(conversations),
+            intakes=_rowcount(conversations) + set_aside,
             files=_rowcount(loose),
             events=_rowcount(events),
         )
@@ -405,6 +412,37 @@ class Unit:
                 detail={"cases": report.cases, "intakes": report.intakes, "files": report.files},
             )
         return report
+
+    async def _set_aside_second_intakes(self, idle: dt.datetime) -> int:
+        """An official with an open case who began another report and left it: the conversation
+        stays (it carries the relay), but the abandoned answers go, as any abandoned intake's."""
+        rows = await self.session.scalars(
+            select(Conversation).where(Conversation.updated_at < idle).with_for_update()
+        )
+        count = 0
+        for row in rows:
+            state = IntakeState.from_bytes(self.keys.decrypt(row.state, f"state:{row.sender_key}"))
+            if state.phase != "intake":
+                continue
+            case = (
+                await self.session.scalars(
+                    select(Case)
+                    .where(Case.sender_key == row.sender_key, Case.status != "closed")
+                    .order_by(Case.created_at.desc())
+                )
+            ).first()
+            if case is None:
+                continue
+            waiting = IntakeState(
+                language=state.language,
+                step=SUBMITTED,
+                phase="submitted",
+                consented=True,
+                case_reference=case.reference,
+            )
+            row.state = self.keys.encrypt(waiting.to_bytes(), f"state:{row.sender_key}")
+            count += 1
+        return count
 
     async def count_cases(self, sender_key: str) -> int:
         query = select(func.count()).select_from(Case).where(Case.sender_key == sender_key)
@@ -417,14 +455,6 @@ def _rowcount(result: object) -> int:
 
 def item_count_mac(key: bytes, reference: str, count: int) -> str:
     return hmac.new(key, f"items|{reference}|{count}".encode(), hashlib.sha256).hexdigest()
-
-
-def item_info(reference: str, position: int, kind: str) -> bytes:
-    return context("item", reference, position, kind)
-
-
-def file_info(reference: str, file_id: str) -> bytes:
-    return context("file", reference, file_id)
 
 
 def aware(moment: dt.datetime) -> dt.datetime:

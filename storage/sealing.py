@@ -92,6 +92,20 @@ def context(*parts: str | int) -> bytes:
     return b"lotse/v1|" + b"|".join(str(part).replace("|", "||").encode() for part in parts)
 
 
+def case_key_info(reference: str, team_id: int) -> bytes:
+    """A case's private key, sealed to one generation of the team key."""
+    return context("case-key", reference, team_id)
+
+
+def item_info(reference: str, position: int, kind: str) -> bytes:
+    """One item of a case's record: its place and kind are part of what opens it."""
+    return context("item", reference, position, kind)
+
+
+def file_info(reference: str, file_id: str) -> bytes:
+    return context("file", reference, file_id)
+
+
 def seal(public_key: PublicKey, plaintext: bytes, info: bytes) -> bytes:
     return bytes([SEAL_VERSION]) + _SUITE.encrypt(plaintext, public_key._hpke(), info=info)
 

@@ -221,8 +221,15 @@ class World:
             self.cases[name] = await unit.create_case(
                 sender, "console", False, {"files": [handle.model_dump()]}, [handle]
             )
-            if conversation:
-                await unit.save(sender, "console", f"chat-{name}", _state())
+            if conversation:  # what the official's chat holds once the intake became this case
+                submitted = IntakeState(
+                    language="de",
+                    step="submitted",
+                    phase="submitted",
+                    consented=True,
+                    case_reference=self.cases[name],
+                )
+                await unit.save(sender, "console", f"chat-{name}", submitted)
         self.files[name] = handle.id
         return self.cases[name]
 
@@ -372,12 +379,6 @@ async def test_purge_leaves_the_audit_chain_intact(store: Store) -> None:
     assert verify(store.keys.audit_key, chain, head) is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an official with an open case keeps their conversation through every purge, "
-    "but the files of a second intake in it are purged after abandoned_intake_hours; the kept "
-    "intake then refers to files that are gone and can never be sent",
-)
 async def test_purge_leaves_no_intake_pointing_at_deleted_files(store: Store) -> None:
     world = World()
     await world.case(store, "second-report", NOW - dt.timedelta(days=10), conversation=True)

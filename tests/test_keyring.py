@@ -13,13 +13,12 @@ from storage.keyring import (
     active_counsellors,
     add,
     bootstrap,
-    case_key_info,
     open_team,
     revoke,
 )
-from storage.models import Case, TeamKey, TeamKeyWrap
+from storage.models import Case, CaseItem, TeamKey, TeamKeyWrap
 from storage.repository import Store
-from storage.sealing import PrivateKey, SealError, open_sealed
+from storage.sealing import PrivateKey, SealError, case_key_info, item_info, open_sealed
 
 
 def _key(name: str) -> UnlockedKey:
@@ -159,3 +158,31 @@ async def test_a_revoked_name_cannot_come_back_silently(
     with pytest.raises(KeyringError, match="was revoked"):
         async with store.unit() as unit:
             await add(unit, counsellor_key, CounsellorEntry("Kaya", "K."), _key("Kaya2").public)
+
+
+async def test_what_is_added_to_an_old_case_after_a_revocation_is_out_of_the_old_keys_reach(
+    store: Store, counsellor_key: UnlockedKey
+) -> None:
+    """A revoked counsellor who kept the old team key and a copy of the old database learns
+    the old case key; revocation re-keys every case, so later items do not open with it."""
+    kaya = _key("Kaya")
+    async with store.unit() as unit:
+        await add(unit, counsellor_key, CounsellorEntry("Kaya", "K."), kaya.public)
+        old_team = await _open_team_private(unit, kaya)
+    reference = await _case(store, "before")
+    async with store.unit() as unit:
+        case = await unit.case(reference)
+        assert case is not None and case.wrapped_key is not None and case.team_key_id is not None
+        stolen = PrivateKey.from_bytes(
+            open_sealed(old_team, case.wrapped_key, case_key_info(reference, case.team_key_id))
+        )
+    async with store.unit() as unit:
+        await revoke(unit, counsellor_key, "Kaya")
+    async with store.unit() as unit:
+        position = await unit.add_item(reference, "message", {"text": "after the revocation"})
+        row = (
+            await unit.session.scalars(select(CaseItem).where(CaseItem.position == position))
+        ).one()
+    with pytest.raises(SealError):
+        open_sealed(stolen, row.content, item_info(reference, position, "message"))
+    assert await _opens(store, counsellor_key, reference) == "before"  # the record itself survives
