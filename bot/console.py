@@ -111,13 +111,10 @@ class ConsoleSession:
         if staff is not None:
             await self._staff(staff["author"] or self._counsellor, staff["text"])
             return
-        attachments: tuple[Attachment, ...] = ()
-        text = line
-        if line.startswith(FILE_INPUT):
-            attachment = self._attachment(line[len(FILE_INPUT) :].strip())
-            if attachment is None:
-                return
-            attachments, text = (attachment,), ""
+        message = self._message(line)
+        if message is None:
+            return
+        text, attachments = message
         await self.core.handle(
             Inbound(
                 channel=CHANNEL,
@@ -134,12 +131,10 @@ class ConsoleSession:
         in_case = THREAD.match(text.strip())
         if in_case is not None:
             thread, text = in_case["reference"], in_case["text"]
-        attachments: tuple[Attachment, ...] = ()
-        if text.startswith(FILE_INPUT):
-            attachment = self._attachment(text[len(FILE_INPUT) :].strip())
-            if attachment is None:
-                return
-            attachments, text = (attachment,), ""
+        message = self._message(text)
+        if message is None:
+            return
+        text, attachments = message
         await self.core.handle_staff(
             StaffInbound(
                 channel=CHANNEL,
@@ -150,6 +145,13 @@ class ConsoleSession:
                 attachments=attachments,
             )
         )
+
+    def _message(self, line: str) -> tuple[str, tuple[Attachment, ...]] | None:
+        """A line's text, or the file a `file> PATH` line sends (None: it cannot be read)."""
+        if not line.startswith(FILE_INPUT):
+            return line, ()
+        attachment = self._attachment(line[len(FILE_INPUT) :].strip())
+        return None if attachment is None else ("", (attachment,))
 
     def _attachment(self, name: str) -> Attachment | None:
         path = Path(name).expanduser()
