@@ -37,6 +37,7 @@ def _context(kind: str) -> str:
 
 
 async def put(unit: Unit, kind: str, reference: str | None, **content: Any) -> None:
+    unit.wrote_outbox = True
     payload = json.dumps(content, ensure_ascii=False).encode()
     unit.session.add(
         OutboxMessage(

@@ -119,6 +119,7 @@ class Unit:
         self.session = session
         self.keys = keys
         self.now = now
+        self.wrote_outbox = False  # something waits to be delivered once this commits
 
     # -- delivery bookkeeping -----------------------------------------------------------------
 

@@ -21,6 +21,8 @@ from bot.demo import demo_counsellor
 from flows.engine import Engine
 from flows.messages import UserInput
 from flows.state import IntakeState
+from storage import queue
+from storage.keyring import active_counsellors
 
 ANSWERS = [
     "/start", "1", "nein", "1", "by", "1, 3", "Beschreibung des Vorfalls", "1", "online", "1, 2",
@@ -94,6 +96,38 @@ async def bench_core(intakes: int, folder: Path) -> None:
         )
 
 
+async def bench_claims(cases: int, claimers: int, folder: Path) -> None:
+    """Many counsellors racing for the same cases: how fast the queue hands them out."""
+    async with open_app(demo_config(folder)) as app:
+        await demo_counsellor(app)
+        async with app.store.unit() as unit:
+            first = (await active_counsellors(unit.session))[0]
+            references = [
+                await unit.create_case(f"s{index}", "bench", index % 7 == 0, {}, [])
+                for index in range(cases)
+            ]
+        won: list[str] = []
+
+        async def claimer() -> None:
+            for reference in references:
+                try:
+                    async with app.store.unit() as unit:
+                        await queue.claim(unit, reference, first)
+                    won.append(reference)
+                except queue.Refusal:
+                    pass
+
+        started = time.perf_counter()
+        await asyncio.gather(*(claimer() for _ in range(claimers)))
+        elapsed = time.perf_counter() - started
+        attempts = cases * claimers
+        once = len(won) == len(set(won)) == cases
+        print(
+            f"queue claims on SQLite:    {attempts / elapsed:8.0f} attempts/s, {claimers} claimers "
+            f"x {cases} cases in {elapsed:.2f} s; every case claimed exactly once: {once}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--intakes", type=int, default=50)
@@ -111,6 +145,8 @@ def main() -> None:
         asyncio.run(bench_core(arguments.intakes, Path(folder)))
         size = sum(path.stat().st_size for path in Path(folder).iterdir())
         print(f"data directory after:      {size / 1024:8.0f} KiB for {arguments.intakes} cases")
+    with tempfile.TemporaryDirectory() as folder:
+        asyncio.run(bench_claims(100, 8, Path(folder)))
 
 
 if __name__ == "__main__":

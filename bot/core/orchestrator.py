@@ -44,6 +44,7 @@ ATTEMPTS = 3
 class _Step:
     replies: list[Reply] = field(default_factory=list)
     deleted: bool = False  # something was deleted: compact the database afterwards
+    deliver: bool = False  # the step wrote to the outbox
 
 
 class _Bounded(OrderedDict[str, IntakeState]):
@@ -97,7 +98,8 @@ class Core:
             await self.store.compact()
         for reply in step.replies:
             await channel.send(inbound.chat, reply)
-        await self.delivery.flush()
+        if step.deliver:
+            await self.delivery.flush()
 
     def _language_of(self, sender: str) -> str:
         unsaved = self._unsaved.get(sender)
@@ -114,7 +116,9 @@ class Core:
         for attempt in range(1, ATTEMPTS + 1):
             try:
                 async with self.store.unit() as unit:
-                    return await self._step(unit, inbound, event_key)
+                    step = await self._step(unit, inbound, event_key)
+                    step.deliver = unit.wrote_outbox
+                    return step
             except IntegrityError:
                 if attempt == ATTEMPTS:
                     raise
