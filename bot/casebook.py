@@ -42,6 +42,11 @@ def answers_as_lines(engine: Engine, case: OpenedCase, language: str) -> list[tu
 def _item_line(kind: str, content: dict[str, Any]) -> str:
     who = content.get("from") or content.get("by") or ""
     text = content.get("text", "")
+    files = [
+        entry.get("name", "?") for entry in content.get("files", []) if isinstance(entry, dict)
+    ]
+    if files:
+        text = ", ".join(files) + (f" – {text}" if text else "")
     return f"{kind}{f' ({who})' if who else ''}: {text}"
 
 

@@ -55,7 +55,8 @@ REQUIRED: dict[str, frozenset[str]] = {
         "staff_urgent": (), "staff_offers": (), "staff_files": ("count",),
         # after submitting: queue and handoff, official side
         "queue_position": ("position",), "hours_open": (),
-        "hours_closed": ("hours", "next_opening"), "waiting_message_kept": (),
+        "hours_closed": ("hours", "next_opening"), "waiting_message_kept": ("position",),
+        "hours_closed_short": ("next_opening",), "staff_note_needs_text": (),
         "claimed_notice": ("name",), "transferred_notice": ("name",), "released_notice": (),
         "closed_notice": ("reference",), "return_choice": ("reference",),
         "return_too_old": ("reference",), "return_reopen": (), "return_new": (),
@@ -63,7 +64,7 @@ REQUIRED: dict[str, frozenset[str]] = {
         # the staff room
         "staff_commands_hint": (), "staff_claimed": ("name",), "staff_waiting_messages": (),
         "staff_waiting_files": ("count",), "staff_official_says": ("text",),
-        "staff_official_file": ("name", "size"), "staff_released": ("name",),
+        "staff_official_file": ("name", "size"), "staff_released": ("name", "reason"),
         "staff_transferred": ("source", "target"), "staff_note_saved": (),
         "staff_closed": ("name", "outcome"), "staff_reopened": ("actor",),
         "staff_official_returned": (), "staff_not_relayed": ("command",),

@@ -74,6 +74,8 @@ class Case(Base):
     urgent: Mapped[bool] = mapped_column(Boolean)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
     closed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # Since when the case waits in the queue: submission, or its last release or reopening.
+    queued_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     # The case key pair: public in clear (the server seals to it), private only wrapped
     # to the team key. Null only for cases written before sealing existed.
     public_key: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)

@@ -24,7 +24,7 @@ from storage.repository import Unit, aware
 
 WAITING, CLAIMED, CLOSED = "waiting", "claimed", "closed"
 OUTCOMES = ("referred", "advised", "no_contact", "other")
-QUEUE_ORDER = (Case.urgent.desc(), Case.created_at, Case.id)
+QUEUE_ORDER = (Case.urgent.desc(), Case.queued_at, Case.id)
 
 
 class Refusal(Exception):
@@ -111,6 +111,7 @@ async def release(
         raise Refusal("staff_release_needs_reason", reference=reference)
     case = await _claimed_by(unit, reference, counsellor)
     case.status, case.claimed_by, case.claimed_at = WAITING, None, None
+    case.queued_at = unit.now
     case.escalate_at = unit.now + escalate_after if case.urgent else None
     await unit.add_item(reference, "release", {"by": counsellor.name, "text": reason})
     await unit.audit(Action.CASE_RELEASED, counsellor.name, reference)
@@ -152,9 +153,14 @@ async def reopen(unit: Unit, reference: str, actor: str, escalate_after: dt.time
         raise Refusal("staff_not_closed", reference=reference)
     case.status, case.closed_at, case.outcome = WAITING, None, None
     case.claimed_by, case.claimed_at = None, None
+    case.queued_at = unit.now
     case.escalate_at = unit.now + escalate_after if case.urgent else None
     await unit.audit(Action.CASE_REOPENED, actor, reference)
     return case
+
+
+def waiting_since(case: Case) -> dt.datetime:
+    return aware(case.queued_at or case.created_at)
 
 
 async def waiting(unit: Unit) -> list[Case]:
@@ -217,7 +223,7 @@ async def health(unit: Unit) -> Health:
     recent = await _metrics(unit, unit.now - dt.timedelta(days=30), unit.now)
     return Health(
         waiting=len(queue),
-        oldest_wait=unit.now - min(aware(case.created_at) for case in queue) if queue else None,
+        oldest_wait=unit.now - min(waiting_since(case) for case in queue) if queue else None,
         urgent_unclaimed=sum(1 for case in queue if case.urgent),
         open_per_counsellor={name: count for name, count in claimed},
         median_minutes_to_claim=recent.median_minutes_to_claim,

@@ -249,6 +249,7 @@ class Unit:
             sender_key=sender_key,
             channel=channel,
             status="waiting",
+            queued_at=self.now,
             previous_case_id=previous.id if previous else None,
             urgent=urgent,
             created_at=self.now,

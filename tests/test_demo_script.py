@@ -383,7 +383,7 @@ def test_second_visit_after_submitting_says_it_has_arrived(submitted: Path, tmp_
     # Words while the case waits are kept with the case, and the official learns their place.
     kept = [line for line in said if line.startswith("Danke, Ihre Nachricht ist bei Ihrem Fall")]
     assert len(kept) == 1
-    assert "Platz 1 der Warteschlange" in kept[0]
+    assert "Sie sind jetzt auf Platz 1." in kept[0]
     assert "Willkommen zurück" not in text_of(said)
 
 

@@ -43,25 +43,36 @@ class Delivery:
         self._lock = asyncio.Lock()
 
     async def flush(self) -> int:
-        """Send everything that is due; returns how many were delivered."""
+        """Send everything that is due; returns how many were delivered.
+
+        Each pass takes the first waiting message of every thread and official; passes
+        repeat while they deliver something, so a claim's several posts all go out now.
+        """
         async with self._lock:
             room_problems: list[str] | None = None
             delivered = 0
-            for message in await self._take_due():
-                if message.kind in (outbox.OPEN_THREAD, outbox.STAFF):
-                    if room_problems is None:
-                        room_problems = await self.staff_room.check()
+            while batch := await self._take_due():
+                before = delivered
+                for message in batch:
+                    if message.kind in (outbox.OPEN_THREAD, outbox.STAFF):
+                        if room_problems is None:
+                            room_problems = await self._check_room()
                         if room_problems:
-                            logger.error(
-                                "staff room check failed, case details are held back: %s",
-                                "; ".join(room_problems),
-                            )
-                    if room_problems:
-                        await self._failed(message.id)
-                        continue
-                if await self._send(message):
-                    delivered += 1
+                            await self._failed(message.id)
+                            continue
+                    if await self._send(message):
+                        delivered += 1
+                if delivered == before:  # everything left is failing: try again later
+                    break
             return delivered
+
+    async def _check_room(self) -> list[str]:
+        problems = await self.staff_room.check()
+        if problems:
+            logger.error(
+                "staff room check failed, case details are held back: %s", "; ".join(problems)
+            )
+        return problems
 
     async def _take_due(self) -> list[outbox.Pending]:
         """Due messages that no earlier waiting message of the same thread or official blocks."""

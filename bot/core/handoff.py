@@ -57,22 +57,24 @@ class Handoff:
         parts = []
         if position is not None:
             parts.append(self.texts.get("queue_position", language, position=position))
-        local = now.astimezone(self.settings.timezone)
-        hours = self.settings.hours
-        if hours.is_open(local):
+        opening = self._next_opening(language, now)
+        if opening is None:
             parts.append(self.texts.get("hours_open", language))
         else:
-            opening = hours.next_opening(local)
-            weekday = self.texts.words["weekdays"][language][opening.weekday()]
+            hours = self.settings.hours.text
             parts.append(
-                self.texts.get(
-                    "hours_closed",
-                    language,
-                    hours=hours.text,
-                    next_opening=f"{weekday} {opening:%H:%M}",
-                )
+                self.texts.get("hours_closed", language, hours=hours, next_opening=opening)
             )
         return " ".join(parts)
+
+    def _next_opening(self, language: str, now: dt.datetime) -> str | None:
+        """None during counselling hours; otherwise when they next begin, e.g. 'Montag 09:00'."""
+        local = now.astimezone(self.settings.timezone)
+        if self.settings.hours.is_open(local):
+            return None
+        opening = self.settings.hours.next_opening(local)
+        weekday = self.texts.words["weekdays"][language][opening.weekday()]
+        return f"{weekday} {opening:%H:%M}"
 
     async def case_submitted(self, unit: Unit, reference: str, summary: str, urgent: bool) -> None:
         """Queue the new case's post in the staff room, and arm the escalation timer."""
@@ -101,11 +103,13 @@ class Handoff:
             if text:
                 await unit.add_item(reference, "message", {"from": OFFICIAL, "text": text})
                 state.relay_backlog.append(text)
+            # The whole confirmation was said once; now just the news: kept, and the place.
             position = await queue.position(unit, reference)
-            note = self.waiting_note(position, language, unit.now)
-            return OfficialTurn(
-                state, [Reply(f"{self.texts.get('waiting_message_kept', language)} {note}")]
-            )
+            text = self.texts.get("waiting_message_kept", language, position=position or 1)
+            opening = self._next_opening(language, unit.now)
+            if opening is not None:
+                text += " " + self.texts.get("hours_closed_short", language, next_opening=opening)
+            return OfficialTurn(state, [Reply(text)])
         if case.status == queue.CLAIMED:
             if text:
                 await unit.add_item(reference, "message", {"from": OFFICIAL, "text": text})
@@ -117,6 +121,9 @@ class Handoff:
                     self._staff("staff_official_file", name=file.name, size=file.size),
                 )
             return OfficialTurn(state, [])
+        if text:  # what they came back to say is kept; a counsellor sees it at the next claim
+            await unit.add_item(reference, "message", {"from": OFFICIAL, "text": text})
+            state.relay_backlog.append(text)
         return self._offer_return(unit, state, case)
 
     def _return_choices(self, language: str, can_reopen: bool) -> tuple[Choice, ...]:
@@ -201,6 +208,12 @@ class Handoff:
         command, argument, spelled = self._command(text)
         reference = await self._reference_of(unit, inbound.thread)
         counsellor = await self.counsellor_for(unit, inbound.channel, inbound.author)
+        if inbound.thread is not None and reference is None and counsellor is not None:
+            # A thread Lotse does not know (or of a case since deleted).
+            await self._post(
+                unit, None, self._staff("staff_unknown_case", reference=inbound.thread)
+            )
+            return
         if counsellor is None:
             if spelled is not None or reference is not None:
                 who = (
@@ -258,7 +271,9 @@ class Handoff:
             case = await queue.release(
                 unit, reference, counsellor, argument, self.settings.escalate_after
             )
-            await self._post(unit, reference, self._staff("staff_released", name=name))
+            await self._post(
+                unit, reference, self._staff("staff_released", name=name, reason=argument)
+            )
             await self._tell_official(unit, case, "released_notice")
         elif command == "transfer":
             case, target = await queue.transfer(unit, reference, counsellor, argument)
@@ -270,7 +285,7 @@ class Handoff:
             await self._tell_official(unit, case, "transferred_notice", name=target.display_name)
         elif command == "note":
             if not argument:
-                raise Refusal("staff_unknown_command", name="notiz", command="/notiz TEXT")
+                raise Refusal("staff_note_needs_text")
             await unit.add_item(reference, "note", {"by": counsellor.name, "text": argument})
             await self._post(unit, reference, self._staff("staff_note_saved"))
         elif command == "close":
@@ -357,7 +372,7 @@ class Handoff:
             return self._staff("staff_queue_empty")
         lines = [self._staff("staff_queue_header", count=len(cases))]
         for position, case in enumerate(cases, start=1):
-            minutes = int((unit.now - aware(case.created_at)).total_seconds() // 60)
+            minutes = int((unit.now - queue.waiting_since(case)).total_seconds() // 60)
             urgent = self._staff("staff_urgent_mark") if case.urgent else ""
             lines.append(
                 self._staff(
@@ -382,12 +397,12 @@ class Handoff:
             oldest=int(found.oldest_wait.total_seconds() // 60) if found.oldest_wait else 0,
             urgent=found.urgent_unclaimed,
             open=open_cases or nobody,
-            claim=found.median_minutes_to_claim
-            if found.median_minutes_to_claim is not None
-            else nobody,
-            reply=found.median_minutes_to_first_reply
-            if found.median_minutes_to_first_reply is not None
-            else nobody,
+            claim=nobody
+            if found.median_minutes_to_claim is None
+            else f"{found.median_minutes_to_claim} min",
+            reply=nobody
+            if found.median_minutes_to_first_reply is None
+            else f"{found.median_minutes_to_first_reply} min",
         )
 
     def _help_text(self) -> str:
@@ -404,7 +419,7 @@ class Handoff:
         """Raise urgent cases nobody has claimed in time, again at each interval until claimed."""
         cases = await queue.due_escalations(unit)
         for case in cases:
-            minutes = int((unit.now - aware(case.created_at)).total_seconds() // 60)
+            minutes = int((unit.now - queue.waiting_since(case)).total_seconds() // 60)
             await self._post(
                 unit,
                 None,

@@ -50,6 +50,7 @@ def upgrade() -> None:
             sa.Column("item_count", sa.Integer(), server_default="0", nullable=False)
         )
         batch_op.add_column(sa.Column("item_mac", sa.String(length=64), nullable=True))
+        batch_op.add_column(sa.Column("queued_at", sa.DateTime(timezone=True), nullable=True))
         batch_op.create_index(batch_op.f("ix_cases_claimed_by"), ["claimed_by"], unique=False)
         batch_op.create_index(batch_op.f("ix_cases_escalate_at"), ["escalate_at"], unique=False)
         batch_op.create_index(batch_op.f("ix_cases_thread"), ["thread"], unique=False)
@@ -67,6 +68,7 @@ def upgrade() -> None:
     # ### end Alembic commands ###
     # A submitted case is a case waiting in the queue.
     op.execute("UPDATE cases SET status = 'waiting' WHERE status = 'submitted'")
+    op.execute("UPDATE cases SET queued_at = created_at")
 
 
 def downgrade() -> None:
@@ -80,6 +82,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_cases_claimed_by"))
         batch_op.drop_column("previous_case_id")
         batch_op.drop_column("item_mac")
+        batch_op.drop_column("queued_at")
         batch_op.drop_column("item_count")
         batch_op.drop_column("thread")
         batch_op.drop_column("escalate_at")
