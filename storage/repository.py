@@ -136,6 +136,12 @@ class Unit:
         query = select(Conversation).where(Conversation.sender_key == sender_key).with_for_update()
         return (await self.session.scalars(query)).one_or_none()
 
+    async def lock_conversation_of(self, reference: str) -> None:
+        """Take the lock on a case's conversation first (see Handoff.staff_writes)."""
+        case = await self.case(reference)
+        if case is not None:
+            await self._conversation(case.sender_key)
+
     async def load(self, sender_key: str) -> LoadedConversation | None:
         row = await self._conversation(sender_key)
         if row is None:

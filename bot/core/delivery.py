@@ -57,8 +57,8 @@ class Delivery:
                     if message.kind in (outbox.OPEN_THREAD, outbox.STAFF):
                         if room_problems is None:
                             room_problems = await self._check_room()
-                        if room_problems:
-                            await self._failed(message.id)
+                        if room_problems:  # not the message's fault: again at the next tick
+                            await self._held_back(message.id)
                             continue
                     if await self._send(message):
                         delivered += 1
@@ -111,6 +111,10 @@ class Delivery:
                     case.thread = thread
             await outbox.delivered(unit, message.id)
         return True
+
+    async def _held_back(self, message_id: int) -> None:
+        async with self.store.unit() as unit:
+            await outbox.held_back(unit, message_id)
 
     async def _failed(self, message_id: int) -> None:
         async with self.store.unit() as unit:

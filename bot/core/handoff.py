@@ -214,6 +214,10 @@ class Handoff:
                 unit, None, self._staff("staff_unknown_case", reference=inbound.thread)
             )
             return
+        if reference is not None:
+            # Lock order everywhere: the official's conversation, then the case. An official's
+            # message takes them in this order, so a claim at the same moment must too.
+            await unit.lock_conversation_of(reference)
         if counsellor is None:
             if spelled is not None or reference is not None:
                 who = (
@@ -335,6 +339,8 @@ class Handoff:
                     holder=holder.display_name if holder else "?",
                 ),
             )
+            return
+        if not text and not inbound.attachments:
             return
         signed = f"{counsellor.display_name}: {text}" if text else ""
         if text:
