@@ -31,6 +31,19 @@ def clean(text: str) -> str:
     return kept.strip()
 
 
+def parse_command(text: str, names: dict[str, str]) -> tuple[str | None, str, str | None]:
+    """(command, argument, name as typed) for '/name argument'; (None, '', None) otherwise.
+
+    `names` maps every accepted spelling to its command; Telegram's '@botname' suffix
+    is dropped. A name that is not a command gives (None, argument, name).
+    """
+    if not text.startswith("/") or len(text) < 2 or text[1].isspace():
+        return None, "", None
+    head, _, argument = text[1:].partition(" ")
+    name = head.split("@", 1)[0].casefold()
+    return names.get(name), argument.strip(), name
+
+
 def is_number(text: str) -> bool:
     """A choice number as people type it: ASCII digits, not '²' or a 5000-digit string."""
     return _NUMBER.fullmatch(text) is not None

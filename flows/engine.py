@@ -15,7 +15,7 @@ from typing import Any
 
 from transitions import Machine
 
-from flows.answers import clean, is_number, match_many, match_one, split_links
+from flows.answers import clean, is_number, match_many, match_one, parse_command, split_links
 from flows.messages import Choice, Effect, Outcome, Reply, UserInput
 from flows.offers import SHIPPED_OFFERS, Need, load_directory
 from flows.questionnaire import SHIPPED_QUESTIONNAIRE, Questionnaire, Rule, Step, load_questionnaire
@@ -496,12 +496,7 @@ class Engine:
     # -- commands -------------------------------------------------------------------------------
 
     def _command(self, text: str) -> tuple[str | None, str, str | None]:
-        """(command, argument, as typed) for '/name arg'; (None, '', None) for anything else."""
-        if not text.startswith("/") or len(text) < 2 or text[1].isspace():
-            return None, "", None
-        head, _, argument = text[1:].partition(" ")
-        name = head.split("@", 1)[0].casefold()  # Telegram appends @botname in groups
-        return self._commands.get(name), argument.strip(), name
+        return parse_command(text, self._commands)
 
     def _bare_command(self, text: str) -> str | None:
         word = text.casefold().strip(" .!?")

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import func, select, update
 
 from storage.audit import Action
+from storage.keyring import active_counsellors
 from storage.models import Case, Counsellor
 from storage.repository import Unit, aware
 
@@ -38,15 +39,10 @@ class Refusal(Exception):
 
 async def counsellor_named(unit: Unit, name: str) -> Counsellor | None:
     wanted = name.strip().casefold()
-    for counsellor in await _active(unit):
+    for counsellor in await active_counsellors(unit.session):
         if wanted in (counsellor.name.casefold(), counsellor.display_name.casefold()):
             return counsellor
     return None
-
-
-async def _active(unit: Unit) -> list[Counsellor]:
-    query = select(Counsellor).where(Counsellor.revoked_at.is_(None)).order_by(Counsellor.name)
-    return list(await unit.session.scalars(query))
 
 
 async def _case(unit: Unit, reference: str) -> Case:

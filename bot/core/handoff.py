@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from bot.core.settings import Settings
 from bot.core.types import Reply, StaffInbound
-from flows.answers import match_one
+from flows.answers import match_one, parse_command
 from flows.engine import Engine
 from flows.messages import Choice
 from flows.state import IntakeState, StoredFile
@@ -195,17 +195,10 @@ class Handoff:
                 return counsellor
         return None
 
-    def _command(self, text: str) -> tuple[str | None, str, str | None]:
-        if not text.startswith("/") or len(text) < 2:
-            return None, "", None
-        head, _, argument = text[1:].partition(" ")
-        name = head.split("@", 1)[0].casefold()
-        return self._staff_commands.get(name), argument.strip(), name
-
     async def staff_writes(self, unit: Unit, inbound: StaffInbound) -> None:
         """One staff-room message: a command, or (in a claimed case) words for the official."""
         text = inbound.text.strip()
-        command, argument, spelled = self._command(text)
+        command, argument, spelled = parse_command(text, self._staff_commands)
         reference = await self._reference_of(unit, inbound.thread)
         counsellor = await self.counsellor_for(unit, inbound.channel, inbound.author)
         if inbound.thread is not None and reference is None and counsellor is not None:
