@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import sys
 from pathlib import Path
 from typing import TextIO
 
 from bot.app import App, open_app
+from bot.channels.console import ConsoleChannel
 from bot.config import Config
-from bot.console import ConsoleChannel, ConsoleSession
 from bot.core.orchestrator import Core
 from bot.core.settings import Settings
+from bot.service import Service
 from storage.keyfile import public_path, read_public_key, write_key_pair
 from storage.keyring import CounsellorEntry, active_counsellors, bootstrap
 
 DEFAULT_DEMO_DIR = "lotse-demo"
-TICK_SECONDS = 30
 DEMO_KEY = "demo-counsellor.key"
 DEMO_COUNSELLOR = "demo"
 DEMO_DISPLAY_NAME = "Beraterin Demo"
@@ -33,18 +31,18 @@ Lotse demo – the intake as an official sees it, in this terminal.
 Data: {data_dir} (encrypted SQLite). Type /hilfe for commands, /sprache for English.
 "staff> /warteschlange" or "staff> L-2026-0001 /uebernehmen" is the demo counsellor in the
 staff room ("staff> L-… text" writes to the official once claimed); "file> PATH" sends a file.
-In a real emergency call 110. Ctrl-D ends the demo; run it again to continue where you were.
+In a real emergency call 110. Ctrl-D or Ctrl-C ends the demo; run it again to continue where
+you were.
 """
 
 
-def console_session(app: App, out: TextIO, source: TextIO, interactive: bool) -> ConsoleSession:
+def console_core(app: App, channel: ConsoleChannel) -> Core:
     """The core wired to the terminal: the official's chat and the built-in staff room."""
-    channel = ConsoleChannel(out)
     core = Core(
         app.engine, app.store, staff_room=channel, settings=Settings.from_config(app.config)
     )
     core.attach(channel)
-    return ConsoleSession(core, channel, source, interactive)
+    return core
 
 
 async def demo_counsellor(app: App) -> Path | None:
@@ -65,29 +63,20 @@ async def demo_counsellor(app: App) -> Path | None:
     return key_file
 
 
-async def _tick_forever(core: Core, every: float = TICK_SECONDS) -> None:
-    """Raise urgent cases nobody claimed, as `lotse run` does."""
-    while True:
-        await asyncio.sleep(every)
-        await core.tick()
-
-
-async def run_demo(config: Config) -> int:
-    interactive = sys.stdin.isatty()
+async def run_demo(config: Config, source: TextIO = sys.stdin) -> int:
+    interactive = source.isatty()
+    reconfigure = getattr(source, "reconfigure", None)
+    if reconfigure is not None:  # a line that is not valid UTF-8 is read with replacements
+        reconfigure(errors="replace")
     async with open_app(config) as app:
         created = await demo_counsellor(app)
         if created is not None:
             notice = DEMO_KEY_NOTICE.format(key=created, data_dir=config.storage.data_dir)
             print(notice, file=sys.stdout if interactive else sys.stderr)
-        session = console_session(app, sys.stdout, sys.stdin, interactive)
+        channel = ConsoleChannel(sys.stdout, source, interactive)
+        core = console_core(app, channel)
         if interactive:
             print(BANNER.format(data_dir=config.storage.data_dir))
-            await session.feed("/start")
-        ticking = asyncio.create_task(_tick_forever(session.core))
-        try:
-            await session.run()
-        finally:
-            ticking.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await ticking
+            await channel.feed(core, "/start")
+        await Service(core, [channel], stop_when_adapters_end=True).run()
     return 0

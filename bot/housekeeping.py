@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 
 from bot.config import CounsellingConfig
 from bot.logs import log_failure
+from storage import outbox
 from storage.repository import PurgeReport, Store
 
 logger = logging.getLogger(__name__)
@@ -21,6 +22,7 @@ async def purge_once(store: Store, counselling: CounsellingConfig) -> PurgeRepor
             dt.timedelta(days=counselling.retention_days),
             dt.timedelta(hours=counselling.abandoned_intake_hours),
         )
+        await outbox.purge_dead_letters(unit)
     await store.compact()
     logger.info(
         "retention: %d case(s), %d intake(s), %d file(s), %d delivery record(s) deleted",

@@ -1,19 +1,39 @@
-"""`lotse run`: the long-running service."""
+"""`lotse run`: the long-running service, built from the configuration."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import signal
 
 from bot.app import open_app
 from bot.config import Config, ConfigError
+from bot.core.orchestrator import Core
+from bot.core.settings import Settings
+from bot.core.types import StaffMember
 from bot.housekeeping import purge_daily
+from bot.service import Service
 from flows.problems import Problem
 from storage.keyring import current_team
 
 logger = logging.getLogger(__name__)
+
+
+class NoStaffRoom:
+    """The staff room when none is configured for `lotse run`: case details wait in the outbox."""
+
+    name = "none"
+    end_to_end_encrypted = False
+
+    async def check(self) -> list[str]:
+        return ["no staff room is running (staff.channel 'console' exists only in lotse demo)"]
+
+    async def open_thread(self, reference: str, text: str, urgent: bool) -> str:
+        raise LookupError("no staff room is running")
+
+    async def post(self, thread: str | None, text: str) -> None:
+        raise LookupError("no staff room is running")
+
+    def mention(self, member: StaffMember) -> str:
+        return member.display_name
 
 
 async def run_service(config: Config) -> int:
@@ -36,14 +56,7 @@ async def run_service(config: Config) -> int:
                         )
                     ],
                 )
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
+        core = Core(app.engine, app.store, NoStaffRoom(), Settings.from_config(config))
         logger.warning("no channel is enabled: only the daily retention job runs")
-        housekeeping = asyncio.create_task(purge_daily(app.store, config.counselling))
-        await stop.wait()
-        housekeeping.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await housekeeping
+        await Service(core, [], jobs=[lambda: purge_daily(app.store, config.counselling)]).run()
     return 0

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import Enum
+from typing import Any
 
 from flows.state import IntakeState, StoredFile
 
@@ -56,3 +57,17 @@ class Outcome:
     state: IntakeState | None  # None: nothing is kept about this conversation
     replies: list[Reply] = field(default_factory=list)
     effect: Effect | None = None
+
+
+def reply_to_data(reply: Reply) -> dict[str, Any]:
+    """A reply as JSON-ready data, for the outbox; files travel apart (see storage/outbox.py)."""
+    data = {item.name: getattr(reply, item.name) for item in fields(Reply) if item.name != "files"}
+    data["choices"] = [[choice.key, choice.label] for choice in reply.choices]
+    return data
+
+
+def reply_from_data(data: dict[str, Any]) -> Reply:
+    known = {item.name for item in fields(Reply)} - {"files", "choices"}
+    values = {name: value for name, value in data.items() if name in known}
+    choices = tuple(Choice(str(key), str(label)) for key, label in data.get("choices", ()))
+    return Reply(**values, choices=choices)

@@ -77,6 +77,8 @@ REQUIRED: dict[str, frozenset[str]] = {
         "staff_needs_case": ("command",), "staff_queue_empty": (), "staff_queue_header": ("count",),
         "staff_queue_line": ("position", "reference", "urgent", "minutes"),
         "staff_urgent_mark": (),
+        "staff_delivery_failed": ("reference",), "staff_delivery_failed_intake": (),
+        "staff_file_too_big": ("name", "limit"),
         "staff_health": ("waiting", "oldest", "urgent", "open", "claim", "reply"),
         "staff_escalation": ("reference", "minutes", "mentions"), "staff_help": ("commands",),
         "staff_nobody": (),

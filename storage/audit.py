@@ -44,6 +44,7 @@ class Action(StrEnum):
     TEAM_KEY_ROTATED = "team key rotated"
     COMMAND_REFUSED = "command refused"
     PURGED = "retention purge"
+    DELIVERY_FAILED = "delivery failed"
 
 
 SYSTEM = "system"

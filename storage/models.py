@@ -213,6 +213,11 @@ class OutboxMessage(Base):
     """A message to the staff room or to an official, written in the same transaction as the
     change that causes it and deleted once delivered: nothing is lost when a platform is down.
 
+    `channel` is the platform that sends it ("staff" for the staff room, wherever it lives);
+    `stream` orders it: messages of one stream (one official, one case thread) go out in
+    the order they were written. A message that can never be delivered (the official
+    blocked the bot) is kept as a dead letter, without content, until the purge.
+
     The content is encrypted with the server key: the running server must read it to send it.
     """
 
@@ -220,8 +225,28 @@ class OutboxMessage(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     kind: Mapped[str] = mapped_column(String(16))
+    channel: Mapped[str] = mapped_column(String(16), index=True)
+    stream: Mapped[str] = mapped_column(String(80))
+    priority: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     reference: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
     content: Mapped[bytes] = mapped_column(LargeBinary)
+    file_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
+    leased_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    dead_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class TransitFile(Base):
+    """A counsellor's file on its way to an official, encrypted with the server key.
+
+    Stored once, referenced by the outbox message that carries it, deleted once delivered;
+    its sealed copy in the case stays.
+    """
+
+    __tablename__ = "transit_files"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))

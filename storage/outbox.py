@@ -1,49 +1,100 @@
-"""The outbox: messages to the staff room and to officials, delivered after the change commits.
+"""The outbox: every message to an official or the staff room, sent after the change commits.
 
-Written in the same transaction as the change that causes them (a claim, a relayed
-message, a new case), so a crash or a platform outage loses nothing: whatever was
-not delivered is tried again, in order, with growing pauses.
+Written in the same transaction as the change that causes it (an answer, a claim, a
+relayed message, a new case), so a crash or a platform outage loses nothing. Each
+message names the channel that sends it and its stream: messages of one stream (one
+official, one case thread) go out in the order they were written, and a message of
+an urgent case goes before others. A message is taken on a lease, sent outside any
+transaction, then deleted; a temporary failure waits with a growing pause; a message
+that can never be delivered becomes a dead letter: its content is dropped, a row
+without content stays until the purge, and its stream goes on.
+
+Everything here is encrypted with the server key: the running server must read a
+message to send it. A counsellor's file travels once, in `transit_files`, referenced
+by the message and deleted with it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import secrets
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select, update
 
-from storage.models import OutboxMessage
-from storage.repository import Unit
+from flows.messages import Reply, reply_from_data, reply_to_data
+from storage.models import OutboxMessage, TransitFile
+from storage.repository import Unit, aware
 
 OPEN_THREAD = "open_thread"  # a new case's post in the staff room, which opens its thread
 STAFF = "staff"  # a post in a case's thread, or in the room at large
 OFFICIAL = "official"  # a message to an official
+STAFF_CHANNEL = "staff"  # the channel of staff-room messages, wherever the room lives
 MAX_PAUSE = dt.timedelta(minutes=15)
+LEASE = dt.timedelta(minutes=2)
+TAKE_LIMIT = 500  # rows looked at per pass
+DEAD_LETTER_MEMORY = dt.timedelta(days=7)
 
 
 @dataclass(frozen=True)
-class Pending:
+class Queued:
+    """One message taken for delivery."""
+
     id: int
     kind: str
+    channel: str
+    stream: str
     reference: str | None
     content: dict[str, Any]
     attempts: int
+    file_id: str | None
+
+    @property
+    def reply(self) -> Reply:
+        return reply_from_data(self.content["reply"])
+
+    @property
+    def address(self) -> str:
+        return str(self.content["address"])
+
+
+def official_stream(sender_key: str) -> str:
+    return f"official:{sender_key}"
+
+
+def staff_stream(reference: str | None) -> str:
+    return f"staff:{reference or ''}"
 
 
 def _context(kind: str) -> str:
     return f"outbox:{kind}"
 
 
-async def put(unit: Unit, kind: str, reference: str | None, **content: Any) -> None:
-    unit.wrote_outbox = True
+def _add(
+    unit: Unit,
+    kind: str,
+    channel: str,
+    stream: str,
+    *,
+    reference: str | None,
+    content: dict[str, Any],
+    urgent: bool = False,
+    file_id: str | None = None,
+) -> None:
+    unit.outbox_channels.add(channel)
     payload = json.dumps(content, ensure_ascii=False).encode()
     unit.session.add(
         OutboxMessage(
             kind=kind,
+            channel=channel,
+            stream=stream,
+            priority=1 if urgent else 0,
             reference=reference,
             content=unit.keys.encrypt(payload, _context(kind)),
+            file_id=file_id,
             created_at=unit.now,
             attempts=0,
             next_attempt_at=unit.now,
@@ -51,31 +102,196 @@ async def put(unit: Unit, kind: str, reference: str | None, **content: Any) -> N
     )
 
 
-def pending(unit: Unit, row: OutboxMessage) -> Pending:
-    content = json.loads(unit.keys.decrypt(row.content, _context(row.kind)))
-    return Pending(row.id, row.kind, row.reference, content, row.attempts)
+async def to_official(
+    unit: Unit,
+    *,
+    sender_key: str,
+    channel: str,
+    address: str,
+    reply: Reply,
+    reference: str | None = None,
+    urgent: bool = False,
+    file: tuple[str, str, bytes] | None = None,
+) -> None:
+    """A reply or a relayed message for one official; `file` is (name, media type, bytes)."""
+    content: dict[str, Any] = {"address": address, "reply": reply_to_data(reply)}
+    file_id = None
+    if file is not None:
+        name, media_type, data = file
+        file_id = secrets.token_hex(16)
+        unit.session.add(
+            TransitFile(
+                id=file_id,
+                content=unit.keys.encrypt(data, f"transit:{file_id}"),
+                created_at=unit.now,
+            )
+        )
+        content["file"] = {"name": name, "media_type": media_type}
+    _add(
+        unit,
+        OFFICIAL,
+        channel,
+        official_stream(sender_key),
+        reference=reference,
+        content=content,
+        urgent=urgent,
+        file_id=file_id,
+    )
+
+
+async def to_staff(
+    unit: Unit, reference: str | None, text: str, *, urgent: bool = False, opens: bool = False
+) -> None:
+    """A post in a case's thread (or the room at large); `opens`: the case's first post."""
+    content: dict[str, Any] = {"text": text}
+    if opens:
+        content["urgent"] = urgent
+    kind = OPEN_THREAD if opens else STAFF
+    stream = staff_stream(reference)
+    _add(unit, kind, STAFF_CHANNEL, stream, reference=reference, content=content, urgent=urgent)
+
+
+async def transit_file(unit: Unit, file_id: str) -> bytes | None:
+    row = await unit.session.get(TransitFile, file_id)
+    return None if row is None else unit.keys.decrypt(row.content, f"transit:{file_id}")
+
+
+async def take(unit: Unit, channels: Collection[str]) -> list[list[Queued]]:
+    """The due messages of these channels, as streams in the order they should go out.
+
+    A stream's messages are taken up to the first one that is not due yet (or still
+    leased by another worker).
+    Every message taken is leased, so another process leaves it alone.
+    """
+    rows = await unit.session.scalars(
+        select(OutboxMessage)
+        .where(OutboxMessage.channel.in_(list(channels)), OutboxMessage.dead_at.is_(None))
+        .order_by(OutboxMessage.id)
+        .limit(TAKE_LIMIT)
+        .with_for_update(skip_locked=True)
+    )
+    now = unit.now
+    blocked: set[str] = set()
+    streams: dict[str, list[OutboxMessage]] = {}
+    for row in rows:
+        if row.stream in blocked:
+            continue
+        leased = row.leased_until is not None and aware(row.leased_until) > now
+        if leased or aware(row.next_attempt_at) > now:
+            blocked.add(row.stream)
+            continue
+        streams.setdefault(row.stream, []).append(row)
+    # Officials before staff posts (where one worker sends both, the person waiting for an
+    # answer gets it first), then urgent before the rest, then the oldest.
+    ordered = sorted(
+        streams.values(),
+        key=lambda rows: (
+            rows[0].kind != OFFICIAL,
+            -max(row.priority for row in rows),
+            rows[0].id,
+        ),
+    )
+    taken: list[list[Queued]] = []
+    for stream_rows in ordered:
+        batch = []
+        for row in stream_rows:
+            row.leased_until = now + LEASE
+            content = json.loads(unit.keys.decrypt(row.content, _context(row.kind)))
+            batch.append(
+                Queued(
+                    row.id,
+                    row.kind,
+                    row.channel,
+                    row.stream,
+                    row.reference,
+                    content,
+                    row.attempts,
+                    row.file_id,
+                )
+            )
+        taken.append(batch)
+    return taken
+
+
+async def next_due(unit: Unit, channels: Collection[str]) -> dt.datetime | None:
+    """When the earliest message of these channels that waits is due (None: nothing waits)."""
+    found = await unit.session.scalar(
+        select(func.min(OutboxMessage.next_attempt_at)).where(
+            OutboxMessage.channel.in_(list(channels)), OutboxMessage.dead_at.is_(None)
+        )
+    )
+    return aware(found) if found is not None else None
 
 
 async def delivered(unit: Unit, message_id: int) -> None:
     row = await unit.session.get(OutboxMessage, message_id)
-    if row is not None:
+    if row is None:
+        return
+    if row.file_id is not None:
+        await unit.session.execute(delete(TransitFile).where(TransitFile.id == row.file_id))
+    await unit.session.delete(row)
+
+
+async def postpone(unit: Unit, message_ids: Iterable[int], until: dt.datetime) -> None:
+    """Not the messages' fault (taken but not tried, the platform asked to wait, the staff
+    room check failed): due again at `until`, without counting as a failure."""
+    ids = list(message_ids)
+    if ids:
+        await unit.session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id.in_(ids))
+            .values(leased_until=None, next_attempt_at=until)
+        )
+
+
+async def failed(unit: Unit, message_id: int) -> dt.datetime | None:
+    """A temporary failure: try again after a pause that grows with each attempt."""
+    row = await unit.session.get(OutboxMessage, message_id)
+    if row is None:
+        return None
+    row.attempts += 1
+    pause = min(dt.timedelta(seconds=5 * 2**row.attempts), MAX_PAUSE)
+    row.next_attempt_at = unit.now + pause
+    row.leased_until = None
+    return row.next_attempt_at
+
+
+async def dead(unit: Unit, message_id: int) -> None:
+    """A message that can never be delivered: its content and file go, a bare row stays."""
+    row = await unit.session.get(OutboxMessage, message_id)
+    if row is None:
+        return
+    if row.file_id is not None:
+        await unit.session.execute(delete(TransitFile).where(TransitFile.id == row.file_id))
+    row.content, row.file_id, row.stream = b"", None, ""
+    row.dead_at, row.leased_until = unit.now, None
+
+
+async def release_leases(unit: Unit, channels: Collection[str]) -> None:
+    """At a worker's start: what a killed process had leased is due again at once."""
+    await unit.session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.channel.in_(list(channels)), OutboxMessage.leased_until.is_not(None))
+        .values(leased_until=None)
+    )
+
+
+async def forget_stream(unit: Unit, stream: str) -> None:
+    """Drop what still waits for a stream (an official who deleted everything)."""
+    rows = await unit.session.scalars(select(OutboxMessage).where(OutboxMessage.stream == stream))
+    for row in rows:
+        if row.file_id is not None:
+            await unit.session.execute(delete(TransitFile).where(TransitFile.id == row.file_id))
         await unit.session.delete(row)
 
 
-async def held_back(unit: Unit, message_id: int) -> None:
-    """Due again at once, without counting as a failure (the staff room check failed)."""
-    row = await unit.session.get(OutboxMessage, message_id)
-    if row is not None:
-        row.next_attempt_at = unit.now
+async def dead_letters(unit: Unit) -> int:
+    query = select(func.count()).where(OutboxMessage.dead_at.is_not(None))
+    return int(await unit.session.scalar(query) or 0)
 
 
-async def failed(unit: Unit, message_id: int) -> None:
-    row = await unit.session.get(OutboxMessage, message_id)
-    if row is not None:
-        row.attempts += 1
-        pause = min(dt.timedelta(seconds=5 * 2**row.attempts), MAX_PAUSE)
-        row.next_attempt_at = unit.now + pause
-
-
-async def waiting_count(unit: Unit) -> int:
-    return int(await unit.session.scalar(select(func.count(OutboxMessage.id))) or 0)
+async def purge_dead_letters(unit: Unit) -> int:
+    result = await unit.session.execute(
+        delete(OutboxMessage).where(OutboxMessage.dead_at < unit.now - DEAD_LETTER_MEMORY)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)

@@ -7,6 +7,7 @@ personal is encrypted before it reaches a column.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import hmac
@@ -39,7 +40,8 @@ from storage.server_secret import ServerKeys
 
 Clock = Callable[[], dt.datetime]
 REFERENCE_PREFIX = "L"
-EVENT_MEMORY = dt.timedelta(days=7)  # how long a platform event id is remembered for dedupe
+EVENT_MEMORY = dt.timedelta(days=7)
+CHECKPOINT_ATTEMPTS = 100  # how long a platform event id is remembered for dedupe
 
 
 def utc_now() -> dt.datetime:
@@ -101,7 +103,14 @@ class Store:
             raw = await connection.get_raw_connection()
             driver = raw.driver_connection
             assert driver is not None
-            await driver.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            # A reader at that moment (a delivery worker) makes the checkpoint give up:
+            # try again until it went through.
+            for _ in range(CHECKPOINT_ATTEMPTS):
+                cursor = await driver.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                busy = await cursor.fetchone()
+                if not busy or not busy[0]:
+                    return
+                await asyncio.sleep(0.02)
 
     async def cases(self) -> list[CaseSummary]:
         async with self._sessions() as session:
@@ -119,7 +128,7 @@ class Unit:
         self.session = session
         self.keys = keys
         self.now = now
-        self.wrote_outbox = False  # something waits to be delivered once this commits
+        self.outbox_channels: set[str] = set()  # channels with messages to send once committed
 
     # -- delivery bookkeeping -----------------------------------------------------------------
 

@@ -80,14 +80,14 @@ async def bench_core(intakes: int, folder: Path) -> None:
         core.attach(sink)
 
         async def official(index: int) -> None:
-            sender = core.pseudonym("bench", f"user-{index}")
             for number, answer in enumerate(ANSWERS):
                 await core.handle(
-                    Inbound("bench", sender, f"chat-{index}", answer, f"{index}-{number}")
+                    Inbound("bench", f"user-{index}", f"chat-{index}", answer, f"{index}-{number}")
                 )
 
         started = time.perf_counter()
         await asyncio.gather(*(official(index) for index in range(intakes)))
+        await core.settle()
         elapsed = time.perf_counter() - started
         messages = intakes * len(ANSWERS)
         print(

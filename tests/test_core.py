@@ -65,13 +65,14 @@ class Official:
         await self.core.handle(
             Inbound(
                 channel=CHANNEL,
-                sender=self.core.pseudonym(CHANNEL, self.user_id),
+                user=self.user_id,
                 chat=f"chat-{self.user_id}",
                 text=text,
                 event_id=event_id or f"{self.user_id}-{self.count}",
                 attachments=files,
             )
         )
+        await self.core.settle()
         return [reply.text for _, reply in self.recorder.sent[before:]]
 
 

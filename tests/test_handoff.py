@@ -157,6 +157,7 @@ class Bench:
         await self.core.handle_staff(
             StaffInbound(channel, author, thread, text, event_id, attachments=files)
         )
+        await self.core.settle()
         return self.recorder.room[before:]
 
     async def said(self, text: str, reference: str | None = None, author: str = "Berger") -> str:
@@ -166,6 +167,7 @@ class Bench:
 
     async def tick(self) -> None:
         await self.core.tick()
+        await self.core.settle()
 
     async def hire(self, by: UnlockedKey, entry: CounsellorEntry) -> None:
         async with self.store.unit() as unit:

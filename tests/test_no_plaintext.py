@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from bot.app import demo_config, open_app
-from bot.console import DEMO_USER
-from bot.demo import console_session, demo_counsellor
+from bot.channels.console import DEMO_USER, ConsoleChannel
+from bot.demo import console_core, demo_counsellor
 from bot.logs import quiet_libraries
 from tests.conftest import run_demo
 from tests.test_demo_script import (
@@ -195,9 +195,10 @@ async def test_in_process_log_carries_no_answers(
     out = io.StringIO()
     async with open_app(config) as app:
         await demo_counsellor(app)
-        session = console_session(app, out, io.StringIO(), interactive=False)
+        channel = ConsoleChannel(out)
+        core = console_core(app, channel)
         for line in lines:
-            await session.feed(line)
+            await channel.feed(core, line)
 
     said = official(out.getvalue())
     assert_canaries_went_in(said, canaries)

@@ -1,70 +1,244 @@
-"""Sending what the outbox holds: staff-room posts and messages to officials.
+"""Sending what the outbox holds: one worker per channel, woken when a change commits.
 
-Each message is taken on a short lease, sent outside any transaction, then
-deleted; a failed one waits with a growing pause. Messages for the same case
-thread (or the same official) go out in the order they were written: a later
-one never overtakes an earlier one that is still waiting.
+Each worker drains its own channel (the staff room's worker also takes the staff-room
+messages), so a platform that asks to wait stalls only itself. Within a channel,
+messages of one stream (an official, a case thread) go out in the order they were
+written; streams of urgent cases first.
 
-Before anything about a case is posted, the staff room is checked (Matrix: the
-room is encrypted and only counsellors are in it). When the check fails, nothing
-is posted and the operator log says why; the messages wait until it passes.
+A send ends in one of four ways: delivered (the message is deleted); `RetryAfter`
+(the whole channel waits exactly that long, the message is not counted as failed);
+`PermanentFailure` (a dead letter: audited, a content-free notice in the staff room,
+and the stream goes on); anything else is temporary (a growing pause for that message
+and its stream). Before anything about a case is posted, the staff room is checked;
+when the check fails nothing is posted and the operator log says why.
+
+Replies to someone of whom nothing is stored – before consent, after a cancellation
+or a deletion – do not go through the database (nothing is stored before consent, and
+nothing remains after a deletion): they wait in memory, in the same worker and the
+same stream order, and are lost with the process, as the unconsented state is.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 
-from sqlalchemy import select
-
-from bot.core.types import Attachment, Channel, Reply, StaffRoom
+from bot.core.types import Attachment, Channel, PermanentFailure, Reply, RetryAfter, StaffRoom
 from bot.logs import log_failure
 from storage import outbox
-from storage.models import OutboxMessage
-from storage.repository import Store, aware
+from storage.audit import SYSTEM, Action
+from storage.repository import Store
 
 logger = logging.getLogger(__name__)
-LEASE = dt.timedelta(minutes=2)
+IDLE_SECONDS = 5.0  # a worker looks again this often even when nobody wakes it
+ROOM_RECHECK = dt.timedelta(seconds=30)  # a failed staff-room check is tried again after this
+VOLATILE_ATTEMPTS = 5
+DeadNotice = Callable[[str | None], str]  # the staff-room text for a dead letter of a case
 
 
 class _Gone(Exception):
     """The message's case no longer exists."""
 
 
+@dataclass
+class _Volatile:
+    """A reply kept in memory only (see the module docstring)."""
+
+    stream: str
+    address: str
+    reply: Reply
+    attempts: int = 0
+    due: float = 0.0  # loop time
+
+
+@dataclass
+class _Pass:
+    delivered: int = 0
+    pause: float = 0.0  # the platform asked the whole channel to wait this long
+
+
+@dataclass
+class _Worker:
+    name: str
+    serves: frozenset[str]  # outbox channels this worker sends
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    volatile: deque[_Volatile] = field(default_factory=deque)
+
+
 class Delivery:
     def __init__(
-        self, store: Store, staff_room: StaffRoom, channels: Mapping[str, Channel]
+        self,
+        store: Store,
+        staff_room: StaffRoom,
+        channels: Mapping[str, Channel],
+        dead_notice: DeadNotice,
     ) -> None:
         self.store = store
         self.staff_room = staff_room
         self.channels = channels
-        self._lock = asyncio.Lock()
+        self._dead_notice = dead_notice
+        self._workers: dict[str, _Worker] = {}
+
+    def _worker(self, name: str) -> _Worker:
+        """The worker that sends for an outbox channel (the staff room's for staff posts)."""
+        if name == outbox.STAFF_CHANNEL:
+            name = self.staff_room.name
+        worker = self._workers.get(name)
+        if worker is None:
+            serves = {name} | ({outbox.STAFF_CHANNEL} if name == self.staff_room.name else set())
+            worker = self._workers[name] = _Worker(name, frozenset(serves))
+        return worker
+
+    def _all_workers(self) -> list[_Worker]:
+        for name in [*self.channels, self.staff_room.name]:
+            self._worker(name)
+        return list(self._workers.values())
+
+    def wake(self, channels: Iterable[str]) -> None:
+        for name in channels:
+            self._worker(name).wake.set()
+
+    def send_volatile(self, channel: str, stream: str, address: str, replies: list[Reply]) -> None:
+        worker = self._worker(channel)
+        worker.volatile.extend(_Volatile(stream, address, reply) for reply in replies)
+        worker.wake.set()
 
     async def flush(self) -> int:
-        """Send everything that is due; returns how many were delivered.
-
-        Each pass takes the first waiting message of every thread and official; passes
-        repeat while they deliver something, so a claim's several posts all go out now.
-        """
-        async with self._lock:
-            room_problems: list[str] | None = None
-            delivered = 0
-            while batch := await self._take_due():
-                before = delivered
-                for message in batch:
-                    if message.kind in (outbox.OPEN_THREAD, outbox.STAFF):
-                        if room_problems is None:
-                            room_problems = await self._check_room()
-                        if room_problems:  # not the message's fault: again at the next tick
-                            await self._held_back(message.id)
-                            continue
-                    if await self._send(message):
-                        delivered += 1
-                if delivered == before:  # everything left is failing: try again later
+        """Send everything that is due now on every channel; returns how many went out."""
+        total = 0
+        for worker in self._all_workers():
+            while True:
+                done = await self._pass(worker)
+                total += done.delivered
+                if not done.delivered or done.pause:
                     break
-            return delivered
+        return total
+
+    async def run(self) -> None:
+        """The workers of every channel, until cancelled."""
+        await self.recover()
+        async with asyncio.TaskGroup() as group:
+            for worker in self._all_workers():
+                group.create_task(self._work(worker), name=f"delivery-{worker.name}")
+
+    async def recover(self) -> None:
+        """At start: what a killed process had taken for sending is due again at once.
+
+        Only one process delivers at a time (SQLite: one process; PostgreSQL: the active
+        instance), so a lease found at start belongs to a process that is gone.
+        """
+        serves = {name for worker in self._all_workers() for name in worker.serves}
+        async with self.store.unit() as unit:
+            await outbox.release_leases(unit, serves)
+
+    async def _work(self, worker: _Worker) -> None:
+        while True:
+            worker.wake.clear()
+            try:
+                done = await self._pass(worker)
+            except Exception as error:  # the database may be away for a moment
+                log_failure(logger, f"delivery on {worker.name}", error)
+                done = _Pass()
+            if done.pause:
+                await asyncio.sleep(done.pause)
+                continue
+            if done.delivered:
+                continue
+            wait = await self._until_due(worker)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(worker.wake.wait(), wait)
+
+    async def _until_due(self, worker: _Worker) -> float:
+        waits = [IDLE_SECONDS]
+        now = asyncio.get_running_loop().time()
+        waits += [max(0.0, item.due - now) for item in worker.volatile]
+        try:
+            async with self.store.unit() as unit:
+                due = await outbox.next_due(unit, worker.serves)
+                if due is not None:
+                    waits.append(max(0.0, (due - unit.now).total_seconds()))
+        except Exception as error:
+            log_failure(logger, "looking for due messages", error)
+        return max(0.01, min(waits))
+
+    # -- one pass -------------------------------------------------------------------------------
+
+    async def _pass(self, worker: _Worker) -> _Pass:
+        async with worker.lock:
+            done = _Pass()
+            blocked = await self._send_volatile(worker, done)
+            if done.pause:
+                return done
+            async with self.store.unit() as unit:
+                streams = await outbox.take(unit, worker.serves)
+            room_problems: list[str] | None = None
+            for index, stream in enumerate(streams):
+                if stream[0].stream in blocked:
+                    await self._postpone(stream, None)
+                    continue
+                if stream[0].kind != outbox.OFFICIAL:
+                    if room_problems is None:
+                        room_problems = await self._check_room()
+                    if room_problems:
+                        await self._postpone(stream, ROOM_RECHECK)
+                        continue
+                for position, message in enumerate(stream):
+                    try:
+                        sent = await self._send(message)
+                    except RetryAfter as wait:
+                        await self._postpone(
+                            [*stream[position:], *[m for s in streams[index + 1 :] for m in s]],
+                            dt.timedelta(seconds=wait.seconds),
+                        )
+                        logger.warning("%s asks to wait %.1f s", worker.name, wait.seconds)
+                        done.pause = wait.seconds
+                        return done
+                    if sent:
+                        done.delivered += 1
+                        continue
+                    await self._postpone(stream[position + 1 :], None)
+                    break
+            return done
+
+    async def _send_volatile(self, worker: _Worker, done: _Pass) -> set[str]:
+        """Send the in-memory replies that are due; returns the streams still waiting."""
+        channel = self.channels.get(worker.name)
+        now = asyncio.get_running_loop().time()
+        waiting: set[str] = set()
+        kept: deque[_Volatile] = deque()
+        while worker.volatile:
+            item = worker.volatile.popleft()
+            if item.stream in waiting or item.due > now or channel is None:
+                waiting.add(item.stream)
+                kept.append(item)
+                continue
+            try:
+                await channel.send(item.address, item.reply)
+                done.delivered += 1
+            except RetryAfter as wait:
+                item.due = now + wait.seconds
+                kept.append(item)
+                kept.extend(worker.volatile)
+                worker.volatile.clear()
+                done.pause = wait.seconds
+                break
+            except PermanentFailure as failure:
+                logger.warning("a reply on %s cannot be delivered: %s", worker.name, failure.why)
+            except Exception as error:
+                item.attempts += 1
+                log_failure(logger, f"delivering a reply on {worker.name}", error)
+                if item.attempts < VOLATILE_ATTEMPTS:
+                    item.due = now + 2.0**item.attempts
+                    waiting.add(item.stream)
+                    kept.append(item)
+        worker.volatile = kept
+        return waiting | {item.stream for item in kept}
 
     async def _check_room(self) -> list[str]:
         problems = await self.staff_room.check()
@@ -74,35 +248,28 @@ class Delivery:
             )
         return problems
 
-    async def _take_due(self) -> list[outbox.Pending]:
-        """Due messages that no earlier waiting message of the same thread or official blocks."""
+    async def _postpone(self, messages: list[outbox.Queued], pause: dt.timedelta | None) -> None:
+        if not messages:
+            return
         async with self.store.unit() as unit:
-            rows = await unit.session.scalars(
-                select(OutboxMessage).order_by(OutboxMessage.id).with_for_update(skip_locked=True)
-            )
-            blocked: set[tuple[str, str]] = set()
-            taken: list[outbox.Pending] = []
-            for row in rows:
-                stream = (
-                    "official" if row.kind == outbox.OFFICIAL else "staff",
-                    row.reference or "",
-                )
-                if stream in blocked:
-                    continue
-                blocked.add(stream)
-                if aware(row.next_attempt_at) <= unit.now:
-                    taken.append(outbox.pending(unit, row))
-                    row.next_attempt_at = unit.now + LEASE  # another process leaves it alone
-            return taken
+            until = unit.now + (pause or dt.timedelta(0))
+            await outbox.postpone(unit, [message.id for message in messages], until)
 
-    async def _send(self, message: outbox.Pending) -> bool:
+    async def _send(self, message: outbox.Queued) -> bool:
+        """Deliver one message; False when it failed and waits (temporary)."""
         try:
             thread = await self._deliver(message)
         except _Gone:  # the case was deleted meanwhile: there is nothing left to post to
             thread = None
+        except RetryAfter:
+            raise
+        except PermanentFailure as failure:
+            await self._dead(message, failure.why)
+            return True
         except Exception as error:  # a platform may fail in any way: try again later
             log_failure(logger, f"delivering a {message.kind} message", error)
-            await self._failed(message.id)
+            async with self.store.unit() as unit:
+                await outbox.failed(unit, message.id)
             return False
         async with self.store.unit() as unit:
             if message.kind == outbox.OPEN_THREAD and message.reference and thread:
@@ -112,15 +279,26 @@ class Delivery:
             await outbox.delivered(unit, message.id)
         return True
 
-    async def _held_back(self, message_id: int) -> None:
+    async def _dead(self, message: outbox.Queued, why: str) -> None:
+        logger.warning(
+            "a %s message on %s cannot be delivered (%s): kept as a dead letter",
+            message.kind,
+            message.channel,
+            why,
+        )
         async with self.store.unit() as unit:
-            await outbox.held_back(unit, message_id)
+            await outbox.dead(unit, message.id)
+            await unit.audit(
+                Action.DELIVERY_FAILED,
+                SYSTEM,
+                message.reference,
+                {"channel": message.channel, "kind": message.kind, "why": why[:80]},
+            )
+            if message.kind == outbox.OFFICIAL:
+                await outbox.to_staff(unit, message.reference, self._dead_notice(message.reference))
+        self.wake(unit.outbox_channels)
 
-    async def _failed(self, message_id: int) -> None:
-        async with self.store.unit() as unit:
-            await outbox.failed(unit, message_id)
-
-    async def _deliver(self, message: outbox.Pending) -> str | None:
+    async def _deliver(self, message: outbox.Queued) -> str | None:
         content = message.content
         if message.kind == outbox.OPEN_THREAD:
             return await self.staff_room.open_thread(
@@ -129,18 +307,18 @@ class Delivery:
         if message.kind == outbox.STAFF:
             await self.staff_room.post(await self._thread_of(message.reference), content["text"])
             return None
-        async with self.store.unit() as unit:
-            loaded = await unit.load(content["sender"])
-        if loaded is None:  # the official deleted everything meanwhile: nothing to deliver to
-            return None
-        channel = self.channels.get(loaded.channel)
+        channel = self.channels.get(message.channel)
         if channel is None:
-            raise LookupError(f"the {loaded.channel} channel is not running")
-        files = tuple(
-            Attachment(item["name"], item["media_type"], bytes.fromhex(item["data"]))
-            for item in ([content["file"]] if "file" in content else [])
-        )
-        await channel.send(loaded.address, Reply(content["text"], files=files))
+            raise LookupError(f"the {message.channel} channel is not running")
+        reply = message.reply
+        if message.file_id is not None:
+            async with self.store.unit() as unit:
+                data = await outbox.transit_file(unit, message.file_id)
+            if data is not None:
+                file = content["file"]
+                attachment = Attachment(file["name"], file["media_type"], data)
+                reply = replace(reply, files=(attachment,))
+        await channel.send(message.address, reply)
         return None
 
     async def _thread_of(self, reference: str | None) -> str | None:

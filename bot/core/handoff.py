@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 
 from bot.core.settings import Settings
-from bot.core.types import Reply, StaffInbound
+from bot.core.types import Attachment, Reply, StaffInbound
 from flows.answers import match_one, parse_command
 from flows.engine import Engine
 from flows.messages import Choice
@@ -83,7 +83,7 @@ class Handoff:
         if urgent:
             case.escalate_at = unit.now + self.settings.escalate_after
         text = f"{summary}\n\n{self._staff('staff_commands_hint')}"
-        await outbox.put(unit, outbox.OPEN_THREAD, reference, text=text, urgent=urgent)
+        await outbox.to_staff(unit, reference, text, urgent=urgent, opens=True)
 
     async def official_writes(
         self, unit: Unit, sender: str, state: IntakeState, text: str, files: list[StoredFile]
@@ -172,14 +172,22 @@ class Handoff:
     # -- the staff room ----------------------------------------------------------------------
 
     async def _post(self, unit: Unit, reference: str | None, text: str) -> None:
-        await outbox.put(unit, outbox.STAFF, reference, text=text)
+        await outbox.to_staff(unit, reference, text)
 
     async def _tell_official(self, unit: Unit, case: Case, key: str, **fields: object) -> None:
         loaded = await unit.load(case.sender_key)
         if loaded is None:  # the official deleted everything, or the intake was purged
             return
         text = self.texts.get(key, loaded.state.language, **fields)
-        await outbox.put(unit, outbox.OFFICIAL, case.reference, sender=case.sender_key, text=text)
+        await outbox.to_official(
+            unit,
+            sender_key=case.sender_key,
+            channel=loaded.channel,
+            address=loaded.address,
+            reply=Reply(text),
+            reference=case.reference,
+            urgent=case.urgent,
+        )
 
     async def counsellor_for(self, unit: Unit, channel: str, author: str) -> Counsellor | None:
         """The active counsellor behind a staff-room author, or None: the allow-list."""
@@ -335,33 +343,46 @@ class Handoff:
             return
         if not text and not inbound.attachments:
             return
-        signed = f"{counsellor.display_name}: {text}" if text else ""
+        loaded = await unit.load(case.sender_key)
+        if loaded is None:  # the official deleted everything meanwhile
+            return
+
+        async def to_official(words: str, file: Attachment | None = None) -> None:
+            assert loaded is not None
+            await outbox.to_official(
+                unit,
+                sender_key=case.sender_key,
+                channel=loaded.channel,
+                address=loaded.address,
+                reply=Reply(words),
+                reference=reference,
+                urgent=case.urgent,
+                file=(file.name, file.media_type, file.data) if file else None,
+            )
+
         if text:
             await unit.add_item(reference, "reply", {"from": counsellor.display_name, "text": text})
-            await outbox.put(unit, outbox.OFFICIAL, reference, sender=case.sender_key, text=signed)
-        if inbound.attachments:
-            handles = []
-            for attachment in inbound.attachments:
-                handle = await unit.store_file(
+            await to_official(f"{counsellor.display_name}: {text}")
+        limit = self.settings.max_file_bytes
+        files = [attachment for attachment in inbound.attachments if len(attachment.data) <= limit]
+        for attachment in inbound.attachments:
+            if len(attachment.data) > limit:
+                too_big = self._staff(
+                    "staff_file_too_big", name=attachment.name, limit=limit // (1024 * 1024)
+                )
+                await self._post(unit, reference, too_big)
+        if files:
+            handles = [
+                await unit.store_file(
                     case.sender_key, attachment.name, attachment.media_type, attachment.data
                 )
-                handles.append(handle)
+                for attachment in files
+            ]
             await unit.add_files(
                 reference, case.sender_key, handles, sent_by=counsellor.display_name
             )
-            for attachment in inbound.attachments:
-                await outbox.put(
-                    unit,
-                    outbox.OFFICIAL,
-                    reference,
-                    sender=case.sender_key,
-                    text=f"{counsellor.display_name}: {attachment.name}",
-                    file={
-                        "name": attachment.name,
-                        "media_type": attachment.media_type,
-                        "data": attachment.data.hex(),
-                    },
-                )
+            for attachment in files:
+                await to_official(f"{counsellor.display_name}: {attachment.name}", attachment)
         if case.first_reply_at is None:
             case.first_reply_at = unit.now
 

@@ -2,20 +2,25 @@
 
 For each message from an official: drop it if its event was handled before, take
 the conversation's lock, load the state, run one engine step (or, once the intake
-is a case, the handoff), persist in the same transaction, hand the replies to the
-channel, then deliver what the change put in the outbox. Before the official
-consents nothing is written: that state lives in memory.
+is a case, the handoff), and write the new state together with every message it
+causes – to the official, to the staff room – to the outbox in one transaction.
+Nothing is sent from here: the channels' delivery workers are woken once the change
+is committed. Before the official consents nothing is written: that state, and the
+replies to it, live in memory.
 
 Staff-room messages go the same way through `handle_staff`; `tick` raises urgent
-cases nobody claimed and retries deliveries.
+cases nobody claimed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 from collections import OrderedDict
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
@@ -28,7 +33,7 @@ from bot.logs import log_failure
 from flows.engine import Engine
 from flows.messages import Effect, UserInput
 from flows.state import IntakeState, StoredFile
-from storage import queue
+from storage import outbox, queue
 from storage.keyring import active_counsellors
 from storage.repository import Store, Unit
 
@@ -36,7 +41,6 @@ logger = logging.getLogger(__name__)
 
 UNSAVED_LIMIT = 10_000  # conversations held in memory before consent
 RECENT_EVENTS_LIMIT = 10_000
-MAX_ATTACHMENT_BYTES = 20 * 1024 * 1024
 ATTEMPTS = 3
 
 
@@ -44,7 +48,8 @@ ATTEMPTS = 3
 class _Step:
     replies: list[Reply] = field(default_factory=list)
     deleted: bool = False  # something was deleted: compact the database afterwards
-    deliver: bool = False  # the step wrote to the outbox
+    durable: bool = False  # the replies went into the outbox with the state
+    channels: set[str] = field(default_factory=set)  # outbox channels to wake
 
 
 class _Bounded(OrderedDict[str, IntakeState]):
@@ -67,39 +72,66 @@ class Core:
         self.settings = settings
         self._channels: dict[str, Channel] = {}
         self.handoff = Handoff(engine, settings, staff_room.name)
-        self.delivery = Delivery(store, staff_room, self._channels)
+        self.delivery = Delivery(store, staff_room, self._channels, self._dead_notice)
         self._locks = KeyedLocks()
         self._unsaved = _Bounded()
         self._recent: OrderedDict[str, None] = OrderedDict()
+        self._in_flight: set[asyncio.Task[None]] = set()
 
     def attach(self, channel: Channel) -> None:
         self._channels[channel.name] = channel
 
     def pseudonym(self, channel: str, user_id: str) -> str:
-        """What adapters put into `Inbound.sender` in place of the platform's user id."""
+        """The pseudonym the core keeps for a platform user id (an HMAC of `channel:user id`)."""
         return self.store.keys.pseudonym(channel, user_id)
+
+    def _dead_notice(self, reference: str | None) -> str:
+        language = self.settings.staff_language
+        if reference is None:
+            return self.engine.texts.get("staff_delivery_failed_intake", language)
+        return self.engine.texts.get("staff_delivery_failed", language, reference=reference)
+
+    async def _finish(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run a step to its commit even when the adapter that asked is cancelled (shutdown)."""
+        task = asyncio.ensure_future(work)
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+        await asyncio.shield(task)
+
+    async def drain(self, seconds: float) -> bool:
+        """Wait for the steps in flight; False when some did not finish in time."""
+        if not self._in_flight:
+            return True
+        _, pending = await asyncio.wait(set(self._in_flight), timeout=seconds)
+        return not pending
+
+    async def settle(self) -> None:
+        await self.delivery.flush()
 
     # -- officials ---------------------------------------------------------------------------
 
     async def handle(self, inbound: Inbound) -> None:
-        channel = self._channels[inbound.channel]
+        await self._finish(self._handle(inbound))
+
+    async def _handle(self, inbound: Inbound) -> None:
+        sender = self.pseudonym(inbound.channel, inbound.user)
         event_key = self.store.keys.pseudonym(f"event:{inbound.channel}", inbound.event_id)
         if event_key in self._recent:
             return
-        async with self._locks.hold(inbound.sender):
+        async with self._locks.hold(sender):
             try:
-                step = await self._step_with_retry(inbound, event_key)
+                step = await self._step_with_retry(inbound, sender, event_key)
             except Exception as error:  # a generic apology; the details go to the log only
                 log_failure(logger, "handling a message", error)
-                language = self._language_of(inbound.sender)
+                language = self._language_of(sender)
                 step = _Step([Reply(self.engine.texts.get("technical_error", language))])
             self._remember_event(event_key)
+            if not step.durable and step.replies:
+                stream = outbox.official_stream(sender)
+                self.delivery.send_volatile(inbound.channel, stream, inbound.chat, step.replies)
         if step.deleted:
             await self.store.compact()
-        for reply in step.replies:
-            await channel.send(inbound.chat, reply)
-        if step.deliver:
-            await self.delivery.flush()
+        self.delivery.wake(step.channels)
 
     def _language_of(self, sender: str) -> str:
         unsaved = self._unsaved.get(sender)
@@ -110,14 +142,23 @@ class Core:
         while len(self._recent) > RECENT_EVENTS_LIMIT:
             self._recent.popitem(last=False)
 
-    async def _step_with_retry(self, inbound: Inbound, event_key: str) -> _Step:
+    async def _step_with_retry(self, inbound: Inbound, sender: str, event_key: str) -> _Step:
         # Two processes may create the same conversation at once (PostgreSQL,
         # webhooks behind a load balancer): the loser retries against the winner's row.
         for attempt in range(1, ATTEMPTS + 1):
             try:
                 async with self.store.unit() as unit:
-                    step = await self._step(unit, inbound, event_key)
-                    step.deliver = unit.wrote_outbox
+                    step = await self._step(unit, inbound, sender, event_key)
+                    if step.durable:
+                        for reply in step.replies:
+                            await outbox.to_official(
+                                unit,
+                                sender_key=sender,
+                                channel=inbound.channel,
+                                address=inbound.chat,
+                                reply=reply,
+                            )
+                    step.channels = unit.outbox_channels
                     return step
             except IntegrityError:
                 if attempt == ATTEMPTS:
@@ -125,17 +166,17 @@ class Core:
                 logger.info("conversation written concurrently, retrying (attempt %d)", attempt)
         raise AssertionError("unreachable")
 
-    async def _step(self, unit: Unit, inbound: Inbound, event_key: str) -> _Step:
+    async def _step(self, unit: Unit, inbound: Inbound, sender: str, event_key: str) -> _Step:
         if await unit.seen(event_key):
             return _Step()
-        sender = inbound.sender
         loaded = await unit.load(sender)
         state = loaded.state if loaded else self._unsaved.get(sender)
 
         files: list[StoredFile] = []
         dropped = 0
         for attachment in inbound.attachments:
-            if state is None or not state.consented or len(attachment.data) > MAX_ATTACHMENT_BYTES:
+            too_big = len(attachment.data) > self.settings.max_file_bytes
+            if state is None or not state.consented or too_big:
                 dropped += 1
                 continue
             files.append(
@@ -151,14 +192,14 @@ class Core:
             await unit.save(sender, inbound.channel, inbound.chat, turn.state)
             await unit.mark_seen(event_key)
             logger.debug("message on %s handled by the handoff", inbound.channel)
-            return _Step(turn.replies)
+            return _Step(turn.replies, durable=True)
 
         outcome = self.engine.handle(state, UserInput(inbound.text, tuple(files), dropped))
         result = _Step(list(outcome.replies))
         new_state = outcome.state
 
         if outcome.effect is Effect.SUBMIT and new_state is not None:
-            reference = await self._submit(unit, inbound, new_state)
+            reference = await self._submit(unit, inbound, sender, new_state)
             result.replies += self.engine.confirmation(
                 new_state, reference, self.settings.hours.text
             )
@@ -172,6 +213,7 @@ class Core:
             logger.info("intake cancelled by the official")
         elif outcome.effect is Effect.DELETE_ALL:
             cases = await unit.delete_person(sender)
+            await outbox.forget_stream(unit, outbox.official_stream(sender))
             result.deleted = True
             logger.info("deleted everything about one official on request (%d case(s))", cases)
 
@@ -179,6 +221,7 @@ class Core:
             await unit.save(sender, inbound.channel, inbound.chat, new_state)
             await unit.mark_seen(event_key)
             self._unsaved.pop(sender, None)
+            result.durable = True
         elif new_state is not None:
             self._unsaved.remember(sender, new_state)
         else:
@@ -201,7 +244,7 @@ class Core:
             and not self.engine.is_command(text)
         )
 
-    async def _submit(self, unit: Unit, inbound: Inbound, state: IntakeState) -> str:
+    async def _submit(self, unit: Unit, inbound: Inbound, sender: str, state: IntakeState) -> str:
         urgent = self.engine.is_urgent(state)
         record = {
             "questionnaire": self.engine.questionnaire.meta.id,
@@ -214,7 +257,7 @@ class Core:
             "previous_case": state.previous_reference,
         }
         reference = await unit.create_case(
-            sender_key=inbound.sender,
+            sender_key=sender,
             channel=inbound.channel,
             urgent=urgent,
             record=record,
@@ -232,22 +275,27 @@ class Core:
     # -- the staff room ------------------------------------------------------------------------
 
     async def handle_staff(self, inbound: StaffInbound) -> None:
+        await self._finish(self._handle_staff(inbound))
+
+    async def _handle_staff(self, inbound: StaffInbound) -> None:
         event_key = self.store.keys.pseudonym(f"event:staff:{inbound.channel}", inbound.event_id)
         if event_key in self._recent:
             return
+        channels: set[str] = set()
         try:
             async with self.store.unit() as unit:
                 if await unit.seen(event_key):
                     return
                 await self.handoff.staff_writes(unit, inbound)
                 await unit.mark_seen(event_key)
+                channels = unit.outbox_channels
         except Exception as error:
             log_failure(logger, "handling a staff-room message", error)
         self._remember_event(event_key)
-        await self.delivery.flush()
+        self.delivery.wake(channels)
 
     async def tick(self) -> None:
-        """Raise urgent cases nobody claimed in time; send what the outbox still holds."""
+        """Raise urgent cases nobody claimed in time."""
         try:
             async with self.store.unit() as unit:
                 members = [
@@ -258,6 +306,6 @@ class Core:
                 ]
                 mentions = " ".join(self.staff_room.mention(member) for member in members)
                 await self.handoff.escalate(unit, mentions)
+            self.delivery.wake(unit.outbox_channels)
         except Exception as error:  # the next tick tries again
             log_failure(logger, "raising urgent cases", error)
-        await self.delivery.flush()

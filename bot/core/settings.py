@@ -18,6 +18,7 @@ class Settings:
     reopen_within: dt.timedelta
     staff_language: str = "de"
     unencrypted_detail: str = "summary"  # minimal | summary | full
+    max_file_bytes: int = 20 * 1024 * 1024  # per attachment, officials' and counsellors' alike
 
     @classmethod
     def from_config(cls, config: Config) -> Settings:

@@ -1,4 +1,21 @@
-"""The platform-neutral types every channel adapter speaks. No platform type crosses the core."""
+"""The platform-neutral types every channel adapter speaks. No platform type crosses the core.
+
+The contract between an adapter and the core:
+
+- `Inbound.event_id` is unique per channel for as long as the platform may redeliver it:
+  Telegram's `update_id` (its `message_id` is unique only within one chat, so two officials'
+  messages could share it and one would be dropped as a repeat), Matrix's event id. The core
+  remembers handled event ids (as an HMAC) and drops a repeat.
+- `Inbound.user` is the platform's user id. The core turns it into a pseudonym at once
+  (HMAC of `channel:user id`); the id itself is never stored or logged.
+- `Inbound.chat` is where replies go (a chat or room id); it is stored encrypted.
+- An adapter's `send` delivers one `Reply` and splits it at the platform's length limit
+  itself. It reports a failure by raising `RetryAfter` (the platform asks to wait: the
+  channel's worker waits exactly that long, only for this channel), `PermanentFailure`
+  (the official blocked the bot or left: the message becomes a dead letter) or anything
+  else (temporary: tried again after a growing pause).
+- An adapter imports from the core only this module.
+"""
 
 from __future__ import annotations
 
@@ -8,33 +25,21 @@ from typing import Protocol
 from flows.messages import Attachment, Choice, Reply
 
 __all__ = [
-    "Attachment", "Channel", "Choice", "Inbound", "Reply",
-    "StaffInbound", "StaffMember", "StaffRoom",
+    "Adapter", "Attachment", "Channel", "Choice", "DeliveryFailure", "Inbound", "InboundSink",
+    "PermanentFailure", "Reply", "RetryAfter", "StaffInbound", "StaffMember", "StaffRoom",
 ]  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
 class Inbound:
-    """One message from an official, as every channel delivers it to the core.
-
-    `sender` is already a pseudonym (the core's HMAC of `channel:user id`); the
-    platform's own id never enters the core. `chat` is where replies go.
-    """
+    """One message from an official, as every channel delivers it to the core."""
 
     channel: str
-    sender: str
+    user: str
     chat: str
     text: str
     event_id: str
     attachments: tuple[Attachment, ...] = ()
-
-
-class Channel(Protocol):
-    """A channel's official-facing side: the one place that sends to an official."""
-
-    name: str
-
-    async def send(self, chat: str, reply: Reply) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +54,56 @@ class StaffInbound:
     text: str
     event_id: str
     attachments: tuple[Attachment, ...] = ()
+
+
+class DeliveryFailure(Exception):
+    """A send that failed in a way the delivery worker must treat specially."""
+
+
+class RetryAfter(DeliveryFailure):
+    """The platform asks to wait this many seconds before sending again."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"retry after {seconds} s")
+        self.seconds = max(0.0, float(seconds))
+
+
+class PermanentFailure(DeliveryFailure):
+    """This message can never be delivered (the official blocked the bot, left, or the chat
+    is gone); `why` is a short, content-free reason for the operator log and the audit."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(why)
+        self.why = why
+
+
+class Channel(Protocol):
+    """A channel's official-facing side: the one place that sends to an official."""
+
+    name: str
+
+    async def send(self, chat: str, reply: Reply) -> None: ...
+
+
+class InboundSink(Protocol):
+    """What an adapter hands its messages to: the core."""
+
+    async def handle(self, inbound: Inbound) -> None:
+        """Take one official's message. Returns once it is handled and committed; replies
+        are delivered by the channel's worker, not before this returns."""
+        ...
+
+    async def handle_staff(self, inbound: StaffInbound) -> None: ...
+
+    async def settle(self) -> None:
+        """Deliver now what is due (the demo waits for it, as a person waits for the answer)."""
+        ...
+
+
+class Adapter(Channel, Protocol):
+    """A running channel: receives until it is cancelled (or its source ends: the console)."""
+
+    async def receive(self, sink: InboundSink) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,8 @@ with `staff> ` is written by the demo counsellor in the staff room (`staff> L-20
 named file as an attachment, every other line is the official's. Output for the
 official starts with `bot> `, posts in the staff room with `staff-room> `
 (`staff-room> [L-2026-0001] …` inside a case's thread), so the whole demo can be
-scripted.
+scripted. After each line the channel waits until what it caused has been
+delivered, as a person waits for the answer, so a script's output comes in order.
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ import mimetypes
 import re
 import secrets
 import sys
+import threading
 from pathlib import Path
 from typing import TextIO
 
-from bot.core.orchestrator import Core
-from bot.core.text_render import reply_as_text
-from bot.core.types import Attachment, Inbound, Reply, StaffInbound, StaffMember
+from bot.channels.text import reply_as_text
+from bot.core.types import Attachment, Inbound, InboundSink, Reply, StaffInbound, StaffMember
 
 OFFICIAL_PREFIX = "bot> "
 STAFF_ROOM_PREFIX = "staff-room> "
@@ -43,8 +44,21 @@ class ConsoleChannel:
     name = CHANNEL
     end_to_end_encrypted = True
 
-    def __init__(self, out: TextIO) -> None:
+    def __init__(
+        self,
+        out: TextIO,
+        source: TextIO | None = None,
+        interactive: bool = False,
+        counsellor: str = "demo",
+    ) -> None:
         self._out = out
+        self._source = source
+        self._interactive = interactive
+        self._counsellor = counsellor  # who `staff> ` lines are written by
+        self._run = secrets.token_hex(4)
+        self._count = 0
+
+    # -- sending ----------------------------------------------------------------------------
 
     def _write(self, prefix: str, text: str) -> None:
         for line in text.splitlines() or [""]:
@@ -70,63 +84,60 @@ class ConsoleChannel:
     def mention(self, member: StaffMember) -> str:
         return f"@{member.display_name}"
 
+    # -- receiving ----------------------------------------------------------------------------
 
-class ConsoleSession:
-    """Reads the terminal line by line and feeds the core, one message at a time."""
-
-    def __init__(
-        self,
-        core: Core,
-        channel: ConsoleChannel,
-        source: TextIO,
-        interactive: bool,
-        counsellor: str = "demo",
-    ) -> None:
-        self.core = core
-        self._channel = channel
-        self._source = source
-        self._interactive = interactive
-        self._counsellor = counsellor  # who `staff> ` lines are written by
-        self._sender = core.pseudonym(CHANNEL, DEMO_USER)
-        self._run = secrets.token_hex(4)
-        self._count = 0
-
-    async def _read(self) -> str | None:
+    async def receive(self, sink: InboundSink) -> None:
+        """Read the terminal line by line until it ends; each line is one message."""
+        lines: asyncio.Queue[str | None] = asyncio.Queue()
         loop = asyncio.get_running_loop()
-        if self._interactive:
-            try:
-                return await loop.run_in_executor(None, input, "> ")
-            except EOFError:
-                return None
-        line = await loop.run_in_executor(None, self._source.readline)
+        answered = threading.Event()  # the next prompt waits until the last line is answered
+        answered.set()
+
+        def read() -> None:  # a daemon thread: a pending read never keeps the process alive
+            while answered.wait():
+                answered.clear()
+                try:
+                    line = input("> ") if self._interactive else self._readline()
+                except (EOFError, OSError, ValueError):  # ended, closed, or not text at all
+                    line = None
+                loop.call_soon_threadsafe(lines.put_nowait, line)
+                if line is None:
+                    return
+
+        threading.Thread(target=read, name="console-input", daemon=True).start()
+        while (line := await lines.get()) is not None:
+            await self.feed(sink, line)
+            answered.set()
+
+    def _readline(self) -> str | None:
+        source = self._source or sys.stdin
+        line = source.readline()
         return line.rstrip("\n") if line else None
 
-    async def run(self) -> None:
-        while (line := await self._read()) is not None:
-            await self.feed(line)
-
-    async def feed(self, line: str) -> None:
+    async def feed(self, sink: InboundSink, line: str) -> None:
+        """One line typed into the demo, then what it caused, delivered."""
         self._count += 1
+        event_id = f"{self._run}:{self._count}"
         staff = STAFF_INPUT.match(line)
         if staff is not None:
-            await self._staff(staff["author"] or self._counsellor, staff["text"])
-            return
-        message = self._message(line)
-        if message is None:
-            return
-        text, attachments = message
-        await self.core.handle(
-            Inbound(
-                channel=CHANNEL,
-                sender=self._sender,
-                chat=DEMO_USER,
-                text=text,
-                event_id=f"{self._run}:{self._count}",
-                attachments=attachments,
-            )
-        )
+            await self._staff(sink, staff["author"] or self._counsellor, staff["text"], event_id)
+        else:
+            message = self._message(line)
+            if message is not None:
+                text, attachments = message
+                await sink.handle(
+                    Inbound(
+                        channel=CHANNEL,
+                        user=DEMO_USER,
+                        chat=DEMO_USER,
+                        text=text,
+                        event_id=event_id,
+                        attachments=attachments,
+                    )
+                )
+        await sink.settle()
 
-    async def _staff(self, author: str, text: str) -> None:
+    async def _staff(self, sink: InboundSink, author: str, text: str, event_id: str) -> None:
         thread = None
         in_case = THREAD.match(text.strip())
         if in_case is not None:
@@ -135,13 +146,13 @@ class ConsoleSession:
         if message is None:
             return
         text, attachments = message
-        await self.core.handle_staff(
+        await sink.handle_staff(
             StaffInbound(
                 channel=CHANNEL,
                 author=author,
                 thread=thread,
                 text=text,
-                event_id=f"{self._run}:{self._count}",
+                event_id=event_id,
                 attachments=attachments,
             )
         )

@@ -1,0 +1,71 @@
+"""A Lotse process for the kill test: `python -m tests.deliver_once DATA_DIR kill|restart`.
+
+`kill`: an official sends /start and consents; the channel SIGKILLs its own process on
+the first send of a stored reply – after the step was committed, before anything was
+delivered. `restart`: a new process on the same data delivers what waits, sends
+nothing else, and stops. Every reply the channel did send is appended to
+DATA_DIR/sent.jsonl.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+from bot.app import demo_config, open_app
+from bot.core.orchestrator import Core
+from bot.core.settings import Settings
+from bot.core.types import Inbound, Reply, StaffMember
+from bot.demo import demo_counsellor
+
+CHANNEL = "file"
+
+
+class FileChannel:
+    name = CHANNEL
+    end_to_end_encrypted = True
+
+    def __init__(self, log: Path, kill_on: str | None) -> None:
+        self.log = log
+        self.kill_on = kill_on
+
+    async def send(self, chat: str, reply: Reply) -> None:
+        if self.kill_on is not None and self.kill_on in reply.text:
+            os.kill(os.getpid(), signal.SIGKILL)
+        with self.log.open("a", encoding="utf-8") as out:
+            out.write(json.dumps({"chat": chat, "text": reply.text}) + "\n")
+
+    async def check(self) -> list[str]:
+        return []
+
+    async def open_thread(self, reference: str, text: str, urgent: bool) -> str:
+        return reference
+
+    async def post(self, thread: str | None, text: str) -> None:
+        return None
+
+    def mention(self, member: StaffMember) -> str:
+        return member.display_name
+
+
+async def main(data_dir: Path, mode: str) -> None:
+    async with open_app(demo_config(data_dir)) as app:
+        await demo_counsellor(app)
+        channel = FileChannel(data_dir / "sent.jsonl", "Frage 1 von" if mode == "kill" else None)
+        core = Core(app.engine, app.store, channel, Settings.defaults())
+        core.attach(channel)
+        if mode == "kill":
+            for number, text in enumerate(["/start", "1"]):
+                await core.handle(Inbound(CHANNEL, "official", "chat-1", text, f"event-{number}"))
+                await core.settle()
+        else:
+            await core.delivery.recover()  # what `lotse run` does when it starts
+            await core.settle()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(Path(sys.argv[1]), sys.argv[2]))

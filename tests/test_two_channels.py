@@ -1,0 +1,189 @@
+"""Two channels on one core in one event loop: a Telegram-like one that asks to wait and has an
+official who blocked the bot, and a Matrix-like one that is also the staff room, whose check
+fails at first. Nothing is lost or duplicated, order holds per official and per thread, the
+blocked official becomes a dead letter the staff room hears of, and one channel's waits do
+not hold up the other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pytest
+from sqlalchemy import func, select
+
+from bot.core.orchestrator import Core
+from bot.core.settings import Settings
+from bot.core.types import (
+    Inbound,
+    PermanentFailure,
+    Reply,
+    RetryAfter,
+    StaffInbound,
+    StaffMember,
+)
+from flows.engine import Engine
+from storage.models import AuditEntry, OutboxMessage
+from storage.repository import Store
+from tests.test_core import NORMAL_INTAKE, Recorder
+
+REFERENCE = re.compile(r"L-\d{4}-\d{4}")
+INTAKE = [*NORMAL_INTAKE, "absenden"]
+TELEGRAM_PAUSE = 3.0  # what the Telegram-like platform asks for, once
+
+
+def _normal(text: str) -> str:
+    """Without what differs between officials: the case reference and the queue position."""
+    return re.sub(r"Platz \d+", "Platz N", REFERENCE.sub("L-REF", text))
+
+
+@dataclass
+class FakeTelegram:
+    """Sends fail as a Telegram bot's do: 429 once for the whole bot, 403 for a blocked chat."""
+
+    name: str = "telegram"
+    sent: dict[str, list[str]] = field(default_factory=dict)
+    asked_to_wait_at: float | None = None
+    blocked: set[str] = field(default_factory=set)
+    attempts: int = 0
+
+    async def send(self, chat: str, reply: Reply) -> None:
+        if chat in self.blocked:
+            raise PermanentFailure("blocked by the user")
+        self.attempts += 1
+        if self.attempts == 5 and self.asked_to_wait_at is None:
+            self.asked_to_wait_at = asyncio.get_running_loop().time()
+            raise RetryAfter(TELEGRAM_PAUSE)
+        self.sent.setdefault(chat, []).append(reply.text)
+
+
+@dataclass
+class FakeMatrix:
+    """Officials' direct rooms and the staff room with its threads; the room check can fail."""
+
+    name: str = "matrix"
+    end_to_end_encrypted: bool = True
+    sent: dict[str, list[str]] = field(default_factory=dict)
+    threads: dict[str, list[str]] = field(default_factory=dict)
+    room: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=lambda: ["a stranger is in the room"])
+    finished_at: dict[str, float] = field(default_factory=dict)
+
+    async def send(self, chat: str, reply: Reply) -> None:
+        self.sent.setdefault(chat, []).append(reply.text)
+        self.finished_at[chat] = asyncio.get_running_loop().time()
+
+    async def check(self) -> list[str]:
+        return list(self.problems)
+
+    async def open_thread(self, reference: str, text: str, urgent: bool) -> str:
+        thread = f"$root-{reference}"
+        self.threads[thread] = [text]
+        return thread
+
+    async def post(self, thread: str | None, text: str) -> None:
+        if thread is None:
+            self.room.append(text)
+        else:
+            self.threads[thread].append(text)
+
+    def mention(self, member: StaffMember) -> str:
+        return member.display_name
+
+
+async def _expected_replies(flow_engine: Engine, store: Store) -> list[str]:
+    """What one official gets for the normal intake, from a core that sends synchronously."""
+    recorder = Recorder()
+    core = Core(flow_engine, store, staff_room=recorder, settings=Settings.defaults())
+    core.attach(recorder)
+    for number, line in enumerate(INTAKE):
+        await core.handle(Inbound("test", "reference-run", "chat", line, f"ref-{number}"))
+        await core.settle()
+    return [_normal(text) for text in recorder.texts()]
+
+
+async def _until(condition: Callable[[], bool], seconds: float = 60) -> None:
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
+async def test_two_channels_one_core(store: Store, flow_engine: Engine) -> None:
+    expected = await _expected_replies(flow_engine, store)
+    telegram, matrix = FakeTelegram(blocked={"te-blocked"}), FakeMatrix()
+    core = Core(flow_engine, store, staff_room=matrix, settings=Settings.defaults())
+    core.attach(telegram)
+    core.attach(matrix)
+    workers = asyncio.create_task(core.delivery.run())
+
+    async def official(channel: str, user: str) -> None:
+        for number, line in enumerate(INTAKE):
+            await core.handle(
+                Inbound(channel, user, f"{channel[:2]}-{user}", line, f"{user}-{number}")
+            )
+
+    people = [("telegram", "a"), ("telegram", "b"), ("telegram", "blocked"), ("matrix", "c"),
+              ("matrix", "d")]  # fmt: skip
+    await asyncio.gather(*(official(channel, user) for channel, user in people))
+    try:
+        # Matrix is not held up by Telegram's pause: its officials are done before it ends.
+        await _until(
+            lambda: all(len(matrix.sent.get(f"ma-{u}", [])) == len(expected) for u in "cd")
+        )
+        assert telegram.asked_to_wait_at is not None
+        matrix_done = max(matrix.finished_at.values())
+        assert matrix_done < telegram.asked_to_wait_at + TELEGRAM_PAUSE
+        assert not all(len(telegram.sent.get(f"te-{u}", [])) == len(expected) for u in "ab")
+
+        await _until(
+            lambda: all(len(telegram.sent.get(f"te-{u}", [])) == len(expected) for u in "ab")
+        )
+        # every reply once, in order, on both channels
+        for chat in ("te-a", "te-b"):
+            assert [_normal(text) for text in telegram.sent[chat]] == expected
+        for chat in ("ma-c", "ma-d"):
+            assert [_normal(text) for text in matrix.sent[chat]] == expected
+        assert "te-blocked" not in telegram.sent
+
+        # the staff room's check failed: no case details were posted; then it passes
+        assert matrix.threads == {}
+        matrix.problems.clear()
+        core.delivery.wake(["matrix"])
+        await _until(lambda: len(matrix.threads) == 5, seconds=60)
+        # the blocked official's replies are dead letters, audited and noticed in the room
+        async with store.unit() as unit:
+            dead = await unit.session.scalar(
+                select(func.count()).where(OutboxMessage.dead_at.is_not(None))
+            )
+            failures = await unit.session.scalar(
+                select(func.count()).where(AuditEntry.action == "delivery failed")
+            )
+        # the first reply, before consent, was never stored: it failed in memory, logged only
+        assert dead == len(expected) - 1 and failures == dead
+        notices = [
+            text
+            for texts in [matrix.room, *matrix.threads.values()]
+            for text in texts
+            if "nicht zugestellt" in text
+        ]
+        assert len(notices) == dead
+        assert not any("blocked" in text or "te-" in text for text in notices)
+
+        # a claim and a relay, in thread order, on the staff room's channel
+        reference = next(iter(matrix.threads)).removeprefix("$root-")
+        thread = f"$root-{reference}"
+        async with store.unit() as unit:
+            case = await unit.case(reference)
+            assert case is not None and case.thread == thread
+        for number, text in enumerate(["/uebernehmen", "Erste Frage", "Zweite Frage"]):
+            await core.handle_staff(StaffInbound("matrix", "Berger", thread, text, f"s-{number}"))
+        await _until(lambda: len(matrix.threads[thread]) >= 3)
+        assert "übernommen" in matrix.threads[thread][1]
+    finally:
+        workers.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await workers
