@@ -21,7 +21,6 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from flows.engine import SUBMITTED
 from flows.state import IntakeState, StoredFile
 from storage.audit import OFFICIAL, SYSTEM, Action, record
 from storage.keyring import KeyringError, current_team, lock_keyring
@@ -441,13 +440,7 @@ class Unit:
             ).first()
             if case is None:
                 continue
-            waiting = IntakeState(
-                language=state.language,
-                step=SUBMITTED,
-                phase="submitted",
-                consented=True,
-                case_reference=case.reference,
-            )
+            waiting = IntakeState.submitted(state.language, case.reference)
             row.state = self.keys.encrypt(waiting.to_bytes(), f"state:{row.sender_key}")
             count += 1
         return count

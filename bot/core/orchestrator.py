@@ -165,7 +165,7 @@ class Core:
             position = await queue.position(unit, reference)
             note = self.handoff.waiting_note(position, new_state.language, unit.now)
             result.replies.append(Reply(note))
-            new_state = self.engine.submitted_state(new_state, reference)
+            new_state = IntakeState.submitted(new_state.language, reference)
         elif outcome.effect is Effect.DISCARD:
             await unit.discard(sender)
             result.deleted = True
