@@ -10,6 +10,7 @@ from pathlib import Path
 
 from bot import casebook
 from bot.app import App
+from bot.housekeeping import purge_once
 from storage import queue
 from storage.audit import Action, load_chain, verify
 from storage.casefile import open_case
@@ -176,13 +177,7 @@ async def export_case(app: App, reference: str, key: Path, out: Path) -> int:
 
 
 async def purge(app: App) -> int:
-    counselling = app.config.counselling
-    async with app.store.unit() as unit:
-        report = await unit.purge(
-            dt.timedelta(days=counselling.retention_days),
-            dt.timedelta(hours=counselling.abandoned_intake_hours),
-        )
-    await app.store.compact()
+    report = await purge_once(app.store, app.config.counselling)
     print(
         f"deleted {report.cases} closed case(s) past retention, {report.intakes} abandoned "
         f"intake(s), {report.files} loose file(s), {report.events} old delivery record(s)"
