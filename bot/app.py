@@ -1,4 +1,4 @@
-"""Putting the pieces together from a configuration: keys, database, engine."""
+"""Putting the pieces together from a configuration: keys, database, questionnaire engine."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from flows.engine import Engine
 from flows.offers import SHIPPED_OFFERS
 from flows.questionnaire import SHIPPED_QUESTIONNAIRE
 from flows.texts import SHIPPED_TEXTS
-from storage.db import open_engine, upgrade
+from storage.db import open_database, upgrade
 from storage.repository import Clock, Store, utc_now
 from storage.server_secret import ServerKeys, load_or_create_secret
 
@@ -67,7 +67,7 @@ async def open_app(config: Config, clock: Clock = utc_now) -> AsyncIterator[App]
     engine = load_engine(config)
     _private_folder(config.storage.data_dir)
     secret = load_or_create_secret(config.storage.secret_path, config.secret_from_environment())
-    database = open_engine(config.storage.url)
+    database = open_database(config.storage.url)
     try:
         await upgrade(database)
         yield App(config, engine, Store(database, ServerKeys.from_secret(secret), clock))

@@ -22,7 +22,8 @@ class DatabaseError(Exception):
     """The database cannot be opened or upgraded; the message names what to fix."""
 
 
-def open_engine(url: str) -> AsyncEngine:
+def open_database(url: str) -> AsyncEngine:
+    """The connection pool for `url` (SQLAlchemy calls it an engine)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _open_sqlite(url, parsed.database)
@@ -38,18 +39,18 @@ def open_engine(url: str) -> AsyncEngine:
     )
 
 
-def _open_sqlite(url: str, database: str | None) -> AsyncEngine:
-    if not database or database == ":memory:":
+def _open_sqlite(url: str, file: str | None) -> AsyncEngine:
+    if not file or file == ":memory:":
         raise DatabaseError(
             "storage.url: SQLite needs a file path, e.g. sqlite+aiosqlite:///lotse-data/lotse.db"
         )
-    path = Path(database)
+    path = Path(file)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     if not path.exists():  # SQLite gives its -wal and -shm files the database file's mode
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
-    engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_SECONDS})
+    database = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_SECONDS})
 
-    @event.listens_for(engine.sync_engine, "connect")
+    @event.listens_for(database.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Take transactions into our own hands (see _on_begin); set the pragmas Lotse relies on.
         dbapi_connection.isolation_level = None
@@ -64,13 +65,13 @@ def _open_sqlite(url: str, database: str | None) -> AsyncEngine:
             cursor.execute(f"PRAGMA {pragma}")
         cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(database.sync_engine, "begin")
     def _on_begin(connection: Connection) -> None:
         # IMMEDIATE takes the write lock up front: two writers queue on busy_timeout
         # instead of one failing when it upgrades a read lock.
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
-    return engine
+    return database
 
 
 def _alembic_config(connection: Connection) -> AlembicConfig:
@@ -80,21 +81,21 @@ def _alembic_config(connection: Connection) -> AlembicConfig:
     return config
 
 
-async def upgrade(engine: AsyncEngine) -> None:
+async def upgrade(database: AsyncEngine) -> None:
     """Bring the schema to the newest migration (also run on every start)."""
 
     def run(connection: Connection) -> None:
         command.upgrade(_alembic_config(connection), "head")
 
-    async with engine.begin() as connection:
+    async with database.begin() as connection:
         await connection.run_sync(run)
 
 
-async def schema_is_current(engine: AsyncEngine) -> bool:
+async def schema_is_current(database: AsyncEngine) -> bool:
     def check(connection: Connection) -> bool:
         current = MigrationContext.configure(connection).get_current_heads()
         heads = ScriptDirectory.from_config(_alembic_config(connection)).get_heads()
         return set(current) == set(heads)
 
-    async with engine.connect() as connection:
+    async with database.connect() as connection:
         return await connection.run_sync(check)

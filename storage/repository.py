@@ -76,11 +76,11 @@ class CaseSummary:
 
 
 class Store:
-    def __init__(self, engine: AsyncEngine, keys: ServerKeys, clock: Clock = utc_now) -> None:
-        self.engine = engine
+    def __init__(self, database: AsyncEngine, keys: ServerKeys, clock: Clock = utc_now) -> None:
+        self.database = database
         self.keys = keys
         self.clock = clock
-        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self._sessions = async_sessionmaker(database, expire_on_commit=False)
 
     @asynccontextmanager
     async def unit(self) -> AsyncIterator[Unit]:
@@ -94,9 +94,9 @@ class Store:
         secure_delete zeroes deleted rows in the database file; this makes sure no
         copy of them lingers in the -wal file either.
         """
-        if self.engine.dialect.name != "sqlite":
+        if self.database.dialect.name != "sqlite":
             return
-        async with self.engine.connect() as connection:
+        async with self.database.connect() as connection:
             raw = await connection.get_raw_connection()
             driver = raw.driver_connection
             assert driver is not None

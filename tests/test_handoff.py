@@ -131,7 +131,7 @@ class Bench:
         self.recorder = recorder or FlakyRecorder(
             end_to_end_encrypted=self.recorder.end_to_end_encrypted
         )
-        self.store = Store(self.store.engine, self.store.keys, clock=self.clock)
+        self.store = Store(self.store.database, self.store.keys, clock=self.clock)
         self.core = Core(self.engine, self.store, self.recorder, self.settings)
         self.core.attach(self.recorder)
 
@@ -201,7 +201,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 def bench(store: Store, flow_engine: Engine, clock: Clock) -> Bench:
-    return Bench(flow_engine, Store(store.engine, store.keys, clock=clock), clock, SETTINGS)
+    return Bench(flow_engine, Store(store.database, store.keys, clock=clock), clock, SETTINGS)
 
 
 SETTINGS = Settings.defaults()
@@ -548,7 +548,7 @@ async def test_relay_only_the_holder_reaches_the_official_and_everything_is_seal
 async def plaintext_in_rows(store: Store, canaries: list[str]) -> list[str]:
     """Every value of every row of every table, searched for the canaries."""
     metadata = MetaData()
-    async with store.engine.connect() as connection:
+    async with store.database.connect() as connection:
         await connection.run_sync(metadata.reflect)
         hits = []
         for table in metadata.sorted_tables:
@@ -758,7 +758,7 @@ async def test_what_an_unencrypted_staff_room_is_shown(
 ) -> None:
     bench = Bench(
         flow_engine,
-        Store(store.engine, store.keys, clock=clock),
+        Store(store.database, store.keys, clock=clock),
         clock,
         replace(SETTINGS, unencrypted_detail=detail),
         FlakyRecorder(end_to_end_encrypted=False),
