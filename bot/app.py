@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+import zoneinfo
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from bot.config import Config, config_from_dict
+from bot.core.hours import OpeningHours
+from bot.core.settings import Settings
 from flows.engine import Engine
 from flows.offers import SHIPPED_OFFERS
 from flows.questionnaire import SHIPPED_QUESTIONNAIRE
@@ -38,6 +42,19 @@ def demo_config(data_dir: Path) -> Config:
         },
         data_dir,
         "demo",
+    )
+
+
+def settings_from_config(config: Config) -> Settings:
+    """What the core needs to know from the configuration."""
+    counselling = config.counselling
+    return Settings(
+        hours=OpeningHours.parse(counselling.hours),
+        timezone=zoneinfo.ZoneInfo(counselling.timezone),
+        escalate_after=dt.timedelta(minutes=counselling.escalate_urgent_after_minutes),
+        reopen_within=dt.timedelta(days=counselling.reopen_days),
+        staff_language=config.staff.language,
+        unencrypted_detail=config.staff.unencrypted_detail,
     )
 
 

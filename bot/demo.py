@@ -8,11 +8,10 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from bot.app import App, open_app
+from bot.app import App, open_app, settings_from_config
 from bot.config import Config
 from bot.console import ConsoleChannel, ConsoleSession
 from bot.core.orchestrator import Core
-from bot.core.settings import Settings
 from storage.keyfile import public_path, read_public_key, write_key_pair
 from storage.keyring import CounsellorEntry, active_counsellors, bootstrap
 
@@ -41,7 +40,7 @@ def console_session(app: App, out: TextIO, source: TextIO, interactive: bool) ->
     """The core wired to the terminal: the official's chat and the built-in staff room."""
     channel = ConsoleChannel(out)
     core = Core(
-        app.engine, app.store, staff_room=channel, settings=Settings.from_config(app.config)
+        app.engine, app.store, staff_room=channel, settings=settings_from_config(app.config)
     )
     core.attach(channel)
     return ConsoleSession(core, channel, source, interactive)

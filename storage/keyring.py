@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from sqlalchemy import delete, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -32,9 +32,6 @@ from storage.sealing import (
     seal,
 )
 
-if TYPE_CHECKING:
-    from storage.repository import Unit
-
 # PostgreSQL advisory lock: key changes exclusive, sealing new cases shared, so no
 # case is ever sealed to a team key that a concurrent revocation is retiring.
 KEYRING_LOCK = 0x4C4F5453  # "LOTS"
@@ -42,6 +39,21 @@ KEYRING_LOCK = 0x4C4F5453  # "LOTS"
 
 class KeyringError(Exception):
     """A key operation that cannot be done; the message says why and what to do."""
+
+
+class Transaction(Protocol):
+    """What a key change needs from its transaction (a `storage.repository.Unit`)."""
+
+    session: AsyncSession
+    now: dt.datetime
+
+    async def audit(
+        self,
+        action: Action,
+        actor: str,
+        case_reference: str | None = None,
+        detail: dict[str, str | int] | None = None,
+    ) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -109,7 +121,7 @@ async def _add_counsellor_row(
     return counsellor
 
 
-async def bootstrap(unit: Unit, entry: CounsellorEntry, public: PublicKey) -> Counsellor:
+async def bootstrap(unit: Transaction, entry: CounsellorEntry, public: PublicKey) -> Counsellor:
     """The first counsellor: creates the team key and seals it to them."""
     session, now = unit.session, unit.now
     await lock_keyring(session, shared=False)
@@ -177,7 +189,7 @@ async def open_team(session: AsyncSession, unlocked: UnlockedKey) -> OpenTeam:
 
 
 async def add(
-    unit: Unit,
+    unit: Transaction,
     by: UnlockedKey,
     entry: CounsellorEntry,
     public: PublicKey,
@@ -234,7 +246,7 @@ async def _rekey_case(
     case.team_key_id = new_team_id
 
 
-async def revoke(unit: Unit, by: UnlockedKey, name: str) -> int:
+async def revoke(unit: Transaction, by: UnlockedKey, name: str) -> int:
     """Revoke `name`: a new team key, and every case re-keyed under it. Returns the case count."""
     session, now = unit.session, unit.now
     await lock_keyring(session, shared=False)
