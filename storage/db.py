@@ -12,7 +12,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 SQLITE_BUSY_SECONDS = 30
@@ -81,14 +81,43 @@ def _alembic_config(connection: Connection) -> AlembicConfig:
     return config
 
 
-async def upgrade(database: AsyncEngine) -> None:
-    """Bring the schema to the newest migration (also run on every start)."""
+async def upgrade(database: AsyncEngine, revision: str = "head") -> None:
+    """Bring the schema to the newest migration (also run on every start), or to `revision`.
+
+    SQLite changes a table by copying it and dropping the old one; with foreign keys on,
+    that DROP would also delete every row referring to the table (ON DELETE CASCADE: the
+    team key wraps of the counsellors, the items of the cases). So, as SQLite's manual
+    advises, foreign keys are off while migrating and checked before the commit.
+    """
 
     def run(connection: Connection) -> None:
-        command.upgrade(_alembic_config(connection), "head")
+        command.upgrade(_alembic_config(connection), revision)
 
-    async with database.begin() as connection:
-        await connection.run_sync(run)
+    async with database.connect() as connection:
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:
+            await _sqlite_outside_transaction(connection, "PRAGMA foreign_keys=OFF")
+        try:
+            async with connection.begin():
+                await connection.run_sync(run)
+                if sqlite:
+                    dangling = (await connection.exec_driver_sql("PRAGMA foreign_key_check")).all()
+                    if dangling:
+                        raise DatabaseError(
+                            f"the migration would leave {len(dangling)} row(s) referring to rows "
+                            "that do not exist; nothing was changed"
+                        )
+        finally:
+            if sqlite:
+                await _sqlite_outside_transaction(connection, "PRAGMA foreign_keys=ON")
+
+
+async def _sqlite_outside_transaction(connection: AsyncConnection, statement: str) -> None:
+    """Run a pragma that SQLite ignores inside a transaction (such as foreign_keys)."""
+    raw = await connection.get_raw_connection()
+    driver = raw.driver_connection
+    assert driver is not None
+    await driver.execute(statement)
 
 
 async def schema_is_current(database: AsyncEngine) -> bool:

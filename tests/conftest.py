@@ -144,6 +144,20 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
     yield _async_url(admin_url, name)
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def blank_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A database of each kind without any table: for testing the migrations themselves."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'lotse.db'}"
+        return
+    admin_url = request.getfixturevalue("postgres_admin_url")
+    name = await _create_database(admin_url)
+    try:
+        yield _async_url(admin_url, name)
+    finally:
+        await _drop_database(admin_url, name)
+
+
 @pytest.fixture
 async def empty_store(database_url: str, server_keys: ServerKeys) -> AsyncIterator[Store]:
     """A migrated database with no counsellor yet."""
