@@ -70,13 +70,12 @@ async def add_counsellor(
     public_key: Path,
     *,
     display_name: str | None,
-    matrix_id: str | None,
-    telegram_id: int | None,
+    handles: tuple[tuple[str, str], ...] = (),
     by: Path | None,
     first: bool,
 ) -> int:
     public = read_public_key(public_key)
-    entry = CounsellorEntry(name, display_name or name, matrix_id, telegram_id)
+    entry = CounsellorEntry(name, display_name or name, handles)
     if first == (by is not None):
         raise KeyringError("name exactly one of --by KEYFILE (an existing counsellor) or --first")
     unlocked = unlock(by, passphrase(f"Passphrase for {by}: ")) if by is not None else None
@@ -97,14 +96,7 @@ async def list_counsellors(app: App) -> int:
         return 0
     for counsellor in counsellors:
         state = f"revoked {counsellor.revoked_at:%Y-%m-%d}" if counsellor.revoked_at else "active"
-        handles = ", ".join(
-            handle
-            for handle in (
-                counsellor.matrix_id,
-                f"telegram {counsellor.telegram_id}" if counsellor.telegram_id else None,
-            )
-            if handle
-        )
+        handles = ", ".join(f"{held.channel}:{held.handle}" for held in counsellor.handles)
         print(
             f"{counsellor.name:<24} {state:<18} shown as {counsellor.display_name!r:<20} "
             f"{counsellor.fingerprint}  {handles}"

@@ -19,7 +19,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.audit import Action
 from storage.keyfile import UnlockedKey
-from storage.models import Case, CaseItem, Counsellor, StoredBlob, TeamKey, TeamKeyWrap
+from storage.models import (
+    Case,
+    CaseItem,
+    Counsellor,
+    CounsellorHandle,
+    StoredBlob,
+    TeamKey,
+    TeamKeyWrap,
+)
 from storage.sealing import (
     PrivateKey,
     PublicKey,
@@ -60,8 +68,8 @@ class Transaction(Protocol):
 class CounsellorEntry:
     name: str
     display_name: str
-    matrix_id: str | None = None
-    telegram_id: int | None = None
+    # (channel, the platform's id for them): how each staff room knows them, one per channel
+    handles: tuple[tuple[str, str], ...] = ()
 
 
 async def lock_keyring(session: AsyncSession, shared: bool) -> None:
@@ -107,11 +115,13 @@ async def _add_counsellor_row(
     ).first()
     if revoked is not None:
         raise KeyringError(f"{entry.name!r} was revoked; add them again under a new name")
+    await _check_handles(session, entry)
     counsellor = Counsellor(
         name=entry.name,
         display_name=entry.display_name,
-        matrix_id=entry.matrix_id,
-        telegram_id=entry.telegram_id,
+        handles=[
+            CounsellorHandle(channel=channel, handle=handle) for channel, handle in entry.handles
+        ],
         public_key=public.to_bytes(),
         fingerprint=public.fingerprint(),
         added_at=now,
@@ -119,6 +129,25 @@ async def _add_counsellor_row(
     session.add(counsellor)
     await session.flush()
     return counsellor
+
+
+async def _check_handles(session: AsyncSession, entry: CounsellorEntry) -> None:
+    """One handle per channel, and none that another counsellor holds (revoked ones hold none)."""
+    per_channel: dict[str, str] = {}
+    for channel, handle in entry.handles:
+        if channel in per_channel:
+            raise KeyringError(
+                f"two {channel} handles given ({per_channel[channel]}, {handle}); "
+                "a counsellor has one per channel"
+            )
+        per_channel[channel] = handle
+        holder = await session.scalar(
+            select(Counsellor.name)
+            .join(CounsellorHandle, CounsellorHandle.counsellor_id == Counsellor.id)
+            .where(CounsellorHandle.channel == channel, CounsellorHandle.handle == handle)
+        )
+        if holder is not None:
+            raise KeyringError(f"the handle {channel}:{handle} belongs to {holder!r} already")
 
 
 async def bootstrap(unit: Transaction, entry: CounsellorEntry, public: PublicKey) -> Counsellor:
@@ -263,6 +292,7 @@ async def revoke(unit: Transaction, by: UnlockedKey, name: str) -> int:
             "cannot revoke the last counsellor: nobody could open any case afterwards"
         )
     target.revoked_at = now
+    target.handles.clear()  # they may no longer act in any staff room; the account is free
 
     new_private = PrivateKey.generate()
     new_team = TeamKey(public_key=new_private.public_key().to_bytes(), created_at=now)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from flows.messages import Attachment, Choice, Reply
@@ -53,11 +54,15 @@ class StaffInbound:
 
 @dataclass(frozen=True, slots=True)
 class StaffMember:
-    """A counsellor as a staff room needs them: to mention them."""
+    """A counsellor as a staff room needs them: to recognise what they write, to mention them.
+
+    `handles` maps a channel's name to that platform's id for them; which one applies,
+    and how, only the staff room knows.
+    """
 
     display_name: str
-    matrix_id: str | None
-    telegram_id: int | None
+    name: str
+    handles: Mapping[str, str] = field(default_factory=dict)
 
 
 class StaffRoom(Protocol):
@@ -76,6 +81,10 @@ class StaffRoom(Protocol):
 
     async def post(self, thread: str | None, text: str) -> None:
         """Post in a case's thread, or in the room at large when `thread` is None."""
+        ...
+
+    def is_author(self, member: StaffMember, author: str) -> bool:
+        """Whether `member` wrote a message whose `StaffInbound.author` is `author`."""
         ...
 
     def mention(self, member: StaffMember) -> str: ...
