@@ -10,6 +10,7 @@ from pathlib import Path
 
 from bot import casebook
 from bot.app import App
+from bot.housekeeping import purge_once
 from storage import queue
 from storage.audit import Action, load_chain, verify
 from storage.casefile import open_case
@@ -69,13 +70,12 @@ async def add_counsellor(
     public_key: Path,
     *,
     display_name: str | None,
-    matrix_id: str | None,
-    telegram_id: int | None,
+    handles: tuple[tuple[str, str], ...] = (),
     by: Path | None,
     first: bool,
 ) -> int:
     public = read_public_key(public_key)
-    entry = CounsellorEntry(name, display_name or name, matrix_id, telegram_id)
+    entry = CounsellorEntry(name, display_name or name, handles)
     if first == (by is not None):
         raise KeyringError("name exactly one of --by KEYFILE (an existing counsellor) or --first")
     unlocked = unlock(by, passphrase(f"Passphrase for {by}: ")) if by is not None else None
@@ -96,14 +96,7 @@ async def list_counsellors(app: App) -> int:
         return 0
     for counsellor in counsellors:
         state = f"revoked {counsellor.revoked_at:%Y-%m-%d}" if counsellor.revoked_at else "active"
-        handles = ", ".join(
-            handle
-            for handle in (
-                counsellor.matrix_id,
-                f"telegram {counsellor.telegram_id}" if counsellor.telegram_id else None,
-            )
-            if handle
-        )
+        handles = ", ".join(f"{held.channel}:{held.handle}" for held in counsellor.handles)
         print(
             f"{counsellor.name:<24} {state:<18} shown as {counsellor.display_name!r:<20} "
             f"{counsellor.fingerprint}  {handles}"
@@ -176,13 +169,7 @@ async def export_case(app: App, reference: str, key: Path, out: Path) -> int:
 
 
 async def purge(app: App) -> int:
-    counselling = app.config.counselling
-    async with app.store.unit() as unit:
-        report = await unit.purge(
-            dt.timedelta(days=counselling.retention_days),
-            dt.timedelta(hours=counselling.abandoned_intake_hours),
-        )
-    await app.store.compact()
+    report = await purge_once(app.store, app.config.counselling)
     print(
         f"deleted {report.cases} closed case(s) past retention, {report.intakes} abandoned "
         f"intake(s), {report.files} loose file(s), {report.events} old delivery record(s)"

@@ -1,19 +1,23 @@
-"""Putting the pieces together from a configuration: keys, database, engine."""
+"""Putting the pieces together from a configuration: keys, database, questionnaire engine."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+import zoneinfo
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from bot.config import Config, config_from_dict
+from bot.core.hours import OpeningHours
+from bot.core.settings import Settings
 from flows.engine import Engine
 from flows.offers import SHIPPED_OFFERS
 from flows.questionnaire import SHIPPED_QUESTIONNAIRE
 from flows.texts import SHIPPED_TEXTS
-from storage.db import open_engine, upgrade
+from storage.db import open_database, upgrade
 from storage.repository import Clock, Store, utc_now
 from storage.server_secret import ServerKeys, load_or_create_secret
 
@@ -38,6 +42,19 @@ def demo_config(data_dir: Path) -> Config:
         },
         data_dir,
         "demo",
+    )
+
+
+def settings_from_config(config: Config) -> Settings:
+    """What the core needs to know from the configuration."""
+    counselling = config.counselling
+    return Settings(
+        hours=OpeningHours.parse(counselling.hours),
+        timezone=zoneinfo.ZoneInfo(counselling.timezone),
+        escalate_after=dt.timedelta(minutes=counselling.escalate_urgent_after_minutes),
+        reopen_within=dt.timedelta(days=counselling.reopen_days),
+        staff_language=config.staff.language,
+        unencrypted_detail=config.staff.unencrypted_detail,
     )
 
 
@@ -67,7 +84,7 @@ async def open_app(config: Config, clock: Clock = utc_now) -> AsyncIterator[App]
     engine = load_engine(config)
     _private_folder(config.storage.data_dir)
     secret = load_or_create_secret(config.storage.secret_path, config.secret_from_environment())
-    database = open_engine(config.storage.url)
+    database = open_database(config.storage.url)
     try:
         await upgrade(database)
         yield App(config, engine, Store(database, ServerKeys.from_secret(secret), clock))

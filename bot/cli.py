@@ -11,7 +11,7 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
-from bot import admin, logs
+from bot import admin, handles, logs
 from bot.app import App, demo_config, open_app
 from bot.config import Config, ConfigError, load_config
 from bot.demo import DEFAULT_DEMO_DIR, run_demo
@@ -35,6 +35,7 @@ from storage.server_secret import DecryptionError, SecretError
 OPERATOR_ERRORS = (
     ConfigError, QuestionnaireError, DirectoryError, TextsError, SecretError, DatabaseError,
     KeyFileError, KeyringError, CaseError, DecryptionError, admin.CommandError,
+    handles.HandleError,
 )  # fmt: skip
 CONFIG_ENV = "LOTSE_CONFIG"
 
@@ -92,8 +93,16 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("name")
     add.add_argument("--public-key", type=Path, required=True)
     add.add_argument("--display-name", help="the name officials see (default: NAME)")
-    add.add_argument("--matrix-id")
-    add.add_argument("--telegram-id", type=int)
+    add.add_argument(
+        "--handle",
+        action="append",
+        default=[],
+        metavar="CHANNEL:ID",
+        help="how a staff room knows them, e.g. telegram:123456789 or matrix:@b:example.org "
+        "(repeatable; one per channel)",
+    )
+    add.add_argument("--matrix-id", metavar="ID", help="the same as --handle matrix:ID")
+    add.add_argument("--telegram-id", metavar="ID", help="the same as --handle telegram:ID")
     add.add_argument("--by", type=Path, help="key file of an existing counsellor")
     add.add_argument(
         "--first", action="store_true", help="the very first counsellor: creates the team key"
@@ -243,13 +252,15 @@ def _dispatch(arguments: argparse.Namespace) -> int:
 def _data_command(arguments: argparse.Namespace) -> Callable[[App], Awaitable[int]]:
     command, action = arguments.command, getattr(arguments, "action", None)
     if command == "counsellor" and action == "add":
+        given = handles.from_arguments(  # checked before the database is opened
+            arguments.handle, telegram_id=arguments.telegram_id, matrix_id=arguments.matrix_id
+        )
         return lambda app: admin.add_counsellor(
             app,
             arguments.name,
             arguments.public_key,
             display_name=arguments.display_name,
-            matrix_id=arguments.matrix_id,
-            telegram_id=arguments.telegram_id,
+            handles=given,
             by=arguments.by,
             first=arguments.first,
         )

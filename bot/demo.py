@@ -6,11 +6,10 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from bot.app import App, open_app
+from bot.app import App, open_app, settings_from_config
 from bot.channels.console import ConsoleChannel
 from bot.config import Config
 from bot.core.orchestrator import Core
-from bot.core.settings import Settings
 from bot.service import Service
 from storage.keyfile import public_path, read_public_key, write_key_pair
 from storage.keyring import CounsellorEntry, active_counsellors, bootstrap
@@ -39,7 +38,7 @@ you were.
 def console_core(app: App, channel: ConsoleChannel) -> Core:
     """The core wired to the terminal: the official's chat and the built-in staff room."""
     core = Core(
-        app.engine, app.store, staff_room=channel, settings=Settings.from_config(app.config)
+        app.engine, app.store, staff_room=channel, settings=settings_from_config(app.config)
     )
     core.attach(channel)
     return core

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import logging
 
-from bot.app import open_app
+from bot.app import open_app, settings_from_config
 from bot.config import Config, ConfigError
 from bot.core.orchestrator import Core
-from bot.core.settings import Settings
 from bot.core.types import StaffMember
 from bot.housekeeping import purge_daily
 from bot.service import Service
@@ -31,6 +30,9 @@ class NoStaffRoom:
 
     async def post(self, thread: str | None, text: str) -> None:
         raise LookupError("no staff room is running")
+
+    def is_author(self, member: StaffMember, author: str) -> bool:
+        return False
 
     def mention(self, member: StaffMember) -> str:
         return member.display_name
@@ -56,7 +58,7 @@ async def run_service(config: Config) -> int:
                         )
                     ],
                 )
-        core = Core(app.engine, app.store, NoStaffRoom(), Settings.from_config(config))
+        core = Core(app.engine, app.store, NoStaffRoom(), settings_from_config(config))
         logger.warning("no channel is enabled: only the daily retention job runs")
         await Service(core, [], jobs=[lambda: purge_daily(app.store, config.counselling)]).run()
     return 0

@@ -20,10 +20,8 @@ from flows.messages import Choice, Effect, Outcome, Reply, UserInput
 from flows.offers import SHIPPED_OFFERS, Need, load_directory
 from flows.questionnaire import SHIPPED_QUESTIONNAIRE, Questionnaire, Rule, Step, load_questionnaire
 from flows.render import Renderer
-from flows.state import Evidence, IntakeState
+from flows.state import SUBMITTED, Evidence, IntakeState
 from flows.texts import SHIPPED_TEXTS, Texts, load_texts
-
-SUBMITTED = "submitted"  # the machine's state once the summary is sent; not a step of the file
 
 
 class _Cursor:
@@ -155,16 +153,6 @@ class Engine:
     def is_command(self, text: str) -> bool:
         """Whether a message is a command (known or not) rather than words for a counsellor."""
         return self._command(clean(text))[2] is not None
-
-    def submitted_state(self, state: IntakeState, reference: str) -> IntakeState:
-        """What is kept once the answers have become a case: no answers, just the reference."""
-        return IntakeState(
-            language=state.language,
-            step=SUBMITTED,
-            phase="submitted",
-            consented=True,
-            case_reference=reference,
-        )
 
     def confirmation(self, state: IntakeState, reference: str, hours: str) -> list[Reply]:
         """What the official reads right after submitting."""

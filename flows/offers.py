@@ -8,16 +8,16 @@ has an explicit "no entry yet" record, so the bot never guesses.
 from __future__ import annotations
 
 import datetime as dt
-import tomllib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from flows.problems import Problem, describe_validation_error
+from flows.problems import Problem
 from flows.questionnaire import Questionnaire
+from flows.tomlfile import read_toml
 
 SHIPPED_OFFERS = Path(__file__).with_name("offers.toml")
 LAENDER = (
@@ -129,16 +129,9 @@ def load_directory(questionnaire: Questionnaire, path: Path = SHIPPED_OFFERS) ->
 def check_directory(
     path: Path, questionnaire: Questionnaire | None, today: dt.date | None = None
 ) -> tuple[Directory | None, list[Problem]]:
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        return None, [Problem("file", f"cannot be read: {error.strerror or error}")]
-    except tomllib.TOMLDecodeError as error:
-        return None, [Problem("file", f"is not valid TOML: {error}")]
-    try:
-        parsed = DirectoryFile.model_validate(raw)
-    except ValidationError as error:
-        return None, describe_validation_error(error, raw)
+    parsed, problems = read_toml(path, DirectoryFile)
+    if parsed is None:
+        return None, problems
     problems = list(_directory_problems(parsed, questionnaire, today or dt.date.today()))
     directory = Directory(tuple(parsed.offers), {note.id: note for note in parsed.lands})
     return directory, problems

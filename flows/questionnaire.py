@@ -7,15 +7,15 @@ never raises on a bad file: it collects every problem it finds, so one run of
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from flows.problems import Problem, describe_validation_error
+from flows.problems import Problem
+from flows.tomlfile import read_toml
 
 SHIPPED_QUESTIONNAIRE = Path(__file__).with_name("intake.toml")
 
@@ -237,16 +237,9 @@ def load_questionnaire(path: Path = SHIPPED_QUESTIONNAIRE) -> Questionnaire:
 
 
 def check_questionnaire(path: Path) -> tuple[Questionnaire | None, list[Problem]]:
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        return None, [Problem("file", f"cannot be read: {error.strerror or error}")]
-    except tomllib.TOMLDecodeError as error:
-        return None, [Problem("file", f"is not valid TOML: {error}")]
-    try:
-        parsed = QuestionnaireFile.model_validate(raw)
-    except ValidationError as error:
-        return None, describe_validation_error(error, raw)
+    parsed, problems = read_toml(path, QuestionnaireFile)
+    if parsed is None:
+        return None, problems
     problems = list(_semantic_problems(parsed))
     steps = {step.id: step for step in parsed.steps}
     return Questionnaire(parsed.meta, parsed.profile, parsed.emergency, steps), problems

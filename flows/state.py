@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 STATE_VERSION = 1
+SUBMITTED = "submitted"  # the step once the summary is sent; not a step of the questionnaire
 
 
 class Evidence(BaseModel):
@@ -50,6 +51,17 @@ class IntakeState(BaseModel):
     previous_reference: str | None = None  # the closed case a returning official started over from
     # What the official wrote while their case waited: posted in the thread at the claim.
     relay_backlog: list[str] = Field(default_factory=list)
+
+    @classmethod
+    def submitted(cls, language: str, reference: str) -> IntakeState:
+        """What is kept once the answers have become a case: no answers, just the reference."""
+        return cls(
+            language=language,
+            step=SUBMITTED,
+            phase="submitted",
+            consented=True,
+            case_reference=reference,
+        )
 
     def to_bytes(self) -> bytes:
         return self.model_dump_json().encode("utf-8")

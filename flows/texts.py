@@ -8,14 +8,14 @@ translation is found by `lotse flow check`, not by an official at night.
 from __future__ import annotations
 
 import string
-import tomllib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from flows.problems import Problem, describe_validation_error
+from flows.problems import Problem
+from flows.tomlfile import read_toml
 
 SHIPPED_TEXTS = Path(__file__).with_name("texts.toml")
 
@@ -151,16 +151,9 @@ def load_texts(path: Path = SHIPPED_TEXTS, languages: Sequence[str] = ("de", "en
 
 
 def check_texts(path: Path, languages: Sequence[str]) -> tuple[Texts | None, list[Problem]]:
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        return None, [Problem("file", f"cannot be read: {error.strerror or error}")]
-    except tomllib.TOMLDecodeError as error:
-        return None, [Problem("file", f"is not valid TOML: {error}")]
-    try:
-        parsed = TextsFile.model_validate(raw)
-    except ValidationError as error:
-        return None, describe_validation_error(error, raw)
+    parsed, problems = read_toml(path, TextsFile)
+    if parsed is None:
+        return None, problems
     problems = list(_problems(parsed, languages))
     texts = Texts(
         parsed.languages,

@@ -12,7 +12,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 SQLITE_BUSY_SECONDS = 30
@@ -22,7 +22,8 @@ class DatabaseError(Exception):
     """The database cannot be opened or upgraded; the message names what to fix."""
 
 
-def open_engine(url: str) -> AsyncEngine:
+def open_database(url: str) -> AsyncEngine:
+    """The connection pool for `url` (SQLAlchemy calls it an engine)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _open_sqlite(url, parsed.database)
@@ -38,18 +39,18 @@ def open_engine(url: str) -> AsyncEngine:
     )
 
 
-def _open_sqlite(url: str, database: str | None) -> AsyncEngine:
-    if not database or database == ":memory:":
+def _open_sqlite(url: str, file: str | None) -> AsyncEngine:
+    if not file or file == ":memory:":
         raise DatabaseError(
             "storage.url: SQLite needs a file path, e.g. sqlite+aiosqlite:///lotse-data/lotse.db"
         )
-    path = Path(database)
+    path = Path(file)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     if not path.exists():  # SQLite gives its -wal and -shm files the database file's mode
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
-    engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_SECONDS})
+    database = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_SECONDS})
 
-    @event.listens_for(engine.sync_engine, "connect")
+    @event.listens_for(database.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Take transactions into our own hands (see _on_begin); set the pragmas Lotse relies on.
         dbapi_connection.isolation_level = None
@@ -64,13 +65,13 @@ def _open_sqlite(url: str, database: str | None) -> AsyncEngine:
             cursor.execute(f"PRAGMA {pragma}")
         cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(database.sync_engine, "begin")
     def _on_begin(connection: Connection) -> None:
         # IMMEDIATE takes the write lock up front: two writers queue on busy_timeout
         # instead of one failing when it upgrades a read lock.
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
-    return engine
+    return database
 
 
 def _alembic_config(connection: Connection) -> AlembicConfig:
@@ -80,21 +81,50 @@ def _alembic_config(connection: Connection) -> AlembicConfig:
     return config
 
 
-async def upgrade(engine: AsyncEngine) -> None:
-    """Bring the schema to the newest migration (also run on every start)."""
+async def upgrade(database: AsyncEngine, revision: str = "head") -> None:
+    """Bring the schema to the newest migration (also run on every start), or to `revision`.
+
+    SQLite changes a table by copying it and dropping the old one; with foreign keys on,
+    that DROP would also delete every row referring to the table (ON DELETE CASCADE: the
+    team key wraps of the counsellors, the items of the cases). So, as SQLite's manual
+    advises, foreign keys are off while migrating and checked before the commit.
+    """
 
     def run(connection: Connection) -> None:
-        command.upgrade(_alembic_config(connection), "head")
+        command.upgrade(_alembic_config(connection), revision)
 
-    async with engine.begin() as connection:
-        await connection.run_sync(run)
+    async with database.connect() as connection:
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:
+            await _sqlite_outside_transaction(connection, "PRAGMA foreign_keys=OFF")
+        try:
+            async with connection.begin():
+                await connection.run_sync(run)
+                if sqlite:
+                    dangling = (await connection.exec_driver_sql("PRAGMA foreign_key_check")).all()
+                    if dangling:
+                        raise DatabaseError(
+                            f"the migration would leave {len(dangling)} row(s) referring to rows "
+                            "that do not exist; nothing was changed"
+                        )
+        finally:
+            if sqlite:
+                await _sqlite_outside_transaction(connection, "PRAGMA foreign_keys=ON")
 
 
-async def schema_is_current(engine: AsyncEngine) -> bool:
+async def _sqlite_outside_transaction(connection: AsyncConnection, statement: str) -> None:
+    """Run a pragma that SQLite ignores inside a transaction (such as foreign_keys)."""
+    raw = await connection.get_raw_connection()
+    driver = raw.driver_connection
+    assert driver is not None
+    await driver.execute(statement)
+
+
+async def schema_is_current(database: AsyncEngine) -> bool:
     def check(connection: Connection) -> bool:
         current = MigrationContext.configure(connection).get_current_heads()
         heads = ScriptDirectory.from_config(_alembic_config(connection)).get_heads()
         return set(current) == set(heads)
 
-    async with engine.connect() as connection:
+    async with database.connect() as connection:
         return await connection.run_sync(check)

@@ -12,14 +12,22 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from sqlalchemy import delete, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.audit import Action
 from storage.keyfile import UnlockedKey
-from storage.models import Case, CaseItem, Counsellor, StoredBlob, TeamKey, TeamKeyWrap
+from storage.models import (
+    Case,
+    CaseItem,
+    Counsellor,
+    CounsellorHandle,
+    StoredBlob,
+    TeamKey,
+    TeamKeyWrap,
+)
 from storage.sealing import (
     PrivateKey,
     PublicKey,
@@ -32,9 +40,6 @@ from storage.sealing import (
     seal,
 )
 
-if TYPE_CHECKING:
-    from storage.repository import Unit
-
 # PostgreSQL advisory lock: key changes exclusive, sealing new cases shared, so no
 # case is ever sealed to a team key that a concurrent revocation is retiring.
 KEYRING_LOCK = 0x4C4F5453  # "LOTS"
@@ -44,12 +49,27 @@ class KeyringError(Exception):
     """A key operation that cannot be done; the message says why and what to do."""
 
 
+class Transaction(Protocol):
+    """What a key change needs from its transaction (a `storage.repository.Unit`)."""
+
+    session: AsyncSession
+    now: dt.datetime
+
+    async def audit(
+        self,
+        action: Action,
+        actor: str,
+        case_reference: str | None = None,
+        detail: dict[str, str | int] | None = None,
+    ) -> None: ...
+
+
 @dataclass(frozen=True)
 class CounsellorEntry:
     name: str
     display_name: str
-    matrix_id: str | None = None
-    telegram_id: int | None = None
+    # (channel, the platform's id for them): how each staff room knows them, one per channel
+    handles: tuple[tuple[str, str], ...] = ()
 
 
 async def lock_keyring(session: AsyncSession, shared: bool) -> None:
@@ -95,11 +115,13 @@ async def _add_counsellor_row(
     ).first()
     if revoked is not None:
         raise KeyringError(f"{entry.name!r} was revoked; add them again under a new name")
+    await _check_handles(session, entry)
     counsellor = Counsellor(
         name=entry.name,
         display_name=entry.display_name,
-        matrix_id=entry.matrix_id,
-        telegram_id=entry.telegram_id,
+        handles=[
+            CounsellorHandle(channel=channel, handle=handle) for channel, handle in entry.handles
+        ],
         public_key=public.to_bytes(),
         fingerprint=public.fingerprint(),
         added_at=now,
@@ -109,7 +131,26 @@ async def _add_counsellor_row(
     return counsellor
 
 
-async def bootstrap(unit: Unit, entry: CounsellorEntry, public: PublicKey) -> Counsellor:
+async def _check_handles(session: AsyncSession, entry: CounsellorEntry) -> None:
+    """One handle per channel, and none that another counsellor holds (revoked ones hold none)."""
+    per_channel: dict[str, str] = {}
+    for channel, handle in entry.handles:
+        if channel in per_channel:
+            raise KeyringError(
+                f"two {channel} handles given ({per_channel[channel]}, {handle}); "
+                "a counsellor has one per channel"
+            )
+        per_channel[channel] = handle
+        holder = await session.scalar(
+            select(Counsellor.name)
+            .join(CounsellorHandle, CounsellorHandle.counsellor_id == Counsellor.id)
+            .where(CounsellorHandle.channel == channel, CounsellorHandle.handle == handle)
+        )
+        if holder is not None:
+            raise KeyringError(f"the handle {channel}:{handle} belongs to {holder!r} already")
+
+
+async def bootstrap(unit: Transaction, entry: CounsellorEntry, public: PublicKey) -> Counsellor:
     """The first counsellor: creates the team key and seals it to them."""
     session, now = unit.session, unit.now
     await lock_keyring(session, shared=False)
@@ -177,7 +218,7 @@ async def open_team(session: AsyncSession, unlocked: UnlockedKey) -> OpenTeam:
 
 
 async def add(
-    unit: Unit,
+    unit: Transaction,
     by: UnlockedKey,
     entry: CounsellorEntry,
     public: PublicKey,
@@ -234,7 +275,7 @@ async def _rekey_case(
     case.team_key_id = new_team_id
 
 
-async def revoke(unit: Unit, by: UnlockedKey, name: str) -> int:
+async def revoke(unit: Transaction, by: UnlockedKey, name: str) -> int:
     """Revoke `name`: a new team key, and every case re-keyed under it. Returns the case count."""
     session, now = unit.session, unit.now
     await lock_keyring(session, shared=False)
@@ -251,6 +292,7 @@ async def revoke(unit: Unit, by: UnlockedKey, name: str) -> int:
             "cannot revoke the last counsellor: nobody could open any case afterwards"
         )
     target.revoked_at = now
+    target.handles.clear()  # they may no longer act in any staff room; the account is free
 
     new_private = PrivateKey.generate()
     new_team = TeamKey(public_key=new_private.public_key().to_bytes(), created_at=now)

@@ -20,7 +20,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -148,12 +148,32 @@ class Counsellor(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
     display_name: Mapped[str] = mapped_column(String(100))  # shown to officials
-    matrix_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
-    telegram_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     public_key: Mapped[bytes] = mapped_column(LargeBinary)
     fingerprint: Mapped[str] = mapped_column(String(32))
     added_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # Loaded with the counsellor: every staff-room message asks who its author is.
+    handles: Mapped[list[CounsellorHandle]] = relationship(
+        lazy="selectin",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        order_by="CounsellorHandle.channel",
+    )
+
+
+class CounsellorHandle(Base):
+    """How one platform knows a counsellor (a Matrix or Telegram user id): who may act in the
+    staff room, and whom to mention. One platform account belongs to one counsellor."""
+
+    __tablename__ = "counsellor_handles"
+    __table_args__ = (UniqueConstraint("channel", "handle"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    counsellor_id: Mapped[int] = mapped_column(
+        ForeignKey("counsellors.id", ondelete="CASCADE"), index=True
+    )
+    channel: Mapped[str] = mapped_column(String(16))
+    handle: Mapped[str] = mapped_column(String(255))
 
 
 class TeamKey(Base):

@@ -182,12 +182,6 @@ async def due_escalations(unit: Unit) -> list[Case]:
     return list(await unit.session.scalars(query))
 
 
-async def unposted(unit: Unit) -> list[Case]:
-    """Cases whose thread could not be opened yet (the staff room check failed)."""
-    query = select(Case).where(Case.thread.is_(None), Case.status != CLOSED).order_by(*QUEUE_ORDER)
-    return list(await unit.session.scalars(query))
-
-
 def _minutes(values: Sequence[dt.timedelta]) -> float | None:
     return (
         round(statistics.median(value.total_seconds() for value in values) / 60, 1)

@@ -22,7 +22,6 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from flows.engine import SUBMITTED
 from flows.state import IntakeState, StoredFile
 from storage.audit import OFFICIAL, SYSTEM, Action, record
 from storage.keyring import KeyringError, current_team, lock_keyring
@@ -79,11 +78,11 @@ class CaseSummary:
 
 
 class Store:
-    def __init__(self, engine: AsyncEngine, keys: ServerKeys, clock: Clock = utc_now) -> None:
-        self.engine = engine
+    def __init__(self, database: AsyncEngine, keys: ServerKeys, clock: Clock = utc_now) -> None:
+        self.database = database
         self.keys = keys
         self.clock = clock
-        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self._sessions = async_sessionmaker(database, expire_on_commit=False)
 
     @asynccontextmanager
     async def unit(self) -> AsyncIterator[Unit]:
@@ -97,9 +96,9 @@ class Store:
         secure_delete zeroes deleted rows in the database file; this makes sure no
         copy of them lingers in the -wal file either.
         """
-        if self.engine.dialect.name != "sqlite":
+        if self.database.dialect.name != "sqlite":
             return
-        async with self.engine.connect() as connection:
+        async with self.database.connect() as connection:
             raw = await connection.get_raw_connection()
             driver = raw.driver_connection
             assert driver is not None
@@ -450,13 +449,7 @@ class Unit:
             ).first()
             if case is None:
                 continue
-            waiting = IntakeState(
-                language=state.language,
-                step=SUBMITTED,
-                phase="submitted",
-                consented=True,
-                case_reference=case.reference,
-            )
+            waiting = IntakeState.submitted(state.language, case.reference)
             row.state = self.keys.encrypt(waiting.to_bytes(), f"state:{row.sender_key}")
             count += 1
         return count

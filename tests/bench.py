@@ -46,6 +46,9 @@ class _Sink:
     async def post(self, thread: str | None, text: str) -> None:
         return None
 
+    def is_author(self, member: StaffMember, author: str) -> bool:
+        return author in (member.name, member.display_name)
+
     def mention(self, member: StaffMember) -> str:
         return member.display_name
 

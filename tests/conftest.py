@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 
 from flows.engine import Engine
-from storage.db import open_engine, upgrade
+from storage.db import open_database, upgrade
 from storage.keyfile import UnlockedKey
 from storage.keyring import CounsellorEntry, bootstrap
 from storage.repository import Store
@@ -97,11 +97,11 @@ def _async_url(admin_url: str, name: str) -> str:
 
 async def _migrated_template(admin_url: str) -> str:
     name = await _create_database(admin_url)
-    engine = open_engine(_async_url(admin_url, name))
+    database = open_database(_async_url(admin_url, name))
     try:
-        await upgrade(engine)
+        await upgrade(database)
     finally:
-        await engine.dispose()
+        await database.dispose()
     return name
 
 
@@ -144,15 +144,29 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
     yield _async_url(admin_url, name)
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def blank_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A database of each kind without any table: for testing the migrations themselves."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'lotse.db'}"
+        return
+    admin_url = request.getfixturevalue("postgres_admin_url")
+    name = await _create_database(admin_url)
+    try:
+        yield _async_url(admin_url, name)
+    finally:
+        await _drop_database(admin_url, name)
+
+
 @pytest.fixture
 async def empty_store(database_url: str, server_keys: ServerKeys) -> AsyncIterator[Store]:
     """A migrated database with no counsellor yet."""
-    engine = open_engine(database_url)
-    await upgrade(engine)
+    database = open_database(database_url)
+    await upgrade(database)
     try:
-        yield Store(engine, server_keys)
+        yield Store(database, server_keys)
     finally:
-        await engine.dispose()
+        await database.dispose()
 
 
 @pytest.fixture(scope="session")

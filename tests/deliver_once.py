@@ -48,6 +48,9 @@ class FileChannel:
     async def post(self, thread: str | None, text: str) -> None:
         return None
 
+    def is_author(self, member: StaffMember, author: str) -> bool:
+        return False
+
     def mention(self, member: StaffMember) -> str:
         return member.display_name
 

@@ -74,7 +74,7 @@ async def build_history(store: Store, first: UnlockedKey) -> History:
         await unit.audit(Action.CASE_VIEWED, by, references[0])
     async with store.unit() as unit:
         assert await unit.delete_person("official-1") == 1
-    async with store.engine.connect() as connection:
+    async with store.database.connect() as connection:
         [end] = (await connection.execute(text("SELECT count, digest, mac FROM audit_head"))).all()
     async with store.unit() as unit:
         await revoke(unit, first, "Schmidt")
@@ -275,7 +275,7 @@ TAMPERING = {
 
 
 async def tamper_with(store: Store, history: History, how: Tamper) -> None:
-    async with store.engine.begin() as connection:
+    async with store.database.begin() as connection:
         await how(connection, history)
 
 
@@ -326,7 +326,7 @@ async def test_cutting_off_the_newest_entries_with_an_old_end_record_is_not_dete
     """
     count, digest, mac = history.end_before_revoking
     assert count == 8
-    async with store.engine.begin() as connection:
+    async with store.database.begin() as connection:
         await _sql(connection, "DELETE FROM audit_log WHERE id >= 9")
         await connection.execute(
             text("UPDATE audit_head SET count = :count, digest = :digest, mac = :mac"),
@@ -341,7 +341,7 @@ async def test_cutting_off_the_newest_entries_with_an_old_end_record_is_not_dete
 async def test_wiping_the_whole_log_is_detected(
     store: Store, history: History, lotse_verify: Verify
 ) -> None:
-    async with store.engine.begin() as connection:
+    async with store.database.begin() as connection:
         await _sql(connection, "DELETE FROM audit_log", "DELETE FROM audit_head")
     code, _, err = await lotse_verify()
     assert code == 1

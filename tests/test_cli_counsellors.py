@@ -76,3 +76,93 @@ def test_adding_needs_by_or_first(lotse, tmp_path: Path) -> None:
     code, _, err = lotse("counsellor", "add", "A", "--public-key", f"{key}.pub")
     assert code == 1
     assert "--by KEYFILE" in err and "--first" in err
+
+
+def _keys(lotse, tmp_path: Path, *names: str) -> dict[str, Path]:
+    keys = {name: tmp_path / f"{name}.key" for name in names}
+    for path in keys.values():
+        assert lotse("keys", "generate", "--out", str(path))[0] == 0
+    return keys
+
+
+def test_several_handles_are_kept_and_listed(lotse, tmp_path: Path) -> None:
+    keys = _keys(lotse, tmp_path, "berger", "kaya")
+    code, _, err = lotse(
+        "counsellor", "add", "Berger", "--public-key", f"{keys['berger']}.pub", "--first",
+        "--handle", "telegram:123456789", "--handle", "matrix:@berger:example.org",
+        "--handle", "console:A. Berger",
+    )  # fmt: skip
+    assert code == 0, err
+    code, _, err = lotse(
+        "counsellor", "add", "Kaya", "--public-key", f"{keys['kaya']}.pub",
+        "--by", str(keys["berger"]), "--telegram-id", "0042", "--matrix-id", "@kaya:example.org",
+    )  # fmt: skip
+    assert code == 0, err
+
+    code, out, _ = lotse("counsellor", "list")
+    assert code == 0
+    berger, kaya = out.splitlines()
+    assert berger.startswith("Berger") and berger.endswith(
+        "console:A. Berger, matrix:@berger:example.org, telegram:123456789"
+    )
+    assert kaya.startswith("Kaya") and kaya.endswith("matrix:@kaya:example.org, telegram:42")
+
+
+def test_malformed_handles_are_named_and_nothing_is_added(lotse, tmp_path: Path) -> None:
+    key = _keys(lotse, tmp_path, "berger")["berger"]
+    for arguments, expected in [
+        (["--handle", "telegram:12ab"], "'12ab' is not a Telegram user id"),
+        (["--handle", "telegram:-5"], "'-5' is not a Telegram user id"),
+        (["--telegram-id", "@berger"], "--telegram-id '@berger': '@berger' is not a Telegram"),
+        (["--handle", "matrix:berger"], "'berger' is not a Matrix user id (@name:server"),
+        (["--matrix-id", "@berger"], "--matrix-id '@berger': '@berger' is not a Matrix user id"),
+        (["--handle", "matrix:@ber ger:example.org"], "'@ber ger:example.org' is not a Matrix"),
+        (["--handle", "signal:+4917012345"], "unknown channel 'signal'"),
+        (["--handle", "123456789"], "--handle '123456789': write CHANNEL:ID"),
+        (["--handle", "telegram:"], "--handle 'telegram:': the id must have 1 to 255 characters"),
+        (
+            ["--handle", "telegram:1", "--telegram-id", "2"],
+            "two telegram handles given (1, 2); a counsellor has one per channel",
+        ),
+    ]:
+        code, out, err = lotse(
+            "counsellor", "add", "Berger", "--public-key", f"{key}.pub", "--first", *arguments
+        )
+        assert code == 1, arguments
+        assert expected in err, (arguments, err)
+        assert "Traceback" not in err and out == ""
+    code, out, _ = lotse("counsellor", "list")
+    assert "no counsellors yet" in out
+
+
+def test_a_handle_belongs_to_one_active_counsellor(lotse, tmp_path: Path) -> None:
+    keys = _keys(lotse, tmp_path, "berger", "kaya", "lutz")
+    berger = ["--public-key", f"{keys['berger']}.pub", "--first"]
+    assert (
+        lotse("counsellor", "add", "Berger", *berger, "--handle", "matrix:@b:example.org")[0] == 0
+    )
+    by = ["--by", str(keys["berger"])]
+    code, _, err = lotse(
+        "counsellor", "add", "Kaya", "--public-key", f"{keys['kaya']}.pub", *by,
+        "--handle", "telegram:777", "--handle", "matrix:@b:example.org",
+    )  # fmt: skip
+    assert code == 1
+    assert "the handle matrix:@b:example.org belongs to 'Berger' already" in err
+    code, _, err = lotse(
+        "counsellor", "add", "Kaya", "--public-key", f"{keys['kaya']}.pub", *by,
+        "--telegram-id", "777",
+    )  # fmt: skip
+    assert code == 0, err
+
+    # A revoked counsellor's account may be given to someone else.
+    assert lotse("counsellor", "revoke", "Kaya", *by)[0] == 0
+    code, _, err = lotse(
+        "counsellor", "add", "Lutz", "--public-key", f"{keys['lutz']}.pub", *by,
+        "--handle", "telegram:777",
+    )  # fmt: skip
+    assert code == 0, err
+    code, out, _ = lotse("counsellor", "list")
+    [kaya] = [line for line in out.splitlines() if line.startswith("Kaya")]
+    [lutz] = [line for line in out.splitlines() if line.startswith("Lutz")]
+    assert "revoked" in kaya and "telegram" not in kaya
+    assert lutz.endswith("telegram:777")

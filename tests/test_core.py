@@ -29,6 +29,9 @@ class Recorder:
     posts: list[tuple[str, str, bool]] = field(default_factory=list)  # new cases' threads
     room: list[tuple[str | None, str]] = field(default_factory=list)  # later posts: thread, text
     problems: list[str] = field(default_factory=list)  # what the staff room check reports
+    # The platform the staff room lives on: None as in the terminal (authors are names),
+    # else authors are the members' handles on that platform.
+    staff_platform: str | None = None
 
     async def send(self, chat: str, reply: Reply) -> None:
         self.sent.append((chat, reply))
@@ -42,6 +45,11 @@ class Recorder:
 
     async def post(self, thread: str | None, text: str) -> None:
         self.room.append((thread, text))
+
+    def is_author(self, member: StaffMember, author: str) -> bool:
+        if self.staff_platform is not None:
+            return member.handles.get(self.staff_platform) == author
+        return author.casefold() in (member.name.casefold(), member.display_name.casefold())
 
     def mention(self, member: StaffMember) -> str:
         return f"@{member.display_name}"

@@ -188,7 +188,7 @@ MARGIN = dt.timedelta(hours=1)
 
 def at(store: Store, moment: dt.datetime) -> Store:
     """The same database, with a clock stopped at `moment`."""
-    return Store(store.engine, store.keys, clock=lambda: moment)
+    return Store(store.database, store.keys, clock=lambda: moment)
 
 
 def _state(files: list[object] | None = None) -> IntakeState:

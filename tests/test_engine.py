@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from flows.engine import SUBMITTED, Engine
+from flows.engine import Engine
 from flows.messages import Effect, Outcome, Reply, UserInput
 from flows.offers import Directory, LandNote, Need, Offer
-from flows.state import Evidence, IntakeState, StoredFile
+from flows.state import SUBMITTED, Evidence, IntakeState, StoredFile
 
 # Valid answers for every question, as an official would type them (German chat).
 # `where` = online; `contact` = chat: the common path through the questionnaire.
@@ -674,7 +674,7 @@ def test_delete_declined_keeps_everything(consented):
 
 def test_delete_is_confirmed_even_after_submission(at_summary, flow_engine):
     at_summary.say("absenden")
-    chat = Chat(flow_engine, flow_engine.submitted_state(at_summary.now, "L-2026-0003"))
+    chat = Chat(flow_engine, IntakeState.submitted(at_summary.now.language, "L-2026-0003"))
     chat.say("/loeschen")
     assert chat.effect is None
     chat.say("yes")
@@ -909,7 +909,7 @@ def test_file_sent_with_a_command_is_kept(consented, messages):
 
 def test_after_submission_any_message_shows_the_reference(at_summary, flow_engine):
     at_summary.say("absenden")
-    chat = Chat(flow_engine, flow_engine.submitted_state(at_summary.now, "L-2026-0042"))
+    chat = Chat(flow_engine, IntakeState.submitted(at_summary.now.language, "L-2026-0042"))
     text = chat.say("Hallo, gibt es etwas Neues?")
     assert "Ihre Meldung L-2026-0042 ist angekommen" in text
     assert "/neu" in text
@@ -932,7 +932,7 @@ def test_after_submission_any_message_shows_the_reference(at_summary, flow_engin
 
 def test_submitted_state_keeps_no_answers(at_summary, flow_engine):
     at_summary.say("absenden")
-    kept = flow_engine.submitted_state(at_summary.now, "L-2026-0042")
+    kept = IntakeState.submitted(at_summary.now.language, "L-2026-0042")
     assert kept.answers == {}
     assert kept.case_reference == "L-2026-0042"
     assert kept.language == "de"

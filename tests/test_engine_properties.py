@@ -5,7 +5,7 @@ A walk is a conversation of up to 60 messages. Some walks start on the happy pat
 are noise from the start: every command spelling, numbers, choice labels and ids,
 yes/no words, random unicode with control characters and emoji, very long texts,
 blanks, links, and files. The state is carried from message to message the way the
-core carries it: submitted intakes become `engine.submitted_state`, and files sent
+core carries it: submitted intakes become `IntakeState.submitted`, and files sent
 before consent arrive as `dropped_files`.
 
 Unusual digits ('²', '③') and numbers of thousands of digits are part of the noise:
@@ -23,9 +23,9 @@ from hypothesis import strategies as st
 from hypothesis.strategies import DataObject, SearchStrategy
 
 from flows.answers import clean
-from flows.engine import SUBMITTED, Engine
+from flows.engine import Engine
 from flows.messages import Effect, Outcome, UserInput
-from flows.state import IntakeState, StoredFile
+from flows.state import SUBMITTED, IntakeState, StoredFile
 
 MAX_MESSAGES = 60
 REFERENCE = "L-2026-0001"
@@ -244,7 +244,7 @@ def _step(
         _check_submission(engine, before, after)
         seen.submitted += 1
         event("submitted")
-        return engine.submitted_state(after, REFERENCE)
+        return IntakeState.submitted(after.language, REFERENCE)
 
     assert outcome.effect is None
     _check_answers_kept(engine, before, after)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import io
 import json
 import logging
 from dataclasses import dataclass, field, replace
@@ -19,10 +20,11 @@ from typing import Any
 import pytest
 from sqlalchemy import MetaData, func, select
 
+from bot.channels.console import ConsoleChannel
 from bot.core.handoff import Handoff
 from bot.core.orchestrator import Core
 from bot.core.settings import Settings
-from bot.core.types import Attachment, Reply, StaffInbound
+from bot.core.types import Attachment, Reply, StaffInbound, StaffMember
 from flows.engine import Engine
 from storage import queue
 from storage.audit import Action, load_chain, verify
@@ -131,7 +133,7 @@ class Bench:
         self.recorder = recorder or FlakyRecorder(
             end_to_end_encrypted=self.recorder.end_to_end_encrypted
         )
-        self.store = Store(self.store.engine, self.store.keys, clock=self.clock)
+        self.store = Store(self.store.database, self.store.keys, clock=self.clock)
         self.core = Core(self.engine, self.store, self.recorder, self.settings)
         self.core.attach(self.recorder)
 
@@ -154,6 +156,8 @@ class Bench:
         before = len(self.recorder.room)
         thread = f"thread-{reference}" if reference else None
         event_id = event_id or f"staff-event-{self.events}"
+        # The staff room is on the platform the message comes from.
+        self.recorder.staff_platform = None if channel == "console" else channel
         await self.core.handle_staff(
             StaffInbound(channel, author, thread, text, event_id, attachments=files)
         )
@@ -203,7 +207,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 def bench(store: Store, flow_engine: Engine, clock: Clock) -> Bench:
-    return Bench(flow_engine, Store(store.engine, store.keys, clock=clock), clock, SETTINGS)
+    return Bench(flow_engine, Store(store.database, store.keys, clock=clock), clock, SETTINGS)
 
 
 SETTINGS = Settings.defaults()
@@ -217,7 +221,9 @@ async def test_strangers_and_revoked_counsellors_are_refused_and_audited(
 ) -> None:
     person = bench.person()
     reference = await person.submit()
-    await bench.hire(counsellor_key, CounsellorEntry("Lutz", "L. Lutz", "@lutz:example.org"))
+    await bench.hire(
+        counsellor_key, CounsellorEntry("Lutz", "L. Lutz", (("matrix", "@lutz:example.org"),))
+    )
     async with bench.store.unit() as unit:
         await revoke(unit, counsellor_key, "Lutz")
     before = len(person.received())
@@ -251,6 +257,31 @@ async def test_strangers_and_revoked_counsellors_are_refused_and_audited(
     assert person.received()[before:] == []  # nothing reached the official
     # Small talk in the room at large by someone not on the list is not a command: ignored.
     assert await bench.staff("Guten Morgen", author="Mallory") == []
+
+
+async def test_the_staff_room_decides_who_an_author_is(
+    bench: Bench, counsellor_key: UnlockedKey
+) -> None:
+    handles = (("matrix", "@lutz:example.org"), ("telegram", "4711"))
+    await bench.hire(counsellor_key, CounsellorEntry("Lutz", "L. Lutz", handles))
+    reference = await bench.person().submit()
+    # In a Matrix room Lutz is his Matrix id; his names, or his Telegram id, are nobody there.
+    for author in ("Lutz", "L. Lutz", "4711", "@LUTZ:example.org"):
+        posted = await bench.staff("/uebernehmen", reference, author, "matrix")
+        assert posted == [(f"thread-{reference}", NOT_ALLOWED)], author
+    # In the terminal a counsellor writes under a name; a platform id is nobody there.
+    posted = await bench.staff("/uebernehmen", reference, "@lutz:example.org", "console")
+    assert posted == [(f"thread-{reference}", NOT_ALLOWED)]
+    [(_, claimed)] = await bench.staff("/uebernehmen", reference, "4711", "telegram")
+    assert claimed.startswith("L. Lutz hat den Fall übernommen.")
+
+
+def test_the_terminal_knows_counsellors_by_name() -> None:
+    room = ConsoleChannel(io.StringIO())
+    member = StaffMember("A. Berger", "Berger", {"matrix": "@berger:example.org"})
+    assert room.is_author(member, "berger") and room.is_author(member, "A. BERGER")
+    assert not room.is_author(member, "@berger:example.org")
+    assert not room.is_author(member, "Berge")
 
 
 async def test_unknown_commands_are_named_and_case_commands_need_a_thread(bench: Bench) -> None:
@@ -419,7 +450,7 @@ async def test_outside_hours_the_official_gets_the_next_opening_and_the_hotline(
     ],
 )
 def test_the_next_opening_in_berlin_time(flow_engine: Engine, utc, expected) -> None:
-    note = Handoff(flow_engine, SETTINGS, "test").waiting_note(None, "de", utc)
+    note = Handoff(flow_engine, SETTINGS, Recorder()).waiting_note(None, "de", utc)
     if expected is None:
         assert note == "Die Beratung ist gerade erreichbar; in der Regel meldet sich bald jemand."
     else:
@@ -429,8 +460,8 @@ def test_the_next_opening_in_berlin_time(flow_engine: Engine, utc, expected) -> 
 # -- the relay ------------------------------------------------------------------------------------
 
 FILE_CANARY = b"%PDF FILE-CANARY Verhaltenstipps"
-SCHULZ = CounsellorEntry("Schulz", "Beraterin P.", matrix_id="@pschulz:example.org")
-KOCH = CounsellorEntry("Koch", "Berater K.", matrix_id="@koch:example.org")
+SCHULZ = CounsellorEntry("Schulz", "Beraterin P.", (("matrix", "@pschulz:example.org"),))
+KOCH = CounsellorEntry("Koch", "Berater K.", (("matrix", "@koch:example.org"),))
 FORBIDDEN_FOR_THE_OFFICIAL = (
     "@pschulz:example.org", "pschulz", "Schulz", "@koch:example.org", "Koch",
     "NOTE-CANARY", "EARLY-CANARY", "INTRUDER-CANARY", "STALE-CANARY", "RELEASE-CANARY",
@@ -550,7 +581,7 @@ async def test_relay_only_the_holder_reaches_the_official_and_everything_is_seal
 async def plaintext_in_rows(store: Store, canaries: list[str]) -> list[str]:
     """Every value of every row of every table, searched for the canaries."""
     metadata = MetaData()
-    async with store.engine.connect() as connection:
+    async with store.database.connect() as connection:
         await connection.run_sync(metadata.reflect)
         hits = []
         for table in metadata.sorted_tables:
@@ -760,7 +791,7 @@ async def test_what_an_unencrypted_staff_room_is_shown(
 ) -> None:
     bench = Bench(
         flow_engine,
-        Store(store.engine, store.keys, clock=clock),
+        Store(store.database, store.keys, clock=clock),
         clock,
         replace(SETTINGS, unencrypted_detail=detail),
         FlakyRecorder(end_to_end_encrypted=False),

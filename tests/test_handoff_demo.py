@@ -1,6 +1,6 @@
 """The handoff in `lotse demo`, as separate processes: what the official and the counsellor see.
 
-The demo's staff room is the same terminal (see bot/console.py): `staff> L-… TEXT`
+The demo's staff room is the same terminal (see bot/channels/console.py): `staff> L-… TEXT`
 is the demo counsellor ("Beraterin Demo") writing in a case's thread, `staff(Name)> `
 someone who is not on the counsellor list; the official's lines start with `bot> `,
 the staff room's with `staff-room> ` (`staff-room> [L-…] ` inside a case's thread).

@@ -62,7 +62,7 @@ class Desk:
     @classmethod
     async def on(cls, store: Store) -> Desk:
         clock = Clock()
-        desk = cls(Store(store.engine, store.keys, clock=clock), clock)
+        desk = cls(Store(store.database, store.keys, clock=clock), clock)
         await desk.reload()
         return desk
 
@@ -276,7 +276,7 @@ import asyncio, json, pathlib, random, sys
 from sqlalchemy import select
 
 from storage import queue
-from storage.db import open_engine
+from storage.db import open_database
 from storage.models import Counsellor
 from storage.repository import Store
 from storage.server_secret import ServerKeys
@@ -284,8 +284,8 @@ from storage.server_secret import ServerKeys
 
 async def main(url, name, folder):
     folder = pathlib.Path(folder)
-    engine = open_engine(url)
-    store = Store(engine, ServerKeys.from_secret(bytes([7]) * 32))
+    database = open_database(url)
+    store = Store(database, ServerKeys.from_secret(bytes([7]) * 32))
     references = json.loads((folder / "references.json").read_text())
     random.Random(name).shuffle(references)
     async with store.unit() as unit:
@@ -302,7 +302,7 @@ async def main(url, name, folder):
             lost.append([reference, refusal.key, refusal.fields.get("holder", "")])
         else:
             won.append(reference)
-    await engine.dispose()
+    await database.dispose()
     print(json.dumps({"won": won, "lost": lost}))
 
 

@@ -107,7 +107,7 @@ def cli_target(store: Store, secret: bytes, folder: Path) -> CliTarget:
 
     The server secret goes in through LOTSE_SERVER_SECRET, as an operator may give it.
     """
-    url = store.engine.url
+    url = store.database.url
     if url.get_backend_name() == "sqlite":
         assert url.database is not None
         database = Path(url.database)
@@ -214,7 +214,7 @@ async def postgres_dump(url: str) -> DatabaseDump:
 
 
 async def database_dump(store: Store) -> DatabaseDump:
-    url = store.engine.url
+    url = store.database.url
     if url.get_backend_name() == "sqlite":
         assert url.database is not None
         await store.compact()
@@ -479,9 +479,9 @@ async def test_a_case_through_the_core_is_sealed_in_the_database_and_opens_with_
     dump = await database_dump(store)
     assert reference in dump.text
     assert dump.findings(secret) == []
-    if store.engine.url.get_backend_name() == "sqlite":
-        assert store.engine.url.database is not None
-        assert findings(Path(store.engine.url.database).parent, secret) == []
+    if store.database.url.get_backend_name() == "sqlite":
+        assert store.database.url.database is not None
+        assert findings(Path(store.database.url.database).parent, secret) == []
 
     async with store.unit() as unit:
         opened, by = await open_case(unit, counsellor_key, reference)

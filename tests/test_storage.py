@@ -42,7 +42,7 @@ async def test_state_round_trips_and_is_stored_encrypted(store: Store) -> None:
 async def test_state_does_not_open_with_another_secret(store: Store) -> None:
     async with store.unit() as unit:
         await unit.save("sender-a", "console", "chat-a", _state(description="x"))
-    other = Store(store.engine, ServerKeys.from_secret(b"\x08" * 32))
+    other = Store(store.database, ServerKeys.from_secret(b"\x08" * 32))
     with pytest.raises(DecryptionError):
         async with other.unit() as unit:
             await unit.load("sender-a")
@@ -68,7 +68,7 @@ async def test_references_count_up_per_year(store: Store) -> None:
         [dt.datetime(2026, 12, 31, 23, 0, tzinfo=dt.UTC)] * 2
         + [dt.datetime(2027, 1, 1, 0, 5, tzinfo=dt.UTC)] * 2
     )
-    dated = Store(store.engine, store.keys, clock=lambda: next(moments))
+    dated = Store(store.database, store.keys, clock=lambda: next(moments))
     references = []
     for _ in range(4):
         async with dated.unit() as unit:

@@ -8,6 +8,7 @@ not hold up the other.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,12 +27,16 @@ from bot.core.types import (
     StaffMember,
 )
 from flows.engine import Engine
-from storage.models import AuditEntry, OutboxMessage
+from storage.keyfile import UnlockedKey
+from storage.keyring import CounsellorEntry, add
+from storage.models import AuditEntry, Case, OutboxMessage
 from storage.repository import Store
+from storage.sealing import PrivateKey
 from tests.test_core import NORMAL_INTAKE, Recorder
 
 REFERENCE = re.compile(r"L-\d{4}-\d{4}")
 INTAKE = [*NORMAL_INTAKE, "absenden"]
+LUTZ = "@lutz:example.org"
 TELEGRAM_PAUSE = 3.0  # what the Telegram-like platform asks for, once
 
 
@@ -90,6 +95,9 @@ class FakeMatrix:
         else:
             self.threads[thread].append(text)
 
+    def is_author(self, member: StaffMember, author: str) -> bool:
+        return member.handles.get(self.name) == author
+
     def mention(self, member: StaffMember) -> str:
         return member.display_name
 
@@ -112,12 +120,15 @@ async def _until(condition: Callable[[], bool], seconds: float = 60) -> None:
         await asyncio.sleep(0.02)
 
 
-async def test_two_channels_one_core(store: Store, flow_engine: Engine) -> None:
+async def test_two_channels_one_core(
+    store: Store, flow_engine: Engine, counsellor_key: UnlockedKey
+) -> None:
     expected = await _expected_replies(flow_engine, store)
     telegram, matrix = FakeTelegram(blocked={"te-blocked"}), FakeMatrix()
     core = Core(flow_engine, store, staff_room=matrix, settings=Settings.defaults())
     core.attach(telegram)
     core.attach(matrix)
+    core.delivery.room_recheck = dt.timedelta(seconds=0.5)
     workers = asyncio.create_task(core.delivery.run())
 
     async def official(channel: str, user: str) -> None:
@@ -174,15 +185,28 @@ async def test_two_channels_one_core(store: Store, flow_engine: Engine) -> None:
         assert not any("blocked" in text or "te-" in text for text in notices)
 
         # a claim and a relay, in thread order, on the staff room's channel
-        reference = next(iter(matrix.threads)).removeprefix("$root-")
-        thread = f"$root-{reference}"
+        async with store.unit() as unit:  # a case of an official on Telegram, staff on Matrix
+            case = (
+                await unit.session.scalars(
+                    select(Case).where(Case.channel == "telegram").order_by(Case.id)
+                )
+            ).first()
+            assert case is not None and case.thread is not None
+        thread = case.thread
         async with store.unit() as unit:
-            case = await unit.case(reference)
-            assert case is not None and case.thread == thread
+            await add(unit, counsellor_key, CounsellorEntry("Lutz", "L. Lutz", (("matrix", LUTZ),)),
+                      PrivateKey.generate().public_key())  # fmt: skip
         for number, text in enumerate(["/uebernehmen", "Erste Frage", "Zweite Frage"]):
-            await core.handle_staff(StaffInbound("matrix", "Berger", thread, text, f"s-{number}"))
-        await _until(lambda: len(matrix.threads[thread]) >= 3)
-        assert "übernommen" in matrix.threads[thread][1]
+            await core.handle_staff(StaffInbound("matrix", LUTZ, thread, text, f"s-{number}"))
+        await _until(lambda: len(matrix.threads[thread]) >= 2)
+        assert matrix.threads[thread][-1].startswith("L. Lutz hat den Fall übernommen.")
+        sent = telegram.sent if case.channel == "telegram" else matrix.sent
+
+        def relayed() -> list[str]:
+            return [text for texts in sent.values() for text in texts if "L. Lutz:" in text]
+
+        await _until(lambda: len(relayed()) == 2)
+        assert relayed() == ["L. Lutz: Erste Frage", "L. Lutz: Zweite Frage"]
     finally:
         workers.cancel()
         with pytest.raises(asyncio.CancelledError):

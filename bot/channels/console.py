@@ -81,6 +81,10 @@ class ConsoleChannel:
     async def post(self, thread: str | None, text: str) -> None:
         self._write(f"{STAFF_ROOM_PREFIX}[{thread}] " if thread else STAFF_ROOM_PREFIX, text)
 
+    def is_author(self, member: StaffMember, author: str) -> bool:
+        """In the terminal a counsellor writes under their name or display name."""
+        return author.casefold() in (member.name.casefold(), member.display_name.casefold())
+
     def mention(self, member: StaffMember) -> str:
         return f"@{member.display_name}"
 

@@ -83,6 +83,7 @@ class Delivery:
         self.staff_room = staff_room
         self.channels = channels
         self._dead_notice = dead_notice
+        self.room_recheck = ROOM_RECHECK
         self._workers: dict[str, _Worker] = {}
 
     def _worker(self, name: str) -> _Worker:
@@ -186,7 +187,7 @@ class Delivery:
                     if room_problems is None:
                         room_problems = await self._check_room()
                     if room_problems:
-                        await self._postpone(stream, ROOM_RECHECK)
+                        await self._postpone(stream, self.room_recheck)
                         continue
                 for position, message in enumerate(stream):
                     try:

@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 
 from bot.core.settings import Settings
-from bot.core.types import Attachment, Reply, StaffInbound
+from bot.core.types import Attachment, Reply, StaffInbound, StaffMember, StaffRoom
 from flows.answers import match_one, parse_command
 from flows.engine import Engine
 from flows.messages import Choice
@@ -30,6 +30,12 @@ logger = logging.getLogger(__name__)
 CASE_COMMANDS = frozenset({"claim", "release", "transfer", "note", "close", "reopen"})
 
 
+def staff_member(counsellor: Counsellor) -> StaffMember:
+    """A counsellor as the staff room sees them."""
+    handles = {held.channel: held.handle for held in counsellor.handles}
+    return StaffMember(counsellor.display_name, counsellor.name, handles)
+
+
 @dataclass(frozen=True)
 class OfficialTurn:
     """What the core does with an official's message after submission."""
@@ -39,11 +45,11 @@ class OfficialTurn:
 
 
 class Handoff:
-    def __init__(self, engine: Engine, settings: Settings, staff_channel: str) -> None:
+    def __init__(self, engine: Engine, settings: Settings, staff_room: StaffRoom) -> None:
         self.engine = engine
         self.texts = engine.texts
         self.settings = settings
-        self.staff_channel = staff_channel
+        self.staff_room = staff_room
         self._staff_commands = self.texts.command_names("staff_commands")
         self._outcomes = self.texts.command_names("outcomes")
 
@@ -189,17 +195,11 @@ class Handoff:
             urgent=case.urgent,
         )
 
-    async def counsellor_for(self, unit: Unit, channel: str, author: str) -> Counsellor | None:
-        """The active counsellor behind a staff-room author, or None: the allow-list."""
+    async def counsellor_for(self, unit: Unit, author: str) -> Counsellor | None:
+        """The active counsellor behind a staff-room author, or None: the allow-list.
+        The staff room decides who an author is."""
         for counsellor in await active_counsellors(unit.session):
-            if channel == "matrix" and counsellor.matrix_id == author:
-                return counsellor
-            if channel == "telegram" and str(counsellor.telegram_id or "") == author:
-                return counsellor
-            if channel == "console" and author.casefold() in (
-                counsellor.name.casefold(),
-                counsellor.display_name.casefold(),
-            ):
+            if self.staff_room.is_author(staff_member(counsellor), author):
                 return counsellor
         return None
 
@@ -208,7 +208,7 @@ class Handoff:
         text = inbound.text.strip()
         command, argument, spelled = parse_command(text, self._staff_commands)
         reference = await self._reference_of(unit, inbound.thread)
-        counsellor = await self.counsellor_for(unit, inbound.channel, inbound.author)
+        counsellor = await self.counsellor_for(unit, inbound.author)
         if inbound.thread is not None and reference is None and counsellor is not None:
             # A thread Lotse does not know (or of a case since deleted).
             await self._post(

@@ -25,10 +25,10 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 
 from bot.core.delivery import Delivery
-from bot.core.handoff import Handoff
+from bot.core.handoff import Handoff, staff_member
 from bot.core.locks import KeyedLocks
 from bot.core.settings import Settings
-from bot.core.types import Channel, Inbound, Reply, StaffInbound, StaffMember, StaffRoom
+from bot.core.types import Channel, Inbound, Reply, StaffInbound, StaffRoom
 from bot.logs import log_failure
 from flows.engine import Engine
 from flows.messages import Effect, UserInput
@@ -71,7 +71,7 @@ class Core:
         self.staff_room = staff_room
         self.settings = settings
         self._channels: dict[str, Channel] = {}
-        self.handoff = Handoff(engine, settings, staff_room.name)
+        self.handoff = Handoff(engine, settings, staff_room)
         self.delivery = Delivery(store, staff_room, self._channels, self._dead_notice)
         self._locks = KeyedLocks()
         self._unsaved = _Bounded()
@@ -206,7 +206,7 @@ class Core:
             position = await queue.position(unit, reference)
             note = self.handoff.waiting_note(position, new_state.language, unit.now)
             result.replies.append(Reply(note))
-            new_state = self.engine.submitted_state(new_state, reference)
+            new_state = IntakeState.submitted(new_state.language, reference)
         elif outcome.effect is Effect.DISCARD:
             await unit.discard(sender)
             result.deleted = True
@@ -299,9 +299,7 @@ class Core:
         try:
             async with self.store.unit() as unit:
                 members = [
-                    StaffMember(
-                        counsellor.display_name, counsellor.matrix_id, counsellor.telegram_id
-                    )
+                    staff_member(counsellor)
                     for counsellor in await active_counsellors(unit.session)
                 ]
                 mentions = " ".join(self.staff_room.mention(member) for member in members)

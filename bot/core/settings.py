@@ -1,4 +1,7 @@
-"""What the core needs to know from the configuration, in the shape it uses."""
+"""What the core needs to know from the configuration, in the shape it uses.
+
+The core does not read the configuration itself: `bot.app.settings_from_config` builds this.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,6 @@ import datetime as dt
 import zoneinfo
 from dataclasses import dataclass
 
-from bot.config import Config
 from bot.core.hours import OpeningHours
 
 
@@ -19,18 +21,6 @@ class Settings:
     staff_language: str = "de"
     unencrypted_detail: str = "summary"  # minimal | summary | full
     max_file_bytes: int = 20 * 1024 * 1024  # per attachment, officials' and counsellors' alike
-
-    @classmethod
-    def from_config(cls, config: Config) -> Settings:
-        counselling = config.counselling
-        return cls(
-            hours=OpeningHours.parse(counselling.hours),
-            timezone=zoneinfo.ZoneInfo(counselling.timezone),
-            escalate_after=dt.timedelta(minutes=counselling.escalate_urgent_after_minutes),
-            reopen_within=dt.timedelta(days=counselling.reopen_days),
-            staff_language=config.staff.language,
-            unencrypted_detail=config.staff.unencrypted_detail,
-        )
 
     @classmethod
     def defaults(cls, hours: str = "Mo-Fr 09:00-16:00") -> Settings:

@@ -19,7 +19,8 @@ The contract between an adapter and the core:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from flows.messages import Attachment, Choice, Reply
@@ -108,11 +109,15 @@ class Adapter(Channel, Protocol):
 
 @dataclass(frozen=True, slots=True)
 class StaffMember:
-    """A counsellor as a staff room needs them: to mention them."""
+    """A counsellor as a staff room needs them: to recognise what they write, to mention them.
+
+    `handles` maps a channel's name to that platform's id for them; which one applies,
+    and how, only the staff room knows.
+    """
 
     display_name: str
-    matrix_id: str | None
-    telegram_id: int | None
+    name: str
+    handles: Mapping[str, str] = field(default_factory=dict)
 
 
 class StaffRoom(Protocol):
@@ -131,6 +136,10 @@ class StaffRoom(Protocol):
 
     async def post(self, thread: str | None, text: str) -> None:
         """Post in a case's thread, or in the room at large when `thread` is None."""
+        ...
+
+    def is_author(self, member: StaffMember, author: str) -> bool:
+        """Whether `member` wrote a message whose `StaffInbound.author` is `author`."""
         ...
 
     def mention(self, member: StaffMember) -> str: ...

@@ -1,7 +1,7 @@
 """outbox per channel: streams, dead letters, attachments in transit by reference
 
 Revision ID: 0005
-Revises: 0003 (re-chained after 0004 when the counsellor handles land)
+Revises: 0004
 Create Date: 2026-11-30 19:30:00
 
 Messages that were waiting in an outbox of an older version can only have been meant for
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0005"
-down_revision = "0003"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
