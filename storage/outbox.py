@@ -256,15 +256,26 @@ async def failed(unit: Unit, message_id: int) -> dt.datetime | None:
     return row.next_attempt_at
 
 
-async def dead(unit: Unit, message_id: int) -> None:
-    """A message that can never be delivered: its content and file go, a bare row stays."""
+async def dead(unit: Unit, message_id: int) -> bool:
+    """A message that can never be delivered: its content and file go, a bare row stays.
+
+    Returns whether it is the stream's first dead letter in a day (worth a notice: an
+    official who blocked the bot should not flood the staff room with one per message).
+    """
     row = await unit.session.get(OutboxMessage, message_id)
     if row is None:
-        return
+        return False
+    earlier = await unit.session.scalar(
+        select(func.count()).where(
+            OutboxMessage.stream == row.stream,
+            OutboxMessage.dead_at > unit.now - dt.timedelta(days=1),
+        )
+    )
     if row.file_id is not None:
         await unit.session.execute(delete(TransitFile).where(TransitFile.id == row.file_id))
-    row.content, row.file_id, row.stream = b"", None, ""
+    row.content, row.file_id = b"", None
     row.dead_at, row.leased_until = unit.now, None
+    return not earlier
 
 
 async def release_leases(unit: Unit, channels: Collection[str]) -> None:
@@ -277,7 +288,8 @@ async def release_leases(unit: Unit, channels: Collection[str]) -> None:
 
 
 async def forget_stream(unit: Unit, stream: str) -> None:
-    """Drop what still waits for a stream (an official who deleted everything)."""
+    """Drop what still waits for a stream, dead letters too (an official who deleted
+    everything)."""
     rows = await unit.session.scalars(select(OutboxMessage).where(OutboxMessage.stream == stream))
     for row in rows:
         if row.file_id is not None:

@@ -7,8 +7,8 @@ written; streams of urgent cases first.
 
 A send ends in one of four ways: delivered (the message is deleted); `RetryAfter`
 (the whole channel waits exactly that long, the message is not counted as failed);
-`PermanentFailure` (a dead letter: audited, a content-free notice in the staff room,
-and the stream goes on); anything else is temporary (a growing pause for that message
+`PermanentFailure` (a dead letter: audited, a content-free notice in the staff room –
+once a day per official –, and the stream goes on); anything else is temporary (a growing pause for that message
 and its stream). Before anything about a case is posted, the staff room is checked;
 when the check fails nothing is posted and the operator log says why.
 
@@ -288,14 +288,14 @@ class Delivery:
             why,
         )
         async with self.store.unit() as unit:
-            await outbox.dead(unit, message.id)
+            first = await outbox.dead(unit, message.id)
             await unit.audit(
                 Action.DELIVERY_FAILED,
                 SYSTEM,
                 message.reference,
                 {"channel": message.channel, "kind": message.kind, "why": why[:80]},
             )
-            if message.kind == outbox.OFFICIAL:
+            if message.kind == outbox.OFFICIAL and first:
                 await outbox.to_staff(unit, message.reference, self._dead_notice(message.reference))
         self.wake(unit.outbox_channels)
 
