@@ -8,9 +8,10 @@ written; streams of urgent cases first.
 A send ends in one of four ways: delivered (the message is deleted); `RetryAfter`
 (the whole channel waits exactly that long, the message is not counted as failed);
 `PermanentFailure` (a dead letter: audited, a content-free notice in the staff room –
-once a day per official –, and the stream goes on); anything else is temporary (a growing pause for that message
-and its stream). Before anything about a case is posted, the staff room is checked;
-when the check fails nothing is posted and the operator log says why.
+once a day per official –, and the stream goes on); anything else is temporary (a
+growing pause for that message and its stream). Before anything about a case is
+posted, the staff room is checked; when the check fails nothing is posted and the
+operator log says why.
 
 Replies to someone of whom nothing is stored – before consent, after a cancellation
 or a deletion – do not go through the database (nothing is stored before consent, and
