@@ -126,11 +126,11 @@ class Core:
                 language = self._language_of(sender)
                 step = _Step([Reply(self.engine.texts.get("technical_error", language))])
             self._remember_event(event_key)
+            if step.deleted:  # before the reply that says so can go out
+                await self.store.compact()
             if not step.durable and step.replies:
                 stream = outbox.official_stream(sender)
                 self.delivery.send_volatile(inbound.channel, stream, inbound.chat, step.replies)
-        if step.deleted:
-            await self.store.compact()
         self.delivery.wake(step.channels)
 
     def _language_of(self, sender: str) -> str:
