@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from flows.messages import Attachment, Choice, Reply
+from flows.messages import Attachment, Choice, Pick, Reply
 
 __all__ = [
-    "Attachment", "Channel", "Choice", "Inbound", "Reply",
+    "Attachment", "Channel", "Choice", "Inbound", "Pick", "Reply",
     "StaffInbound", "StaffMember", "StaffRoom",
 ]  # fmt: skip
 
@@ -19,6 +19,11 @@ class Inbound:
 
     `sender` is already a pseudonym (the core's HMAC of `channel:user id`); the
     platform's own id never enters the core. `chat` is where replies go.
+
+    A button press arrives as `pick`: the `Reply.prompt` the button was shown with and
+    its key (for a multiple choice, the keys the official toggled, sent once); `text`
+    is then not read. Choices are keyed per prompt and an outdated pick is refused by
+    the core, so an adapter never turns a button into text.
     """
 
     channel: str
@@ -27,6 +32,7 @@ class Inbound:
     text: str
     event_id: str
     attachments: tuple[Attachment, ...] = ()
+    pick: Pick | None = None
 
 
 class Channel(Protocol):
