@@ -273,7 +273,7 @@ class Engine:
         if state.pending is not None:
             return self._confirm(state, keys[0])
         assert step is not None  # a prompt without a pending confirmation is a step's
-        return self._answer(state, step, "", [], picked=keys)
+        return self._answer(state, step, "", [], chosen=keys)
 
     def _offered(self, state: IntakeState) -> tuple[Choice, ...]:
         """The choices of the prompt asked now: what a pick may name."""
@@ -299,13 +299,13 @@ class Engine:
         step: Step,
         text: str,
         replies: list[Reply],
-        picked: list[str] | None = None,
+        chosen: list[str] | None = None,
     ) -> Outcome:
         """An answer to the step asked now: typed `text`, or the keys of a valid pick."""
         language = state.language
         choices = self.render.choices(step, language)
         if step.kind == "consent":
-            key = picked[0] if picked else match_one(text, choices, self._consent)
+            key = chosen[0] if chosen else match_one(text, choices, self._consent)
             if key == "agree":
                 state.consented = True
                 return self._accept(state, step, key, replies)
@@ -316,14 +316,14 @@ class Engine:
             return Outcome(state, replies)
 
         if step.kind == "summary":
-            return self._summary_answer(state, text, replies, picked)
+            return self._summary_answer(state, text, replies, chosen)
 
         if step.kind == "evidence":
-            return self._evidence(state, step, text, replies, picked)
+            return self._evidence(state, step, text, replies, chosen)
 
         bare = self._bare_command(text)
         if step.kind in ("choice", "yesno"):
-            key = picked[0] if picked else match_one(text, choices, self._yes_no_for(choices))
+            key = chosen[0] if chosen else match_one(text, choices, self._yes_no_for(choices))
             if key is not None:
                 return self._accept(state, step, key, replies)
             if bare:
@@ -333,8 +333,8 @@ class Engine:
             return Outcome(state, replies)
 
         if step.kind == "multi":
-            if picked:
-                return self._accept(state, step, picked, replies)
+            if chosen:
+                return self._accept(state, step, chosen, replies)
             found = match_many(text, choices, {})
             if found.keys and not found.unknown:
                 return self._accept(state, step, found.keys, replies)
@@ -485,15 +485,15 @@ class Engine:
         step: Step,
         text: str,
         replies: list[Reply],
-        picked: list[str] | None = None,
+        chosen: list[str] | None = None,
     ) -> Outcome:
         language = state.language
         collected = state.answers.get(step.id)
         evidence = (
             collected.model_copy(deep=True) if isinstance(collected, Evidence) else Evidence()
         )
-        if picked:
-            key: str | None = picked[0]
+        if chosen:
+            key: str | None = chosen[0]
         elif text:
             key = match_one(text, self.render.choices(step, language), self._evidence_words)
         else:
@@ -528,11 +528,11 @@ class Engine:
         return Outcome(state, replies)
 
     def _summary_answer(
-        self, state: IntakeState, text: str, replies: list[Reply], picked: list[str] | None = None
+        self, state: IntakeState, text: str, replies: list[Reply], chosen: list[str] | None = None
     ) -> Outcome:
         folded = text.casefold().strip(" .!")
         submit = self.texts.get("submit", state.language).casefold()
-        if picked == ["submit"] or folded in self._submit_words or folded in ("submit", submit):
+        if chosen == ["submit"] or folded in self._submit_words or folded in ("submit", submit):
             path = self.questionnaire.path(state.answers)
             missing = [
                 step
