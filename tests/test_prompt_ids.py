@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass
 
 import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
 from flows.engine import Engine
 from flows.messages import Choice, Effect, Pick, Reply, UserInput
@@ -19,6 +21,7 @@ from flows.picks import picked, prompt_id
 from flows.questionnaire import ID_MAX_LENGTH
 from flows.state import Evidence, IntakeState
 from tests.test_engine import ANSWERS, Chat
+from tests.test_engine_properties import noise, valid_answer
 
 PROMPT = re.compile(r"^(?:[a-z][a-z0-9_]*|delete-confirm|cancel-confirm|return-choice)\.[0-9]+$")
 CALLBACK_DATA_LIMIT = 64  # bytes, Telegram
@@ -359,3 +362,68 @@ def test_picked_refuses_everything_that_is_not_an_offered_choice_of_this_prompt(
         picked(Pick("p.1", ("A",)), "p.1", choices, multiple=False) is None
     )  # labels are not keys
     assert picked(Pick("p.1", ("a",)), "p.1", (), multiple=False) is None  # a text question
+
+
+# -- any button at any moment: a property ----------------------------------------------------
+
+
+def _typed_twin(reply: Reply, keys: tuple[str, ...]) -> str:
+    """What the official would type instead of pressing `keys` on `reply`: the numbers."""
+    if not reply.numbered:
+        return "absenden"  # the summary's one button
+    order = [choice.key for choice in reply.choices]
+    return ", ".join(str(order.index(key) + 1) for key in keys)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_a_button_either_answers_like_its_number_or_changes_nothing(
+    flow_engine: Engine, data: st.DataObject
+) -> None:
+    engine = flow_engine
+    state: IntakeState | None = None
+    shown: list[Reply] = []  # every reply with buttons the chat has shown, oldest first
+    for number in range(40):
+        press = bool(shown) and data.draw(st.booleans(), label=f"press {number}")
+        if press:
+            # The latest buttons half of the time, else any the chat still shows.
+            reply = data.draw(st.one_of(st.just(shown[-1]), st.sampled_from(shown)), label="reply")
+            keys = tuple(
+                data.draw(
+                    st.lists(
+                        st.sampled_from([choice.key for choice in reply.choices]),
+                        min_size=1,
+                        max_size=3 if reply.multiple else 1,
+                        unique=True,
+                    ),
+                    label="keys",
+                )
+            )
+            assert reply.prompt is not None
+            outcome = engine.handle(state, UserInput("", pick=Pick(reply.prompt, keys)))
+            current = prompt_id(state) if state is not None else None
+            if reply.prompt != current:
+                event("an earlier button")
+                unchanged = state or engine.new_state()
+                assert outcome.state == unchanged
+                assert outcome.effect is None
+                assert outcome.replies[0].text == stale(engine, unchanged.language)
+            else:
+                event(f"a button of the current prompt {reply.prompt.split('.')[0]}")
+                assert state is not None
+                typed = engine.handle(state, UserInput(_typed_twin(reply, keys)))
+                assert outcome == typed
+        else:
+            strategy = st.one_of(noise(engine), valid_answer(engine, state, 0))
+            outcome = engine.handle(state, UserInput(data.draw(strategy, label="typed").text))
+        after = outcome.state
+        for reply in outcome.replies:
+            if reply.choices:
+                assert reply.prompt is not None
+            if reply.prompt is not None:  # no reply shows a button that is stale already
+                assert after is not None and reply.prompt == prompt_id(after)
+        shown += [reply for reply in outcome.replies if reply.choices]
+        if outcome.effect is Effect.SUBMIT:
+            assert after is not None
+            after = engine.submitted_state(after, "L-2026-0001")
+        state = after
