@@ -3,6 +3,10 @@
 `Engine.handle(state, input)` is pure: it copies the state, attaches a cursor to
 the shared machine, triggers, reads where the cursor went, detaches, and returns
 the new state, the replies and at most one effect for the core to carry out.
+
+Every reply that asks something carries the prompt's id; a button press
+(`UserInput.pick`) counts only for the prompt asked now and otherwise changes
+nothing (the id scheme is described in flows/picks.py).
 """
 
 from __future__ import annotations
