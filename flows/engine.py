@@ -3,6 +3,10 @@
 `Engine.handle(state, input)` is pure: it copies the state, attaches a cursor to
 the shared machine, triggers, reads where the cursor went, detaches, and returns
 the new state, the replies and at most one effect for the core to carry out.
+
+Every reply that asks something carries the prompt's id; a button press
+(`UserInput.pick`) counts only for the prompt asked now and otherwise changes
+nothing (the id scheme is described in flows/picks.py).
 """
 
 from __future__ import annotations
@@ -16,8 +20,9 @@ from typing import Any
 from transitions import Machine
 
 from flows.answers import clean, is_number, match_many, match_one, parse_command, split_links
-from flows.messages import Choice, Effect, Outcome, Reply, UserInput
+from flows.messages import Choice, Effect, Outcome, Pick, Reply, UserInput
 from flows.offers import SHIPPED_OFFERS, Need, load_directory
+from flows.picks import CONFIRMATION_KEYS, await_answer, new_prompt, picked, prompt_id
 from flows.questionnaire import SHIPPED_QUESTIONNAIRE, Questionnaire, Rule, Step, load_questionnaire
 from flows.render import Renderer
 from flows.state import SUBMITTED, Evidence, IntakeState
@@ -103,6 +108,7 @@ class Engine:
         finally:
             self._machine.remove_model(cursor)
         state.step = cursor.state
+        new_prompt(state)
 
     # -- state ------------------------------------------------------------------------------
 
@@ -144,6 +150,7 @@ class Engine:
         fresh = self.new_state(state.language)
         fresh.consented = True
         fresh.previous_reference = previous_reference
+        fresh.prompt_serial = state.prompt_serial  # the earlier report's buttons stay refused
         consent = self.questionnaire.first
         fresh.answers[consent.id] = "agree"
         fresh.history.append(consent.id)
@@ -177,7 +184,7 @@ class Engine:
     def handle(self, state: IntakeState | None, given: UserInput) -> Outcome:
         fresh = state is None
         current = self.new_state() if state is None else state.model_copy(deep=True)
-        text = clean(given.text)
+        text = "" if given.pick is not None else clean(given.text)  # a button says only its pick
         command, argument, spelled = self._command(text)
         at_evidence = (
             current.phase == "intake"
@@ -206,6 +213,7 @@ class Engine:
             spelled=spelled,
             fresh=fresh,
             with_files=bool(given.files),
+            pick=given.pick,
         )
         return Outcome(outcome.state, [*notes, *outcome.replies], outcome.effect)
 
@@ -219,9 +227,14 @@ class Engine:
         spelled: str | None,
         fresh: bool,
         with_files: bool,
+        pick: Pick | None,
     ) -> Outcome:
+        if pick is not None:
+            return self._pick(current, pick, fresh)
+        if current.pending == "return" and spelled is None:
+            return Outcome(current, [self.ask(current)])  # the handoff's; never confirms here
         if current.pending is not None and spelled is None:
-            return self._confirm(current, text)
+            return self._typed_confirmation(current, text)
         current.pending = None
         if command is not None:
             return self._run(command, argument, current, fresh)
@@ -238,11 +251,52 @@ class Engine:
             return Outcome(current, [self._nudge(current, "empty_message")])
         return self._answer(current, step, text, [])
 
-    def _answer(self, state: IntakeState, step: Step, text: str, replies: list[Reply]) -> Outcome:
+    def _pick(self, state: IntakeState, pick: Pick, fresh: bool) -> Outcome:
+        """A button: answers exactly like its typed equivalent, or is refused, changing nothing.
+
+        A pick before there is any state cannot belong to a prompt of this conversation.
+        """
+        step = self.questionnaire.step(state.step) if state.phase == "intake" else None
+        multiple = state.pending is None and step is not None and step.kind == "multi"
+        keys = None if fresh else picked(pick, prompt_id(state), self._offered(state), multiple)
+        if keys is None:
+            return Outcome(state, [self._say(state, "stale_pick"), self._current(state)])
+        if state.pending is not None:
+            return self._confirm(state, keys[0])
+        assert step is not None  # a prompt without a pending confirmation is a step's
+        return self._answer(state, step, "", [], chosen=keys)
+
+    def _offered(self, state: IntakeState) -> tuple[Choice, ...]:
+        """The choices of the prompt asked now: what a pick may name."""
+        language = state.language
+        if state.pending in CONFIRMATION_KEYS:
+            return self._confirmation_choices(state)
+        if state.pending is not None or state.phase != "intake":
+            return ()
+        step = self.questionnaire.step(state.step)
+        if step.kind == "summary":
+            return self.render.summary_choices(language)
+        return self.render.choices(step, language)
+
+    def _current(self, state: IntakeState) -> Reply:
+        """The prompt asked now, once more, with the same id."""
+        if state.pending in CONFIRMATION_KEYS:
+            return self._confirmation_question(state)
+        return self.ask(state)
+
+    def _answer(
+        self,
+        state: IntakeState,
+        step: Step,
+        text: str,
+        replies: list[Reply],
+        chosen: list[str] | None = None,
+    ) -> Outcome:
+        """An answer to the step asked now: typed `text`, or the keys of a valid pick."""
         language = state.language
         choices = self.render.choices(step, language)
         if step.kind == "consent":
-            key = match_one(text, choices, self._consent)
+            key = chosen[0] if chosen else match_one(text, choices, self._consent)
             if key == "agree":
                 state.consented = True
                 return self._accept(state, step, key, replies)
@@ -253,14 +307,14 @@ class Engine:
             return Outcome(state, replies)
 
         if step.kind == "summary":
-            return self._summary_answer(state, text, replies)
+            return self._summary_answer(state, text, replies, chosen)
 
         if step.kind == "evidence":
-            return self._evidence(state, step, text, replies)
+            return self._evidence(state, step, text, replies, chosen)
 
         bare = self._bare_command(text)
         if step.kind in ("choice", "yesno"):
-            key = match_one(text, choices, self._yes_no_for(choices))
+            key = chosen[0] if chosen else match_one(text, choices, self._yes_no_for(choices))
             if key is not None:
                 return self._accept(state, step, key, replies)
             if bare:
@@ -270,6 +324,8 @@ class Engine:
             return Outcome(state, replies)
 
         if step.kind == "multi":
+            if chosen:
+                return self._accept(state, step, chosen, replies)
             found = match_many(text, choices, {})
             if found.keys and not found.unknown:
                 return self._accept(state, step, found.keys, replies)
@@ -370,7 +426,9 @@ class Engine:
             shown = self.render.answer(step, state.answers[step.id], state, language)
             parts.append(self.texts.get("previous_answer", language, answer=shown))
         choices = self.render.choices(step, language)
-        return Reply("\n\n".join(parts), choices, multiple=step.kind == "multi")
+        return Reply(
+            "\n\n".join(parts), choices, multiple=step.kind == "multi", prompt=prompt_id(state)
+        )
 
     def _nudge(self, state: IntakeState, key: str, **fields: object) -> Reply:
         return self._nudge_text(state, self.texts.get(key, state.language, **fields))
@@ -380,9 +438,12 @@ class Engine:
         if state.phase != "intake":
             return Reply(text)
         step = self.questionnaire.step(state.step)
+        prompt = prompt_id(state)
         if step.kind == "summary":
-            return Reply(text, self.render.summary(state).choices, numbered=False)
-        return Reply(text, self.render.choices(step, state.language), multiple=step.kind == "multi")
+            choices = self.render.summary_choices(state.language)
+            return Reply(text, choices, numbered=False, prompt=prompt)
+        choices = self.render.choices(step, state.language)
+        return Reply(text, choices, multiple=step.kind == "multi", prompt=prompt)
 
     def _bare_nudge(self, state: IntakeState, command: str) -> Reply:
         shown = self.texts.command(command, state.language)
@@ -409,17 +470,25 @@ class Engine:
 
     # -- special steps ----------------------------------------------------------------------
 
-    def _evidence(self, state: IntakeState, step: Step, text: str, replies: list[Reply]) -> Outcome:
+    def _evidence(
+        self,
+        state: IntakeState,
+        step: Step,
+        text: str,
+        replies: list[Reply],
+        chosen: list[str] | None = None,
+    ) -> Outcome:
         language = state.language
         collected = state.answers.get(step.id)
         evidence = (
             collected.model_copy(deep=True) if isinstance(collected, Evidence) else Evidence()
         )
-        key = (
-            match_one(text, self.render.choices(step, language), self._evidence_words)
-            if text
-            else None
-        )
+        if chosen:
+            key: str | None = chosen[0]
+        elif text:
+            key = match_one(text, self.render.choices(step, language), self._evidence_words)
+        else:
+            key = None
         if key is not None:
             evidence.later = evidence.later or key == "later"
             return self._accept(state, step, evidence, replies)
@@ -444,13 +513,17 @@ class Engine:
             files=len(state.files),
             notes=len(evidence.notes),
         )
-        replies.append(Reply(received, self.render.choices(step, language)))
+        replies.append(
+            Reply(received, self.render.choices(step, language), prompt=prompt_id(state))
+        )
         return Outcome(state, replies)
 
-    def _summary_answer(self, state: IntakeState, text: str, replies: list[Reply]) -> Outcome:
+    def _summary_answer(
+        self, state: IntakeState, text: str, replies: list[Reply], chosen: list[str] | None = None
+    ) -> Outcome:
         folded = text.casefold().strip(" .!")
         submit = self.texts.get("submit", state.language).casefold()
-        if folded in self._submit_words or folded in ("submit", submit):
+        if chosen == ["submit"] or folded in self._submit_words or folded in ("submit", submit):
             path = self.questionnaire.path(state.answers)
             missing = [
                 step
@@ -548,31 +621,42 @@ class Engine:
         if not state.consented or state.phase != "intake":
             start = self.texts.command("start", state.language)
             return Outcome(state, [self._say(state, "nothing_to_cancel", command=start)])
-        state.pending = "cancel"
-        return Outcome(state, [self._confirmation_question(state, "cancel_confirm")])
+        await_answer(state, "cancel")
+        return Outcome(state, [self._confirmation_question(state)])
 
     def _delete(self, state: IntakeState) -> Outcome:
         # Always confirmed first, even when nothing may be stored: it cannot be undone.
-        state.pending = "delete"
-        return Outcome(state, [self._confirmation_question(state, "delete_confirm")])
+        await_answer(state, "delete")
+        return Outcome(state, [self._confirmation_question(state)])
 
-    def _confirmation_question(self, state: IntakeState, key: str) -> Reply:
+    def _confirmation_choices(self, state: IntakeState) -> tuple[Choice, Choice]:
+        """Yes and no for /abbrechen or /loeschen, with keys no other prompt uses."""
+        assert state.pending is not None
+        confirm, keep = CONFIRMATION_KEYS[state.pending]
         language = state.language
-        choices = (
-            Choice("yes", self.texts.get("yes", language)),
-            Choice("no", self.texts.get("no", language)),
+        return (
+            Choice(confirm, self.texts.get("yes", language)),
+            Choice(keep, self.texts.get("no", language)),
         )
-        return Reply(self.texts.get(key, language), choices)
 
-    def _confirm(self, state: IntakeState, text: str) -> Outcome:
+    def _confirmation_question(self, state: IntakeState) -> Reply:
+        question = "cancel_confirm" if state.pending == "cancel" else "delete_confirm"
+        text = self.texts.get(question, state.language)
+        return Reply(text, self._confirmation_choices(state), prompt=prompt_id(state))
+
+    def _typed_confirmation(self, state: IntakeState, text: str) -> Outcome:
+        """Typed yes/no words (or the number, or the label) answer a confirmation too."""
+        choices = self._confirmation_choices(state)
+        confirm, keep = (choice.key for choice in choices)
+        aliases = {word: confirm if key == "yes" else keep for word, key in self._yes_no.items()}
+        return self._confirm(state, match_one(text, choices, aliases))
+
+    def _confirm(self, state: IntakeState, key: str | None) -> Outcome:
+        """The answer to a pending confirmation: only its own confirm key goes ahead."""
         pending = state.pending
         state.pending = None
         language = state.language
-        choices = (
-            Choice("yes", self.texts.get("yes", language)),
-            Choice("no", self.texts.get("no", language)),
-        )
-        if match_one(text, choices, self._yes_no) == "yes":
+        if pending in CONFIRMATION_KEYS and key == CONFIRMATION_KEYS[pending][0]:
             if pending == "cancel":
                 start = self.texts.command("start", language)
                 return Outcome(

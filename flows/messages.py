@@ -35,13 +35,32 @@ class Reply:
     multiple: bool = False
     numbered: bool = True  # False where numbers mean something else (the summary's items)
     files: tuple[Attachment, ...] = ()  # relayed from a counsellor
+    # The id of the prompt this reply asks (see flows/picks.py); a button sends it back in
+    # its `Pick`. None for replies that ask nothing.
+    prompt: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Pick:
+    """A button press: the prompt it was shown with and the key(s) chosen.
+
+    One key for a single choice, a yes/no, a confirmation or the summary's action;
+    several for a multiple choice (the adapter collects the toggles and sends one pick).
+    The engine accepts a pick only for the prompt it is asking now (flows/picks.py).
+    """
+
+    prompt: str
+    keys: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
 class UserInput:
+    """One message from the official: typed `text`, or a button's `pick` (then text is not read)."""
+
     text: str
     files: tuple[StoredFile, ...] = ()  # already stored encrypted by the core; handles only
     dropped_files: int = 0  # files the core refused to store (no consent yet)
+    pick: Pick | None = None
 
 
 class Effect(Enum):

@@ -30,13 +30,19 @@ CONSENT_IDS = ("agree", "decline")
 
 Translated = dict[str, str]
 
+# Step and choice ids travel in buttons' callback data (a prompt id plus a key, at most
+# 64 bytes on Telegram; see flows/picks.py), so they are kept short.
+ID_MAX_LENGTH = 24
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
-class Choice(_Strict):
-    id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")]
+class ChoiceSpec(_Strict):
+    """One choice of a step as the questionnaire file defines it (shown as a messages.Choice)."""
+
+    id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=ID_MAX_LENGTH)]
     label: Translated
 
 
@@ -116,12 +122,12 @@ class Rule(_Strict):
 
 
 class Step(_Strict):
-    id: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
+    id: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=ID_MAX_LENGTH)]
     kind: StepKind
     prompt: Translated
     label: Translated = Field(default_factory=dict)
     required: bool = True
-    choices: list[Choice] = Field(default_factory=list)
+    choices: list[ChoiceSpec] = Field(default_factory=list)
     next: list[Rule] = Field(default_factory=list)
     min_length: int = Field(default=1, ge=0)
     max_length: int = Field(default=4000, ge=1)

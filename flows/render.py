@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from flows.messages import Choice, Reply
 from flows.offers import Directory, Need, Offer
+from flows.picks import prompt_id
 from flows.questionnaire import Questionnaire, Step
 from flows.state import Answer, Evidence, IntakeState
 from flows.texts import Texts
@@ -88,8 +89,16 @@ class Renderer:
             shown = self.answer(step, state.answers[step.id], state, language)
             lines.append(f"{number}. {step.label[language]}: {shown}")
         lines += ["", self.texts.get("summary_footer", language)]
-        submit = Choice("submit", self.texts.get("submit", language))
-        return Reply("\n".join(lines), (submit,), numbered=False)
+        return Reply(
+            "\n".join(lines),
+            self.summary_choices(language),
+            numbered=False,
+            prompt=prompt_id(state),
+        )
+
+    def summary_choices(self, language: str) -> tuple[Choice, ...]:
+        """The summary's buttons; its items are corrected by typing their number."""
+        return (Choice("submit", self.texts.get("submit", language)),)
 
     def offers(self, need: Need, language: str) -> str:
         lines = [self.texts.get("offers_header", language)]

@@ -31,7 +31,9 @@ class StoredFile(BaseModel):
 
 Answer = str | list[str] | Evidence | None  # None: an optional step the official skipped
 
-Pending = Literal["cancel", "delete", "return"]
+# What the conversation waits for besides the current step: a confirmation of /abbrechen or
+# /loeschen, or a returning official's choice. (Not storage/outbox.Pending, a message to send.)
+Awaiting = Literal["cancel", "delete", "return"]
 Phase = Literal["intake", "submitted"]
 
 
@@ -46,21 +48,26 @@ class IntakeState(BaseModel):
     answers: dict[str, Answer] = Field(default_factory=dict)
     history: list[str] = Field(default_factory=list)
     files: list[StoredFile] = Field(default_factory=list)
-    pending: Pending | None = None
+    pending: Awaiting | None = None  # the field keeps its name: stored states stay readable
+    # Rises whenever the official is moved to another prompt; part of every prompt id, so a
+    # button of an earlier prompt is refused (flows/picks.py). Absent in older stored states.
+    prompt_serial: int = 0
     case_reference: str | None = None
     previous_reference: str | None = None  # the closed case a returning official started over from
     # What the official wrote while their case waited: posted in the thread at the claim.
     relay_backlog: list[str] = Field(default_factory=list)
 
     @classmethod
-    def submitted(cls, language: str, reference: str) -> IntakeState:
-        """What is kept once the answers have become a case: no answers, just the reference."""
+    def submitted(cls, before: IntakeState, reference: str) -> IntakeState:
+        """What is kept once the answers have become a case: no answers, just the reference
+        (and the prompt count, so buttons of the finished intake stay outdated)."""
         return cls(
-            language=language,
+            language=before.language,
             step=SUBMITTED,
             phase="submitted",
             consented=True,
             case_reference=reference,
+            prompt_serial=before.prompt_serial,
         )
 
     def to_bytes(self) -> bytes:

@@ -449,7 +449,7 @@ class Unit:
             ).first()
             if case is None:
                 continue
-            waiting = IntakeState.submitted(state.language, case.reference)
+            waiting = IntakeState.submitted(state, case.reference)
             row.state = self.keys.encrypt(waiting.to_bytes(), f"state:{row.sender_key}")
             count += 1
         return count

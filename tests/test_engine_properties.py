@@ -244,7 +244,7 @@ def _step(
         _check_submission(engine, before, after)
         seen.submitted += 1
         event("submitted")
-        return IntakeState.submitted(after.language, REFERENCE)
+        return IntakeState.submitted(after, REFERENCE)
 
     assert outcome.effect is None
     _check_answers_kept(engine, before, after)

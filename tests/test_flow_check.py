@@ -137,6 +137,16 @@ def test_unknown_step_in_conditional_goto(tmp_path, capsys):
     _assert_reports(output, "steps.danger.next[0].goto", "unknown step", "'emergancy'")
 
 
+def test_a_choice_id_too_long_for_a_button(tmp_path, capsys):
+    """Ids travel in buttons (prompt id and key share Telegram's 64 bytes of callback data)."""
+    long_id = "other_and_something_much_longer"
+    other = '{ id = "other", label = { de = "Etwas anderes"'
+    paths = _edited(tmp_path, "intake", other, other.replace('"other"', f'"{long_id}"'))
+    code, output = _check(paths, capsys)
+    assert code == 1
+    _assert_reports(output, f"steps.categories.choices.{long_id}.id", "at most 24 characters")
+
+
 def test_unreachable_step(tmp_path, capsys):
     # perpetrator now skips perpetrator_count, which nothing else leads to
     paths = _edited(tmp_path, "intake", 'next = "perpetrator_count"', 'next = "family"')

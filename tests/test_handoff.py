@@ -354,9 +354,9 @@ async def test_a_message_and_a_claim_at_the_same_moment_both_go_through(
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(theirs.wait(), timeout=1)
 
-    async def official_side(self: Handoff, *arguments: Any) -> Any:
+    async def official_side(self: Handoff, *arguments: Any, **keywords: Any) -> Any:
         await meet(official_in, claim_in)  # holds the conversation's row lock here
-        return await official_writes(self, *arguments)
+        return await official_writes(self, *arguments, **keywords)
 
     async def claim_side(*arguments: Any) -> Any:
         with contextlib.suppress(TimeoutError):

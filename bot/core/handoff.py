@@ -13,10 +13,11 @@ import logging
 from dataclasses import dataclass
 
 from bot.core.settings import Settings
-from bot.core.types import Attachment, Reply, StaffInbound, StaffMember, StaffRoom
+from bot.core.types import Attachment, Pick, Reply, StaffInbound, StaffMember, StaffRoom
 from flows.answers import match_one, parse_command
 from flows.engine import Engine
 from flows.messages import Choice
+from flows.picks import await_answer, picked, prompt_id
 from flows.state import IntakeState, StoredFile
 from storage import outbox, queue
 from storage.audit import OFFICIAL, Action
@@ -92,7 +93,14 @@ class Handoff:
         await outbox.to_staff(unit, reference, text, urgent=urgent, opens=True)
 
     async def official_writes(
-        self, unit: Unit, sender: str, state: IntakeState, text: str, files: list[StoredFile]
+        self,
+        unit: Unit,
+        sender: str,
+        state: IntakeState,
+        text: str,
+        files: list[StoredFile],
+        *,
+        pick: Pick | None = None,
     ) -> OfficialTurn:
         """An official writes after submitting: keep it, relay it, or help them come back."""
         reference = state.case_reference or ""
@@ -102,7 +110,9 @@ class Handoff:
             fresh = self.engine.new_state(language)
             return OfficialTurn(fresh, [self.engine.ask(fresh)])
         if state.pending == "return":
-            return await self._return_choice(unit, state, case, text)
+            return await self._return_choice(unit, state, case, text, pick)
+        if pick is not None:  # nothing is asked while a case is open: an earlier question's button
+            return OfficialTurn(state, [Reply(self.texts.get("stale_pick_gone", language))])
         if files:
             await unit.add_files(reference, sender, files)
         if case.status == queue.WAITING:
@@ -143,22 +153,37 @@ class Handoff:
         return unit.now - closed <= self.settings.reopen_within
 
     def _offer_return(self, unit: Unit, state: IntakeState, case: Case) -> OfficialTurn:
+        await_answer(state, "return")
+        return OfficialTurn(
+            state, [self._return_question(state, case, self._can_reopen(unit, case))]
+        )
+
+    def _return_question(self, state: IntakeState, case: Case, can_reopen: bool) -> Reply:
         language = state.language
-        can_reopen = self._can_reopen(unit, case)
         key = "return_choice" if can_reopen else "return_too_old"
-        state.pending = "return"
         text = self.texts.get(key, language, reference=case.reference)
-        return OfficialTurn(state, [Reply(text, self._return_choices(language, can_reopen))])
+        choices = self._return_choices(language, can_reopen)
+        return Reply(text, choices, prompt=prompt_id(state))
 
     async def _return_choice(
-        self, unit: Unit, state: IntakeState, case: Case, text: str
+        self, unit: Unit, state: IntakeState, case: Case, text: str, pick: Pick | None
     ) -> OfficialTurn:
         language = state.language
         can_reopen = case.status == queue.CLOSED and self._can_reopen(unit, case)
         choices = self._return_choices(language, can_reopen)
-        chosen = match_one(text, choices, {})
+        if pick is not None:
+            keys = picked(pick, prompt_id(state), choices, multiple=False)
+            if keys is None:  # an earlier button: say so, ask again, change nothing
+                stale = Reply(self.texts.get("stale_pick", language))
+                return OfficialTurn(state, [stale, self._return_question(state, case, can_reopen)])
+            chosen: str | None = keys[0]
+        else:
+            chosen = match_one(text, choices, {})
         if chosen is None:
-            return OfficialTurn(state, [Reply(self.texts.get("return_choose", language), choices)])
+            again = Reply(
+                self.texts.get("return_choose", language), choices, prompt=prompt_id(state)
+            )
+            return OfficialTurn(state, [again])
         state.pending = None
         if chosen == "new":
             fresh = self.engine.begin_again(state, previous_reference=case.reference)

@@ -187,14 +187,15 @@ class Core:
 
         if state is not None and self._for_the_handoff(state, inbound.text):
             turn = await self.handoff.official_writes(
-                unit, sender, state, inbound.text.strip(), files
+                unit, sender, state, inbound.text.strip(), files, pick=inbound.pick
             )
             await unit.save(sender, inbound.channel, inbound.chat, turn.state)
             await unit.mark_seen(event_key)
             logger.debug("message on %s handled by the handoff", inbound.channel)
             return _Step(turn.replies, durable=True)
 
-        outcome = self.engine.handle(state, UserInput(inbound.text, tuple(files), dropped))
+        given = UserInput(inbound.text, tuple(files), dropped, inbound.pick)
+        outcome = self.engine.handle(state, given)
         result = _Step(list(outcome.replies))
         new_state = outcome.state
 
@@ -206,7 +207,7 @@ class Core:
             position = await queue.position(unit, reference)
             note = self.handoff.waiting_note(position, new_state.language, unit.now)
             result.replies.append(Reply(note))
-            new_state = IntakeState.submitted(new_state.language, reference)
+            new_state = IntakeState.submitted(new_state, reference)
         elif outcome.effect is Effect.DISCARD:
             await unit.discard(sender)
             result.deleted = True

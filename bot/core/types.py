@@ -23,17 +23,24 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from flows.messages import Attachment, Choice, Reply
+from flows.messages import Attachment, Choice, Pick, Reply
 
 __all__ = [
     "Adapter", "Attachment", "Channel", "Choice", "DeliveryFailure", "Inbound", "InboundSink",
-    "PermanentFailure", "Reply", "RetryAfter", "StaffInbound", "StaffMember", "StaffRoom",
+    "PermanentFailure", "Pick", "Reply", "RetryAfter", "StaffInbound", "StaffMember",
+    "StaffRoom",
 ]  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
 class Inbound:
-    """One message from an official, as every channel delivers it to the core."""
+    """One message from an official, as every channel delivers it to the core.
+
+    A button press arrives as `pick`: the `Reply.prompt` the button was shown with and
+    its key (for a multiple choice, the keys the official toggled, sent once); `text`
+    is then not read. Choices are keyed per prompt and an outdated pick is refused by
+    the core, so an adapter never turns a button into text.
+    """
 
     channel: str
     user: str
@@ -41,6 +48,7 @@ class Inbound:
     text: str
     event_id: str
     attachments: tuple[Attachment, ...] = ()
+    pick: Pick | None = None
 
 
 @dataclass(frozen=True, slots=True)
