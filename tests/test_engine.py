@@ -674,7 +674,7 @@ def test_delete_declined_keeps_everything(consented):
 
 def test_delete_is_confirmed_even_after_submission(at_summary, flow_engine):
     at_summary.say("absenden")
-    chat = Chat(flow_engine, IntakeState.submitted(at_summary.now.language, "L-2026-0003"))
+    chat = Chat(flow_engine, IntakeState.submitted(at_summary.now, "L-2026-0003"))
     chat.say("/loeschen")
     assert chat.effect is None
     chat.say("yes")
@@ -909,7 +909,7 @@ def test_file_sent_with_a_command_is_kept(consented, messages):
 
 def test_after_submission_any_message_shows_the_reference(at_summary, flow_engine):
     at_summary.say("absenden")
-    chat = Chat(flow_engine, IntakeState.submitted(at_summary.now.language, "L-2026-0042"))
+    chat = Chat(flow_engine, IntakeState.submitted(at_summary.now, "L-2026-0042"))
     text = chat.say("Hallo, gibt es etwas Neues?")
     assert "Ihre Meldung L-2026-0042 ist angekommen" in text
     assert "/neu" in text
@@ -932,7 +932,7 @@ def test_after_submission_any_message_shows_the_reference(at_summary, flow_engin
 
 def test_submitted_state_keeps_no_answers(at_summary, flow_engine):
     at_summary.say("absenden")
-    kept = IntakeState.submitted(at_summary.now.language, "L-2026-0042")
+    kept = IntakeState.submitted(at_summary.now, "L-2026-0042")
     assert kept.answers == {}
     assert kept.case_reference == "L-2026-0042"
     assert kept.language == "de"

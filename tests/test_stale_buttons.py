@@ -57,9 +57,10 @@ class Phone:
         before = len(self.recorder.sent)
         await self.core.handle(
             Inbound(
-                CHANNEL, self.sender, self.chat, text, f"{self.user_id}-{self.count}", pick=pick
+                CHANNEL, self.user_id, self.chat, text, f"{self.user_id}-{self.count}", pick=pick
             )
         )
+        await self.core.settle()
         self.last = [reply for chat, reply in self.recorder.sent[before:] if chat == self.chat]
         for reply in self.last:
             if reply.choices:
