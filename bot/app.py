@@ -13,6 +13,7 @@ from flows.engine import Engine
 from flows.offers import SHIPPED_OFFERS
 from flows.questionnaire import SHIPPED_QUESTIONNAIRE
 from flows.texts import SHIPPED_TEXTS
+from storage import secret_check
 from storage.db import open_engine, upgrade
 from storage.repository import Clock, Store, utc_now
 from storage.server_secret import ServerKeys, load_or_create_secret
@@ -63,13 +64,29 @@ def _private_folder(folder: Path) -> None:
 
 @asynccontextmanager
 async def open_app(config: Config, clock: Clock = utc_now) -> AsyncIterator[App]:
-    """Everything a command needs; the schema is brought up to date on every start."""
+    """Everything a command needs; the schema is brought up to date on every start.
+
+    A new server secret is made only for a database that holds nothing yet; otherwise
+    the secret must be the one the database was written with (storage/secret_check.py).
+    """
     engine = load_engine(config)
     _private_folder(config.storage.data_dir)
-    secret = load_or_create_secret(config.storage.secret_path, config.secret_from_environment())
     database = open_engine(config.storage.url)
     try:
         await upgrade(database)
-        yield App(config, engine, Store(database, ServerKeys.from_secret(secret), clock))
+        from_environment = config.secret_from_environment()
+        secret = load_or_create_secret(
+            config.storage.secret_path,
+            from_environment,
+            may_create=not await secret_check.holds_data(database),
+        )
+        store = Store(database, ServerKeys.from_secret(secret), clock)
+        source = (
+            f"the server secret in ${config.storage.secret_env}"
+            if from_environment
+            else f"the server secret {config.storage.secret_path}"
+        )
+        await secret_check.confirm(store, source)
+        yield App(config, engine, store)
     finally:
         await database.dispose()

@@ -26,15 +26,18 @@ from flows.questionnaire import (
     load_questionnaire,
 )
 from flows.texts import SHIPPED_TEXTS, TextsError, check_texts
+from storage.audit import AuditError
 from storage.casefile import CaseError
 from storage.db import DatabaseError
+from storage.key_binding import KeyBindingError
 from storage.keyfile import KeyFileError
 from storage.keyring import KeyringError
 from storage.server_secret import DecryptionError, SecretError
 
 OPERATOR_ERRORS = (
     ConfigError, QuestionnaireError, DirectoryError, TextsError, SecretError, DatabaseError,
-    KeyFileError, KeyringError, CaseError, DecryptionError, admin.CommandError,
+    KeyFileError, KeyringError, CaseError, DecryptionError, admin.CommandError, AuditError,
+    KeyBindingError,
 )  # fmt: skip
 CONFIG_ENV = "LOTSE_CONFIG"
 

@@ -18,6 +18,7 @@ from sqlalchemy import delete, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.audit import Action
+from storage.key_binding import bind_case, bind_team, key_pin, pinned_counsellor_key
 from storage.keyfile import UnlockedKey
 from storage.models import Case, CaseItem, Counsellor, StoredBlob, TeamKey, TeamKeyWrap
 from storage.sealing import (
@@ -122,6 +123,7 @@ async def bootstrap(unit: Unit, entry: CounsellorEntry, public: PublicKey) -> Co
     team = TeamKey(public_key=team_private.public_key().to_bytes(), created_at=now)
     session.add(team)
     await session.flush()
+    bind_team(unit.keys, team)
     session.add(
         TeamKeyWrap(
             team_key_id=team.id,
@@ -129,7 +131,11 @@ async def bootstrap(unit: Unit, entry: CounsellorEntry, public: PublicKey) -> Co
             wrapped=seal(public, team_private.to_bytes(), _wrap_info(team, counsellor)),
         )
     )
-    await unit.audit(Action.COUNSELLOR_ADDED, entry.name, detail={"counsellor": entry.name})
+    await unit.audit(
+        Action.COUNSELLOR_ADDED,
+        entry.name,
+        detail={"counsellor": entry.name, **key_pin(public)},
+    )
     await unit.audit(Action.TEAM_KEY_CREATED, entry.name, detail={"team_key": team.id})
     return counsellor
 
@@ -196,7 +202,7 @@ async def add(
     await unit.audit(
         Action.COUNSELLOR_ADDED,
         opened.counsellor.name,
-        detail={"counsellor": entry.name, "fingerprint": public.fingerprint()},
+        detail={"counsellor": entry.name, **key_pin(public)},
     )
     return counsellor
 
@@ -256,13 +262,14 @@ async def revoke(unit: Unit, by: UnlockedKey, name: str) -> int:
     new_team = TeamKey(public_key=new_private.public_key().to_bytes(), created_at=now)
     session.add(new_team)
     await session.flush()
+    bind_team(unit.keys, new_team)
     for counsellor in remaining:
         session.add(
             TeamKeyWrap(
                 team_key_id=new_team.id,
                 counsellor_id=counsellor.id,
                 wrapped=seal(
-                    PublicKey.from_bytes(counsellor.public_key),
+                    await pinned_counsellor_key(session, counsellor),
                     new_private.to_bytes(),
                     _wrap_info(new_team, counsellor),
                 ),
@@ -279,6 +286,7 @@ async def revoke(unit: Unit, by: UnlockedKey, name: str) -> int:
             new_team=new_public,
             new_team_id=new_team.id,
         )
+        bind_case(unit.keys, case)
     opened.team.retired_at = now
     # Nobody keeps a way to the old team key: its wraps go, and with them the revoked one's.
     await session.execute(delete(TeamKeyWrap).where(TeamKeyWrap.team_key_id == opened.team.id))
