@@ -8,13 +8,16 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy import inspect
+from sqlalchemy.engine import make_url
+
 from bot.config import Config, config_from_dict
 from flows.engine import Engine
 from flows.offers import SHIPPED_OFFERS
 from flows.questionnaire import SHIPPED_QUESTIONNAIRE
 from flows.texts import SHIPPED_TEXTS
 from storage import secret_check
-from storage.db import open_engine, upgrade
+from storage.db import DatabaseError, open_engine, upgrade
 from storage.repository import Clock, Store, utc_now
 from storage.server_secret import ServerKeys, load_or_create_secret
 
@@ -62,14 +65,46 @@ def _private_folder(folder: Path) -> None:
         )
 
 
+def _is_file(path: Path) -> bool:
+    return path.is_file()
+
+
+async def _refuse_missing_database(config: Config) -> None:
+    """Read commands on a mistyped --data-dir or storage.url must not make a new, empty store."""
+    url = make_url(config.storage.url)
+    if url.get_backend_name() == "sqlite":
+        where = Path(url.database or "")
+        if _is_file(where):
+            return
+    else:
+        where = Path(url.render_as_string(hide_password=True))
+        database = open_engine(config.storage.url)
+        try:
+            async with database.connect() as connection:
+                if await connection.run_sync(
+                    lambda sync: inspect(sync).has_table("alembic_version")
+                ):
+                    return
+        finally:
+            await database.dispose()
+    raise DatabaseError(
+        f"there is no Lotse database at {where} (a mistyped --data-dir or storage.url?); "
+        "a new one is made by lotse db upgrade, lotse counsellor add … --first, or lotse demo"
+    )
+
+
 @asynccontextmanager
-async def open_app(config: Config, clock: Clock = utc_now) -> AsyncIterator[App]:
+async def open_app(
+    config: Config, clock: Clock = utc_now, *, may_create: bool = True
+) -> AsyncIterator[App]:
     """Everything a command needs; the schema is brought up to date on every start.
 
     A new server secret is made only for a database that holds nothing yet; otherwise
     the secret must be the one the database was written with (storage/secret_check.py).
     """
     engine = load_engine(config)
+    if not may_create:
+        await _refuse_missing_database(config)
     _private_folder(config.storage.data_dir)
     database = open_engine(config.storage.url)
     try:

@@ -213,8 +213,12 @@ def _target(arguments: argparse.Namespace) -> Config:
 
 
 def _with_app(arguments: argparse.Namespace, work: Callable[[App], Awaitable[int]]) -> int:
+    command, action = arguments.command, getattr(arguments, "action", None)
+    # Only these may set up a new database; every other command works on an existing one.
+    creates = (command, action) in {("db", "upgrade"), ("counsellor", "add")}
+
     async def run() -> int:
-        async with open_app(_target(arguments)) as app:
+        async with open_app(_target(arguments), may_create=creates) as app:
             return await work(app)
 
     return asyncio.run(run())
