@@ -56,13 +56,43 @@ def load_engine(config: Config) -> Engine:
 
 def _private_folder(folder: Path) -> None:
     """The data folder holds the server secret: only its owner may look inside."""
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except FileExistsError as error:
+        raise DatabaseError(
+            f"the data folder {folder} is a file, not a folder; name a folder "
+            "(--data-dir or storage.data_dir)"
+        ) from error
+    except OSError as error:
+        raise DatabaseError(
+            f"the data folder {folder} cannot be made: {error.strerror}; name a folder you "
+            "may write to (--data-dir or storage.data_dir)"
+        ) from error
     mode = folder.stat().st_mode & 0o777
     if mode & 0o077:
         folder.chmod(mode & 0o700)
         logger.warning(
             "the data folder was readable by others (mode %o); it is now %o", mode, mode & 0o700
         )
+
+
+def _private_database(url: str) -> None:
+    """An SQLite database (and its -wal, -shm) readable by others is made private."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database:
+        return
+    database = Path(parsed.database)
+    for path in (
+        database,
+        database.with_name(database.name + "-wal"),
+        database.with_name(database.name + "-shm"),
+    ):
+        if not path.is_file():
+            continue
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o077:
+            path.chmod(0o600)
+            logger.warning("%s was readable by others (mode %o); it is now 600", path.name, mode)
 
 
 def _is_file(path: Path) -> bool:
@@ -106,6 +136,7 @@ async def open_app(
     if not may_create:
         await _refuse_missing_database(config)
     _private_folder(config.storage.data_dir)
+    _private_database(config.storage.url)
     database = open_engine(config.storage.url)
     try:
         await upgrade(database)

@@ -123,7 +123,14 @@ def load_or_create_secret(
             raise SecretError(
                 f"{path} is readable by other users (mode {mode:o}); run: chmod 600 {path}"
             )
-        return _decode(path.read_text(encoding="ascii").strip(), str(path))
+        try:
+            text = path.read_text(encoding="ascii")
+        except (OSError, UnicodeDecodeError) as error:
+            raise SecretError(
+                f"{path} cannot be read as a server secret (one line of base64); "
+                "restore it from your backup"
+            ) from error
+        return _decode(text.strip(), str(path))
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     secret = secrets.token_bytes(SECRET_BYTES)
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
