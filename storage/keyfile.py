@@ -178,7 +178,6 @@ def _bounded(path: Path, params: dict[str, int]) -> dict[str, int]:
 
 def unlock(path: Path, passphrase: str) -> UnlockedKey:
     document = _read(path, PRIVATE_FORMAT)
-    _refuse_readable_by_others(path)
     try:
         public = PublicKey.from_bytes(unb64(document["public_key"]))
         kdf = document["kdf"]
@@ -189,6 +188,7 @@ def unlock(path: Path, passphrase: str) -> UnlockedKey:
         raise KeyFileError(f"{path} is damaged: a field is missing or malformed") from error
     if kdf.get("name") != "argon2id" or len(salt) < 16:
         raise KeyFileError(f"{path} is damaged: its key derivation is not argon2id with a salt")
+    _refuse_readable_by_others(path)
     params = _bounded(path, params)
     try:
         seeds = AESGCM(_derive(passphrase, salt, params)).decrypt(nonce, sealed, public.to_bytes())
