@@ -103,11 +103,11 @@ async def _refuse_missing_database(config: Config) -> None:
     """Read commands on a mistyped --data-dir or storage.url must not make a new, empty store."""
     url = make_url(config.storage.url)
     if url.get_backend_name() == "sqlite":
-        where = Path(url.database or "")
-        if _is_file(where):
+        where = url.database or ""
+        if _is_file(Path(where)):
             return
     else:
-        where = Path(url.render_as_string(hide_password=True))
+        where = url.render_as_string(hide_password=True)
         database = open_engine(config.storage.url)
         try:
             async with database.connect() as connection:
