@@ -12,7 +12,7 @@ from bot import casebook
 from bot.app import App
 from bot.housekeeping import purge_once
 from storage import queue
-from storage.audit import Action, load_chain, verify
+from storage.audit import Action, chain_started, load_chain, verify
 from storage.casefile import open_case
 from storage.keyfile import (
     MINIMUM_PASSPHRASE,
@@ -180,8 +180,8 @@ async def purge(app: App) -> int:
 async def verify_audit(store: Store) -> int:
     async with store.unit() as unit:
         chain, head = await load_chain(unit.session)
-        keyring_exists = await current_team(unit.session) is not None
-    problem = verify(store.keys.audit_key, chain, head, counsellors_exist=keyring_exists)
+        begun = await current_team(unit.session) is not None or await chain_started(unit.session)
+    problem = verify(store.keys.audit_key, chain, head, counsellors_exist=begun)
     if problem is not None:
         print(f"audit chain BROKEN at {problem}", file=sys.stderr)
         return 1

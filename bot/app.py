@@ -10,6 +10,9 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy import inspect
+from sqlalchemy.engine import make_url
+
 from bot.config import Config, config_from_dict
 from bot.core.hours import OpeningHours
 from bot.core.settings import Settings
@@ -17,7 +20,8 @@ from flows.engine import Engine
 from flows.offers import SHIPPED_OFFERS
 from flows.questionnaire import SHIPPED_QUESTIONNAIRE
 from flows.texts import SHIPPED_TEXTS
-from storage.db import open_database, upgrade
+from storage import secret_check
+from storage.db import DatabaseError, open_database, upgrade
 from storage.repository import Clock, Store, utc_now
 from storage.server_secret import ServerKeys, load_or_create_secret
 
@@ -69,7 +73,18 @@ def load_engine(config: Config) -> Engine:
 
 def _private_folder(folder: Path) -> None:
     """The data folder holds the server secret: only its owner may look inside."""
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except FileExistsError as error:
+        raise DatabaseError(
+            f"the data folder {folder} is a file, not a folder; name a folder "
+            "(--data-dir or storage.data_dir)"
+        ) from error
+    except OSError as error:
+        raise DatabaseError(
+            f"the data folder {folder} cannot be made: {error.strerror}; name a folder you "
+            "may write to (--data-dir or storage.data_dir)"
+        ) from error
     mode = folder.stat().st_mode & 0o777
     if mode & 0o077:
         folder.chmod(mode & 0o700)
@@ -78,15 +93,83 @@ def _private_folder(folder: Path) -> None:
         )
 
 
+def _private_database(url: str) -> None:
+    """An SQLite database (and its -wal, -shm) readable by others is made private."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database:
+        return
+    database = Path(parsed.database)
+    for path in (
+        database,
+        database.with_name(database.name + "-wal"),
+        database.with_name(database.name + "-shm"),
+    ):
+        if not path.is_file():
+            continue
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o077:
+            path.chmod(0o600)
+            logger.warning("%s was readable by others (mode %o); it is now 600", path.name, mode)
+
+
+def _is_file(path: Path) -> bool:
+    return path.is_file()
+
+
+async def _refuse_missing_database(config: Config) -> None:
+    """Read commands on a mistyped --data-dir or storage.url must not make a new, empty store."""
+    url = make_url(config.storage.url)
+    if url.get_backend_name() == "sqlite":
+        where = url.database or ""
+        if _is_file(Path(where)):
+            return
+    else:
+        where = url.render_as_string(hide_password=True)
+        database = open_database(config.storage.url)
+        try:
+            async with database.connect() as connection:
+                if await connection.run_sync(
+                    lambda sync: inspect(sync).has_table("alembic_version")
+                ):
+                    return
+        finally:
+            await database.dispose()
+    raise DatabaseError(
+        f"there is no Lotse database at {where} (a mistyped --data-dir or storage.url?); "
+        "a new one is made by lotse db upgrade, lotse counsellor add … --first, or lotse demo"
+    )
+
+
 @asynccontextmanager
-async def open_app(config: Config, clock: Clock = utc_now) -> AsyncIterator[App]:
-    """Everything a command needs; the schema is brought up to date on every start."""
+async def open_app(
+    config: Config, clock: Clock = utc_now, *, may_create: bool = True
+) -> AsyncIterator[App]:
+    """Everything a command needs; the schema is brought up to date on every start.
+
+    A new server secret is made only for a database that holds nothing yet; otherwise
+    the secret must be the one the database was written with (storage/secret_check.py).
+    """
     engine = load_engine(config)
+    if not may_create:
+        await _refuse_missing_database(config)
     _private_folder(config.storage.data_dir)
-    secret = load_or_create_secret(config.storage.secret_path, config.secret_from_environment())
+    _private_database(config.storage.url)
     database = open_database(config.storage.url)
     try:
         await upgrade(database)
-        yield App(config, engine, Store(database, ServerKeys.from_secret(secret), clock))
+        from_environment = config.secret_from_environment()
+        secret = load_or_create_secret(
+            config.storage.secret_path,
+            from_environment,
+            may_create=not await secret_check.holds_data(database),
+        )
+        store = Store(database, ServerKeys.from_secret(secret), clock)
+        source = (
+            f"the server secret in ${config.storage.secret_env}"
+            if from_environment
+            else f"the server secret {config.storage.secret_path}"
+        )
+        await secret_check.confirm(store, source)
+        yield App(config, engine, store)
     finally:
         await database.dispose()

@@ -11,6 +11,7 @@ from typing import Any
 from flows.engine import Engine
 from flows.state import IntakeState
 from storage.casefile import OpenedCase
+from storage.keyfile import private_folder
 
 MANIFEST = "SHA256SUMS"
 
@@ -83,15 +84,30 @@ def _safe_name(index: int, name: str) -> str:
     return f"{index:02d}-{base[:80]}"
 
 
+class ExportError(Exception):
+    """The export folder cannot be written; the message names it and what to do."""
+
+
 def export(engine: Engine, case: OpenedCase, folder: Path, language: str = "de") -> Path:
     """Write the case record, its attachments and a SHA-256 manifest into folder/REFERENCE."""
     target = folder / case.reference
-    target.mkdir(parents=True, exist_ok=False, mode=0o700)
+    try:
+        private_folder(folder)
+        target.mkdir(mode=0o700)
+        target.chmod(0o700)
+    except FileExistsError as error:
+        raise ExportError(
+            f"{target} exists already; choose another --out or move it away"
+        ) from error
+    except OSError as error:
+        raise ExportError(
+            f"{target} cannot be made: {error.strerror}; choose another --out"
+        ) from error
     attachments = target / "attachments"
     written: list[Path] = []
 
     def write(path: Path, data: bytes) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_folder(path.parent)
         path.write_bytes(data)
         path.chmod(0o600)
         written.append(path)

@@ -11,8 +11,11 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from bot import admin, handles, logs
-from bot.app import App, demo_config, open_app
+from bot.app import App, demo_config, load_engine, open_app
+from bot.casebook import ExportError
 from bot.config import Config, ConfigError, load_config
 from bot.demo import DEFAULT_DEMO_DIR, run_demo
 from bot.runner import run_service
@@ -26,16 +29,18 @@ from flows.questionnaire import (
     load_questionnaire,
 )
 from flows.texts import SHIPPED_TEXTS, TextsError, check_texts
+from storage.audit import AuditError
 from storage.casefile import CaseError
 from storage.db import DatabaseError
+from storage.key_binding import KeyBindingError
 from storage.keyfile import KeyFileError
 from storage.keyring import KeyringError
 from storage.server_secret import DecryptionError, SecretError
 
 OPERATOR_ERRORS = (
     ConfigError, QuestionnaireError, DirectoryError, TextsError, SecretError, DatabaseError,
-    KeyFileError, KeyringError, CaseError, DecryptionError, admin.CommandError,
-    handles.HandleError,
+    KeyFileError, KeyringError, CaseError, DecryptionError, admin.CommandError, AuditError,
+    KeyBindingError, ExportError, handles.HandleError,
 )  # fmt: skip
 CONFIG_ENV = "LOTSE_CONFIG"
 
@@ -181,12 +186,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:  # an operator at 2 a.m. gets one line and where to look
         if arguments.verbose:
             raise
-        print(
-            f"lotse: unexpected {type(error).__name__}; run again with -v for the details "
-            "(if the database is involved: lotse db upgrade, and check storage.url)",
-            file=sys.stderr,
-        )
+        print(f"lotse: {_unexpected(error)}; run again with -v for the details", file=sys.stderr)
         return 1
+
+
+def _unexpected(error: Exception) -> str:
+    """One line for an error no check foresaw: what kind, and the file or database if known."""
+    if isinstance(error, SQLAlchemyError):
+        return (
+            f"the database failed ({type(error).__name__}); check storage.url, "
+            "and that lotse db upgrade ran"
+        )
+    if isinstance(error, OSError) and error.filename:
+        return f"{error.filename}: {error.strerror or type(error).__name__}"
+    if isinstance(error, MemoryError):
+        return "out of memory"
+    return f"unexpected {type(error).__name__}"
 
 
 def _print_operator_error(error: Exception) -> None:
@@ -219,8 +234,12 @@ def _target(arguments: argparse.Namespace) -> Config:
 
 
 def _with_app(arguments: argparse.Namespace, work: Callable[[App], Awaitable[int]]) -> int:
+    command, action = arguments.command, getattr(arguments, "action", None)
+    # Only these may set up a new database; every other command works on an existing one.
+    creates = (command, action) in {("db", "upgrade"), ("counsellor", "add")}
+
     async def run() -> int:
-        async with open_app(_target(arguments)) as app:
+        async with open_app(_target(arguments), may_create=creates) as app:
             return await work(app)
 
     return asyncio.run(run())
@@ -243,7 +262,7 @@ def _dispatch(arguments: argparse.Namespace) -> int:
         print(mermaid(load_questionnaire(arguments.file), arguments.language), end="")
         return 0
     if command == "config":
-        load_config(arguments.file)
+        load_engine(load_config(arguments.file))  # the questionnaire files, as `run` reads them
         print(f"{arguments.file}: configuration is valid")
         return 0
     return _with_app(arguments, _data_command(arguments))

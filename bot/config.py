@@ -151,6 +151,10 @@ def load_config(path: Path) -> Config:
         raise ConfigError(
             str(path), [Problem("file", f"cannot be read: {error.strerror}")]
         ) from error
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            str(path), [Problem("file", "is not a text file: a configuration is UTF-8 TOML")]
+        ) from error
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(str(path), [Problem("file", f"is not valid TOML: {error}")]) from error
     return config_from_dict(raw, path.parent, str(path))
@@ -162,7 +166,37 @@ def config_from_dict(raw: dict[str, object], base: Path, source: str = "configur
     except ValidationError as error:
         problems = [_with_secret_hint(problem) for problem in describe_validation_error(error, raw)]
         raise ConfigError(source, problems) from None
-    return _resolve_paths(config, base)
+    config = _resolve_paths(config, base)
+    problems = _cross_checks(config)
+    if problems:
+        raise ConfigError(source, problems)
+    return config
+
+
+def _cross_checks(config: Config) -> list[Problem]:
+    """What needs more than one key, or the disk: checked here so `config check` and `run` agree."""
+    problems = [
+        Problem(f"{name}.enabled", f"the {name} channel is not part of this version yet")
+        for name in ("telegram", "matrix")
+        if getattr(config, name).enabled
+    ]
+    staff = config.staff
+    if staff.channel != "console":
+        if not getattr(config, staff.channel).enabled:
+            problems.append(
+                Problem(
+                    "staff.channel", f"is {staff.channel!r} but [{staff.channel}] is not enabled"
+                )
+            )
+        if not staff.room:
+            problems.append(
+                Problem("staff.room", f"is required when staff.channel is {staff.channel!r}")
+            )
+    for name in ("questionnaire", "offers", "texts"):
+        path = getattr(config.flow, name)
+        if path is not None and not path.is_file():
+            problems.append(Problem(f"flow.{name}", f"{path} does not exist or is not a file"))
+    return problems
 
 
 def _with_secret_hint(problem: Problem) -> Problem:

@@ -7,6 +7,12 @@ with the database alone cannot write a consistent new chain. A separate record
 of where the chain ends, under its own HMAC, catches entries cut off the end
 (unless an older copy of that record is put back too). `lotse audit
 verify` walks the chain and names the first entry that does not fit.
+
+Before appending, `record` checks that the end record and the last entry agree
+and refuses (AuditError, logged as an alert without content) when they do not:
+otherwise the next entry would paper over entries cut off the end. Once the
+server's check value is set (storage/secret_check.py, outside these tables), the
+chain has begun, so an empty log means it was wiped.
 """
 
 from __future__ import annotations
@@ -15,14 +21,17 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storage.models import AuditEntry, AuditHead
+from storage.models import AuditEntry, AuditHead, Case, Counsellor, ServerCheck
+
+logger = logging.getLogger(__name__)
 
 GENESIS = "0" * 64
 AUDIT_LOCK = 0x41554454  # "AUDT", a PostgreSQL advisory lock key
@@ -45,6 +54,11 @@ class Action(StrEnum):
     COMMAND_REFUSED = "command refused"
     PURGED = "retention purge"
     DELIVERY_FAILED = "delivery failed"
+    SERVER_CHECK_SET = "server check set"
+
+
+class AuditError(Exception):
+    """The audit log was tampered with; nothing is appended until it is restored."""
 
 
 SYSTEM = "system"
@@ -85,6 +99,20 @@ async def record(
     last = (
         await session.scalars(select(AuditEntry).order_by(AuditEntry.id.desc()).limit(1))
     ).first()
+    head = await session.get(AuditHead, 1)
+    problem = _end_problem(key, last, head)
+    if problem is None and last is None and await _should_have_begun(session):
+        problem = "the log is empty although it was begun: it was wiped"
+    if problem is not None:
+        logger.critical(
+            "audit log tampered with (%s); the action was refused and nothing recorded; "
+            "restore the database from a backup and run: lotse audit verify",
+            problem,
+        )
+        raise AuditError(
+            f"the audit log was tampered with ({problem}); the action was refused. Restore the "
+            "database from a backup and run: lotse audit verify"
+        )
     entry = AuditEntry(
         id=(last.id + 1) if last else 1,
         at=now.replace(microsecond=0),
@@ -96,13 +124,48 @@ async def record(
     )
     entry.digest = _digest(key, entry.previous, entry)
     session.add(entry)
-    head = await session.get(AuditHead, 1)
     if head is None:
         head = AuditHead(id=1)
         session.add(head)
     head.count, head.digest = entry.id, entry.digest
     head.mac = _head_mac(key, head.count, head.digest)
     await session.flush()
+
+
+def _end_problem(key: bytes, last: AuditEntry | None, head: AuditHead | None) -> str | None:
+    """Why the newest entry and the end record do not fit together, or None."""
+    if last is None:
+        return None if head is None else f"the end record names {head.count} entries, none remain"
+    if head is None:
+        return "the end record is missing"
+    if not hmac.compare_digest(_head_mac(key, head.count, head.digest), head.mac):
+        return "the end record was changed"
+    if head.count != last.id or head.digest != last.digest:
+        return f"the end record names {head.count} entries, the newest is {last.id}"
+    if not hmac.compare_digest(_digest(key, last.previous, last), last.digest):
+        return f"entry {last.id} was changed"
+    return None
+
+
+def entry_holds(key: bytes, entry: AuditEntry) -> bool:
+    """Whether one entry's HMAC fits its fields under `key` (the right server secret)."""
+    return hmac.compare_digest(_digest(key, entry.previous, entry), entry.digest)
+
+
+async def _should_have_begun(session: AsyncSession) -> bool:
+    """An empty log is wiped once the check value is set, or when cases or a second
+    counsellor exist (each was recorded: the first entry is always the first counsellor)."""
+    if await chain_started(session):
+        return True
+    cases = await session.scalar(select(func.count()).select_from(Case))
+    counsellors = await session.scalar(select(func.count()).select_from(Counsellor))
+    return bool(cases) or (counsellors or 0) > 1
+
+
+async def chain_started(session: AsyncSession) -> bool:
+    """Whether the server's check value is set: from then on the log is never empty."""
+    check = await session.get(ServerCheck, 1)
+    return check is not None and check.secret_check is not None
 
 
 def _head_mac(key: bytes, count: int, digest: str) -> str:

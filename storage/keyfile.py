@@ -2,9 +2,11 @@
 
 The private key is encrypted with a key derived from the counsellor's passphrase
 by Argon2id (64 MiB of memory, 3 passes, 4 lanes: RFC 9106's second recommended
-setting), and AES-256-GCM whose associated data is the public key, so a key file
+setting; a file asking for less, or for more than a machine can do, is refused),
+and AES-256-GCM whose associated data is the public key, so a key file
 cannot be spliced together from two. The public half is written beside it as
-`FILE.pub`, to hand to the operator. The server never sees the private file.
+`FILE.pub`, to hand to the operator. The server never sees the private file;
+a private file others may read is refused (chmod 600).
 """
 
 from __future__ import annotations
@@ -26,7 +28,11 @@ PRIVATE_FORMAT = "lotse-counsellor-key"
 PUBLIC_FORMAT = "lotse-counsellor-public-key"
 VERSION = 1
 ARGON2 = {"memory_kib": 65536, "iterations": 3, "lanes": 4}
+# What a key file may ask of Argon2id: at least what `keys generate` writes (a file
+# below it was weakened), at most what a counsellor's machine can do in seconds.
+ARGON2_BOUNDS = {"memory_kib": (65536, 1048576), "iterations": (3, 16), "lanes": (4, 16)}
 MINIMUM_PASSPHRASE = 8
+MAXIMUM_FILE_BYTES = 65536  # a key file has about 5 KB; anything far larger is something else
 
 
 class KeyFileError(Exception):
@@ -96,8 +102,17 @@ def write_key_pair(
     return public
 
 
+def private_folder(folder: Path) -> None:
+    """Make `folder` and any missing parent 0700, whatever the umask; existing ones stay."""
+    missing = [folder, *folder.parents]
+    for path in reversed(missing):
+        if not path.exists():
+            path.mkdir(mode=0o700)
+            path.chmod(0o700)
+
+
 def _create(path: Path, text: str, mode: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_folder(path.parent)
     try:
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     except FileExistsError as error:
@@ -110,10 +125,17 @@ def _create(path: Path, text: str, mode: int) -> None:
 
 def _read(path: Path, expected: str) -> dict[str, Any]:
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
+        with path.open("rb") as handle:
+            data = handle.read(MAXIMUM_FILE_BYTES + 1)
     except FileNotFoundError as error:
         raise KeyFileError(f"{path} does not exist") from error
-    except (OSError, ValueError) as error:
+    except OSError as error:
+        raise KeyFileError(f"{path} cannot be read: {error.strerror}") from error
+    try:
+        if len(data) > MAXIMUM_FILE_BYTES:
+            raise ValueError("too large")
+        document = json.loads(data.decode("utf-8"))
+    except ValueError as error:
         raise KeyFileError(f"{path} is not a Lotse key file") from error
     if not isinstance(document, dict) or document.get("format") != expected:
         kind = "public key (.pub)" if expected == PUBLIC_FORMAT else "private key"
@@ -135,6 +157,25 @@ def read_public_key(path: Path) -> CounsellorPublicKey:
     return CounsellorPublicKey(name, key)
 
 
+def _refuse_readable_by_others(path: Path) -> None:
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        raise KeyFileError(
+            f"{path} is readable by other users (mode {mode:o}); run: chmod 600 {path}"
+        )
+
+
+def _bounded(path: Path, params: dict[str, int]) -> dict[str, int]:
+    for name, (lowest, highest) in ARGON2_BOUNDS.items():
+        if not lowest <= params[name] <= highest:
+            raise KeyFileError(
+                f"{path}: the key derivation setting {name} = {params[name]} lies outside "
+                f"{lowest}..{highest}; the file was changed or not written by lotse keys generate: "
+                "use your own copy of the key file, or make a new one with lotse keys generate"
+            )
+    return params
+
+
 def unlock(path: Path, passphrase: str) -> UnlockedKey:
     document = _read(path, PRIVATE_FORMAT)
     try:
@@ -145,6 +186,10 @@ def unlock(path: Path, passphrase: str) -> UnlockedKey:
         sealed = unb64(document["private_key"])
     except (KeyError, ValueError, TypeError) as error:
         raise KeyFileError(f"{path} is damaged: a field is missing or malformed") from error
+    if kdf.get("name") != "argon2id" or len(salt) < 16:
+        raise KeyFileError(f"{path} is damaged: its key derivation is not argon2id with a salt")
+    _refuse_readable_by_others(path)
+    params = _bounded(path, params)
     try:
         seeds = AESGCM(_derive(passphrase, salt, params)).decrypt(nonce, sealed, public.to_bytes())
     except InvalidTag as error:

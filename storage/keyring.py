@@ -18,6 +18,7 @@ from sqlalchemy import delete, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.audit import Action
+from storage.key_binding import bind_case, bind_team, key_pin, pinned_counsellor_key
 from storage.keyfile import UnlockedKey
 from storage.models import (
     Case,
@@ -39,6 +40,7 @@ from storage.sealing import (
     open_sealed,
     seal,
 )
+from storage.server_secret import ServerKeys
 
 # PostgreSQL advisory lock: key changes exclusive, sealing new cases shared, so no
 # case is ever sealed to a team key that a concurrent revocation is retiring.
@@ -54,6 +56,7 @@ class Transaction(Protocol):
 
     session: AsyncSession
     now: dt.datetime
+    keys: ServerKeys
 
     async def audit(
         self,
@@ -163,6 +166,7 @@ async def bootstrap(unit: Transaction, entry: CounsellorEntry, public: PublicKey
     team = TeamKey(public_key=team_private.public_key().to_bytes(), created_at=now)
     session.add(team)
     await session.flush()
+    bind_team(unit.keys, team)
     session.add(
         TeamKeyWrap(
             team_key_id=team.id,
@@ -170,7 +174,11 @@ async def bootstrap(unit: Transaction, entry: CounsellorEntry, public: PublicKey
             wrapped=seal(public, team_private.to_bytes(), _wrap_info(team, counsellor)),
         )
     )
-    await unit.audit(Action.COUNSELLOR_ADDED, entry.name, detail={"counsellor": entry.name})
+    await unit.audit(
+        Action.COUNSELLOR_ADDED,
+        entry.name,
+        detail={"counsellor": entry.name, **key_pin(public)},
+    )
     await unit.audit(Action.TEAM_KEY_CREATED, entry.name, detail={"team_key": team.id})
     return counsellor
 
@@ -237,7 +245,7 @@ async def add(
     await unit.audit(
         Action.COUNSELLOR_ADDED,
         opened.counsellor.name,
-        detail={"counsellor": entry.name, "fingerprint": public.fingerprint()},
+        detail={"counsellor": entry.name, **key_pin(public)},
     )
     return counsellor
 
@@ -298,13 +306,14 @@ async def revoke(unit: Transaction, by: UnlockedKey, name: str) -> int:
     new_team = TeamKey(public_key=new_private.public_key().to_bytes(), created_at=now)
     session.add(new_team)
     await session.flush()
+    bind_team(unit.keys, new_team)
     for counsellor in remaining:
         session.add(
             TeamKeyWrap(
                 team_key_id=new_team.id,
                 counsellor_id=counsellor.id,
                 wrapped=seal(
-                    PublicKey.from_bytes(counsellor.public_key),
+                    await pinned_counsellor_key(session, counsellor),
                     new_private.to_bytes(),
                     _wrap_info(new_team, counsellor),
                 ),
@@ -321,6 +330,7 @@ async def revoke(unit: Transaction, by: UnlockedKey, name: str) -> int:
             new_team=new_public,
             new_team_id=new_team.id,
         )
+        bind_case(unit.keys, case)
     opened.team.retired_at = now
     # Nobody keeps a way to the old team key: its wraps go, and with them the revoked one's.
     await session.execute(delete(TeamKeyWrap).where(TeamKeyWrap.team_key_id == opened.team.id))

@@ -106,6 +106,8 @@ class Case(Base):
     # items cannot be cut off unnoticed (see casefile.open_case).
     item_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     item_mac: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # An HMAC over public_key and the reference (storage/key_binding.py): a swapped key is refused.
+    key_binding: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class CaseItem(Base):
@@ -183,6 +185,8 @@ class TeamKey(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     public_key: Mapped[bytes] = mapped_column(LargeBinary)
+    # An HMAC over public_key and the id (storage/key_binding.py): a swapped key is refused.
+    binding: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     retired_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
@@ -227,6 +231,19 @@ class AuditHead(Base):
     count: Mapped[int] = mapped_column(Integer)
     digest: Mapped[str] = mapped_column(String(64))
     mac: Mapped[str] = mapped_column(String(64))
+
+
+class ServerCheck(Base):
+    """A check value derived from the server secret (never the secret): see storage/secret_check.py.
+
+    Empty until the server's first start on this database; once set, a start with a
+    missing or different secret is refused, and an empty audit log means it was wiped.
+    """
+
+    __tablename__ = "server_check"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    secret_check: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class OutboxMessage(Base):

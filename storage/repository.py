@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from flows.state import IntakeState, StoredFile
 from storage.audit import OFFICIAL, SYSTEM, Action, record
+from storage.key_binding import bind_case, case_public_key, team_public_key
 from storage.keyring import KeyringError, current_team, lock_keyring
 from storage.models import (
     Case,
@@ -34,7 +35,7 @@ from storage.models import (
     ReferenceCounter,
     StoredBlob,
 )
-from storage.sealing import PrivateKey, PublicKey, case_key_info, file_info, item_info, seal
+from storage.sealing import PrivateKey, case_key_info, file_info, item_info, seal
 from storage.server_secret import ServerKeys
 
 Clock = Callable[[], dt.datetime]
@@ -269,12 +270,13 @@ class Unit:
             created_at=self.now,
             public_key=case_public.to_bytes(),
             wrapped_key=seal(
-                PublicKey.from_bytes(team.public_key),
+                team_public_key(self.keys, team),
                 case_private.to_bytes(),
                 case_key_info(reference, team.id),
             ),
             team_key_id=team.id,
         )
+        bind_case(self.keys, case)
         self.session.add(case)
         await self.session.flush()
         await self._seal_item(case, 0, "intake", record)
@@ -301,7 +303,7 @@ class Unit:
                 position=position,
                 kind=kind,
                 content=seal(
-                    PublicKey.from_bytes(case.public_key),
+                    case_public_key(self.keys, case),
                     content,
                     item_info(case.reference, position, kind),
                 ),
@@ -317,7 +319,7 @@ class Unit:
             raise LookupError("a file of this intake is missing from storage")
         plaintext = self.keys.decrypt(blob.content, f"file:{file_id}")
         blob.content = seal(
-            PublicKey.from_bytes(case.public_key), plaintext, file_info(case.reference, file_id)
+            case_public_key(self.keys, case), plaintext, file_info(case.reference, file_id)
         )
         blob.case_id = case.id
 

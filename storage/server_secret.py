@@ -7,7 +7,11 @@ an environment variable. Derived from it with HKDF-SHA256, one key per purpose:
   part of a case;
 - `pseudonym`: the HMAC pepper that turns `channel:user id` into a sender key;
 - `audit`: the HMAC key of the audit chain, so the chain cannot be rewritten
-  consistently by someone holding only the database.
+  consistently by someone holding only the database;
+- `binding`: the HMAC key that binds each stored public key to its place
+  (storage/key_binding.py), so a key swapped in the database is refused;
+- `check`: a check value stored in the database (storage/secret_check.py), so a
+  missing or different secret is noticed at start instead of replacing the old one.
 
 A stolen database without this secret reveals no intake in progress and no
 platform identity.
@@ -32,6 +36,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 SECRET_BYTES = 32
 NONCE_BYTES = 12
 FORMAT_VERSION = b"\x01"  # leads every blob this module writes, so the format can evolve
+CHECK_LABEL = b"lotse server secret check v1"
 
 
 class SecretError(Exception):
@@ -58,13 +63,20 @@ class ServerKeys:
     _state: AESGCM
     _pepper: bytes
     audit_key: bytes  # keys the audit chain's HMACs
+    binding_key: bytes  # keys the HMACs that bind stored public keys
+    check_value: str  # stored in the database to recognise this secret; reveals nothing of it
 
     @classmethod
     def from_secret(cls, secret: bytes) -> ServerKeys:
         if len(secret) != SECRET_BYTES:
             raise SecretError(f"the server secret must be {SECRET_BYTES} bytes, got {len(secret)}")
+        check = hmac.new(_derive(secret, "check"), CHECK_LABEL, hashlib.sha256).hexdigest()
         return cls(
-            AESGCM(_derive(secret, "state")), _derive(secret, "pseudonym"), _derive(secret, "audit")
+            AESGCM(_derive(secret, "state")),
+            _derive(secret, "pseudonym"),
+            _derive(secret, "audit"),
+            _derive(secret, "binding"),
+            check,
         )
 
     def pseudonym(self, channel: str, user_id: str) -> str:
@@ -88,21 +100,37 @@ class ServerKeys:
             raise DecryptionError("the data does not open with this server secret") from error
 
 
-def load_or_create_secret(path: Path, from_environment: str | None = None) -> bytes:
+def load_or_create_secret(
+    path: Path, from_environment: str | None = None, *, may_create: bool = True
+) -> bytes:
     """The secret from the environment variable's value if given, else from `path`.
 
-    A missing file is created with fresh random bytes (mode 0600); a file that is
-    readable by others is refused, because it would expose every intake in progress.
+    A missing file is created with fresh random bytes (mode 0600) if `may_create`
+    (the database holds nothing yet), else refused: a new secret would lock out
+    everything written with the old one. A file that is readable by others is
+    refused, because it would expose every intake in progress.
     """
     if from_environment:
         return _decode(from_environment.strip(), "the environment variable")
+    if not path.exists() and not may_create:
+        raise SecretError(
+            f"the server secret {path} is missing, but the database already holds data "
+            f"written with it: restore {path} from your backup (a new secret cannot open that data)"
+        )
     if path.exists():
         mode = path.stat().st_mode & 0o777
         if mode & 0o077:
             raise SecretError(
                 f"{path} is readable by other users (mode {mode:o}); run: chmod 600 {path}"
             )
-        return _decode(path.read_text(encoding="ascii").strip(), str(path))
+        try:
+            text = path.read_text(encoding="ascii")
+        except (OSError, UnicodeDecodeError) as error:
+            raise SecretError(
+                f"{path} cannot be read as a server secret (one line of base64); "
+                "restore it from your backup"
+            ) from error
+        return _decode(text.strip(), str(path))
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     secret = secrets.token_bytes(SECRET_BYTES)
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

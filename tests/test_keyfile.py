@@ -18,16 +18,28 @@ VECTORS = Path(__file__).parent / "vectors"
 KAT_PASSPHRASE = "correct horse battery staple"
 
 
-def test_known_key_file_opens_with_its_passphrase() -> None:
-    unlocked = unlock(VECTORS / "counsellor-v1.key", KAT_PASSPHRASE)
+@pytest.fixture
+def kat_key(tmp_path: Path) -> Path:
+    """The known-answer key file as a counsellor keeps it: readable by its owner only.
+
+    (A checkout gives it the umask's mode, and a private key file others may read is refused.)
+    """
+    key = tmp_path / "counsellor-v1.key"
+    shutil.copy(VECTORS / "counsellor-v1.key", key)
+    key.chmod(0o600)
+    return key
+
+
+def test_known_key_file_opens_with_its_passphrase(kat_key: Path) -> None:
+    unlocked = unlock(kat_key, KAT_PASSPHRASE)
     expected = PrivateKey.from_bytes(bytes([0x11]) * 64 + bytes([0x22]) * 32)
     assert unlocked.name == "KAT"
     assert unlocked.key.to_bytes() == expected.to_bytes()
 
 
-def test_wrong_passphrase_is_a_clear_error() -> None:
+def test_wrong_passphrase_is_a_clear_error(kat_key: Path) -> None:
     with pytest.raises(KeyFileError, match=r"wrong passphrase for .*counsellor-v1\.key"):
-        unlock(VECTORS / "counsellor-v1.key", "correct horse battery stapler")
+        unlock(kat_key, "correct horse battery stapler")
 
 
 def test_changed_public_half_is_refused(tmp_path: Path) -> None:
@@ -36,6 +48,7 @@ def test_changed_public_half_is_refused(tmp_path: Path) -> None:
     document["public_key"] = base64.b64encode(other).decode()
     spliced = tmp_path / "spliced.key"
     spliced.write_text(json.dumps(document))
+    spliced.chmod(0o600)
     with pytest.raises(KeyFileError, match=r"wrong passphrase .* \(or the file was changed\)"):
         unlock(spliced, KAT_PASSPHRASE)
 
@@ -90,7 +103,9 @@ def test_cli_wrong_passphrase_is_one_line_without_traceback(
 ) -> None:
     key = tmp_path / "kat.key"
     shutil.copy(VECTORS / "counsellor-v1.key", key)
-    monkeypatch.setenv("LOTSE_PASSPHRASE", "nope")
+    key.chmod(0o600)
+    assert main(["db", "upgrade", "--data-dir", str(tmp_path / "d")]) == 0  # read commands
+    monkeypatch.setenv("LOTSE_PASSPHRASE", "nope")  # refuse a data folder that does not exist
     assert (
         main(["cases", "show", "L-2026-0001", "--key", str(key), "--data-dir", str(tmp_path / "d")])
         == 1
