@@ -37,6 +37,15 @@ RULES = (
         ("bot.config", "bot.cli", "bot.admin", "bot.channels"),
         "the core is handed its settings and speaks to channels only through bot.core.types",
     ),
+    Rule(
+        "bot.channels",
+        (
+            "storage", "flows", "bot.app", "bot.service", "bot.runner", "bot.demo", "bot.cli",
+            "bot.admin", "bot.core.orchestrator", "bot.core.delivery", "bot.core.handoff",
+            "bot.core.locks", "bot.core.settings", "bot.core.hours",
+        ),  # fmt: skip
+        "an adapter speaks to the core only through bot.core.types",
+    ),
 )
 
 
