@@ -29,6 +29,12 @@ class Rule:
     why: str
 
 
+ADAPTERS_MUST_NOT_IMPORT = (
+    "storage", "flows", "bot.app", "bot.service", "bot.runner", "bot.demo", "bot.cli",
+    "bot.admin", "bot.core.orchestrator", "bot.core.delivery", "bot.core.handoff",
+    "bot.core.locks", "bot.core.settings", "bot.core.hours",
+)  # fmt: skip
+
 RULES = (
     Rule("flows", ("bot", "storage"), "flows/ is pure: no I/O, no database, no channel"),
     Rule("storage", ("bot",), "storage may use flows' types, never the bot"),
@@ -39,11 +45,7 @@ RULES = (
     ),
     Rule(
         "bot.channels",
-        (
-            "storage", "flows", "bot.app", "bot.service", "bot.runner", "bot.demo", "bot.cli",
-            "bot.admin", "bot.core.orchestrator", "bot.core.delivery", "bot.core.handoff",
-            "bot.core.locks", "bot.core.settings", "bot.core.hours",
-        ),  # fmt: skip
+        ADAPTERS_MUST_NOT_IMPORT,
         "an adapter speaks to the core only through bot.core.types",
     ),
 )
