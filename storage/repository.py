@@ -40,8 +40,10 @@ from storage.server_secret import ServerKeys
 
 Clock = Callable[[], dt.datetime]
 REFERENCE_PREFIX = "L"
-EVENT_MEMORY = dt.timedelta(days=7)
-CHECKPOINT_ATTEMPTS = 100  # how long a platform event id is remembered for dedupe
+EVENT_MEMORY = dt.timedelta(days=7)  # how long a platform event id is remembered for dedupe
+CHECKPOINT_ATTEMPTS = 100
+SQLITE_SLOTS = 4
+POOL_SLOTS = 12  # below SQLAlchemy's default pool of 5 + 10 overflow connections
 
 
 def utc_now() -> dt.datetime:
@@ -84,11 +86,16 @@ class Store:
         self.keys = keys
         self.clock = clock
         self._sessions = async_sessionmaker(database, expire_on_commit=False)
+        # Back-pressure: at most this many transactions at once, the rest wait their turn
+        # here (however long) instead of timing out in the connection pool. SQLite has one
+        # writer at a time anyway; more would only queue on its lock.
+        sqlite = database.dialect.name == "sqlite"
+        self._slots = asyncio.Semaphore(SQLITE_SLOTS if sqlite else POOL_SLOTS)
 
     @asynccontextmanager
     async def unit(self) -> AsyncIterator[Unit]:
         """One transaction: committed when the block ends, rolled back if it raises."""
-        async with self._sessions() as session, session.begin():
+        async with self._slots, self._sessions() as session, session.begin():
             yield Unit(session, self.keys, self.clock())
 
     async def compact(self) -> None:
