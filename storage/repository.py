@@ -136,6 +136,7 @@ class Unit:
         self.keys = keys
         self.now = now
         self.outbox_channels: set[str] = set()  # channels with messages to send once committed
+        self._conversations: dict[str, Conversation | None] = {}  # rows locked so far
 
     # -- delivery bookkeeping -----------------------------------------------------------------
 
@@ -149,8 +150,13 @@ class Unit:
     # -- conversations ----------------------------------------------------------------------
 
     async def _conversation(self, sender_key: str) -> Conversation | None:
+        """The conversation's row, locked; asked of the database once per transaction."""
+        if sender_key in self._conversations:
+            return self._conversations[sender_key]
         query = select(Conversation).where(Conversation.sender_key == sender_key).with_for_update()
-        return (await self.session.scalars(query)).one_or_none()
+        row = (await self.session.scalars(query)).one_or_none()
+        self._conversations[sender_key] = row
+        return row
 
     async def lock_conversation_of(self, reference: str) -> None:
         """Take the lock on a case's conversation first (see Handoff.staff_writes)."""
@@ -171,21 +177,22 @@ class Unit:
         sealed_address = self.keys.encrypt(address.encode(), f"address:{sender_key}")
         row = await self._conversation(sender_key)
         if row is None:
-            self.session.add(
-                Conversation(
-                    sender_key=sender_key,
-                    channel=channel,
-                    address=sealed_address,
-                    state=sealed_state,
-                    created_at=self.now,
-                    updated_at=self.now,
-                )
+            row = Conversation(
+                sender_key=sender_key,
+                channel=channel,
+                address=sealed_address,
+                state=sealed_state,
+                created_at=self.now,
+                updated_at=self.now,
             )
+            self.session.add(row)
+            self._conversations[sender_key] = row
             return
         row.state, row.address, row.updated_at = sealed_state, sealed_address, self.now
 
     async def discard(self, sender_key: str) -> None:
         """Forget the intake in progress and its files; submitted cases stay."""
+        self._conversations.pop(sender_key, None)
         await self.session.execute(
             delete(Conversation).where(Conversation.sender_key == sender_key)
         )
@@ -197,6 +204,7 @@ class Unit:
 
     async def delete_person(self, sender_key: str) -> int:
         """Forget everything about one sender: intake, files, cases and their records."""
+        self._conversations.pop(sender_key, None)
         cases = list(await self.session.scalars(select(Case).where(Case.sender_key == sender_key)))
         await self._delete_cases(cases, OFFICIAL, "deleted on request")
         await self.session.execute(delete(StoredBlob).where(StoredBlob.sender_key == sender_key))

@@ -288,7 +288,7 @@ class Delivery:
                 case = await unit.case(message.reference, lock=True)
                 if case is not None:
                     case.thread = thread
-            await outbox.delivered(unit, message.id)
+            await outbox.delivered(unit, message)
         return True
 
     async def _dead(self, message: outbox.Queued, why: str) -> None:
