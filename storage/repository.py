@@ -36,7 +36,7 @@ from storage.models import (
     StoredBlob,
 )
 from storage.sealing import PrivateKey, case_key_info, file_info, item_info, seal
-from storage.server_secret import ServerKeys
+from storage.server_secret import DecryptionError, ServerKeys
 
 Clock = Callable[[], dt.datetime]
 REFERENCE_PREFIX = "L"
@@ -52,6 +52,10 @@ def utc_now() -> dt.datetime:
 
 def format_reference(year: int, number: int) -> str:
     return f"{REFERENCE_PREFIX}-{year}-{number:04d}"
+
+
+class UnreadableConversation(Exception):
+    """A conversation's row does not open or does not parse (damaged or tampered with)."""
 
 
 @dataclass(frozen=True)
@@ -168,9 +172,30 @@ class Unit:
         row = await self._conversation(sender_key)
         if row is None:
             return None
-        state = IntakeState.from_bytes(self.keys.decrypt(row.state, f"state:{sender_key}"))
-        address = self.keys.decrypt(row.address, f"address:{sender_key}").decode()
+        try:
+            state = IntakeState.from_bytes(self.keys.decrypt(row.state, f"state:{sender_key}"))
+            address = self.keys.decrypt(row.address, f"address:{sender_key}").decode()
+        except (DecryptionError, ValueError) as error:  # pydantic's errors are ValueErrors
+            raise UnreadableConversation from error
         return LoadedConversation(state, address, row.channel)
+
+    async def quarantine(self, sender_key: str) -> Case | None:
+        """Set a conversation that cannot be read aside, so it no longer stops every later
+        message: renamed out of reach (kept for the operator until the purge), audited.
+        Returns the sender's open case, if any, so the official can go on with it."""
+        row = await self._conversation(sender_key)
+        if row is not None:
+            row.sender_key = f"quarantine-{secrets.token_hex(8)}"
+            row.updated_at = self.now
+            await self.session.flush()
+        self._conversations.pop(sender_key, None)
+        await self.audit(Action.CONVERSATION_QUARANTINED, SYSTEM)
+        query = (
+            select(Case)
+            .where(Case.sender_key == sender_key, Case.status != "closed")
+            .order_by(Case.created_at.desc())
+        )
+        return (await self.session.scalars(query)).first()
 
     async def save(self, sender_key: str, channel: str, address: str, state: IntakeState) -> None:
         sealed_state = self.keys.encrypt(state.to_bytes(), f"state:{sender_key}")
