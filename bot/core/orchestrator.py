@@ -27,6 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from bot.core.delivery import Delivery
 from bot.core.handoff import Handoff, staff_member
 from bot.core.locks import KeyedLocks
+from bot.core.pace import Pace
 from bot.core.settings import Settings
 from bot.core.types import Channel, Inbound, Reply, StaffInbound, StaffRoom
 from bot.logs import log_failure
@@ -77,6 +78,9 @@ class Core:
         self._unsaved = _Bounded()
         self._recent: OrderedDict[str, None] = OrderedDict()
         self._in_flight: set[asyncio.Task[None]] = set()
+        # Pacing of very fast senders: set by `lotse run` (the demo's one local user and the
+        # tests' scripted officials are not paced).
+        self.pace: Pace | None = None
 
     def attach(self, channel: Channel) -> None:
         self._channels[channel.name] = channel
@@ -119,6 +123,14 @@ class Core:
         if event_key in self._recent:
             return
         async with self._locks.hold(sender):
+            wait, notice = self.pace.take(sender) if self.pace else (0.0, False)
+            if notice:  # one polite word, then this sender's messages are answered more slowly
+                logger.warning("one sender writes very fast: slowed down")
+                text = self.engine.texts.get("slow_down", self._language_of(sender))
+                stream = outbox.official_stream(sender)
+                self.delivery.send_volatile(inbound.channel, stream, inbound.chat, [Reply(text)])
+            if wait:
+                await asyncio.sleep(wait)
             try:
                 step = await self._step_with_retry(inbound, sender, event_key)
             except Exception as error:  # a generic apology; the details go to the log only
