@@ -158,12 +158,6 @@ class Step(_Strict):
         return None
 
 
-class Emergency(_Strict):
-    """Words in free text that make the bot repeat the emergency numbers at once."""
-
-    keywords: dict[str, list[str]] = Field(default_factory=dict)
-
-
 class Profile(_Strict):
     """Which steps hold what the offer matching needs."""
 
@@ -186,7 +180,6 @@ class Meta(_Strict):
 class QuestionnaireFile(_Strict):
     meta: Meta
     profile: Profile
-    emergency: Emergency = Field(default_factory=Emergency)
     steps: list[Step] = Field(min_length=1)
 
 
@@ -196,7 +189,6 @@ class Questionnaire:
 
     meta: Meta
     profile: Profile
-    emergency: Emergency
     steps: dict[str, Step]
 
     @property
@@ -248,7 +240,7 @@ def check_questionnaire(path: Path) -> tuple[Questionnaire | None, list[Problem]
         return None, problems
     problems = list(_semantic_problems(parsed))
     steps = {step.id: step for step in parsed.steps}
-    return Questionnaire(parsed.meta, parsed.profile, parsed.emergency, steps), problems
+    return Questionnaire(parsed.meta, parsed.profile, steps), problems
 
 
 def _semantic_problems(parsed: QuestionnaireFile) -> Iterator[Problem]:
@@ -283,12 +275,6 @@ def _semantic_problems(parsed: QuestionnaireFile) -> Iterator[Problem]:
                     yield Problem(
                         f"profile.{field}", f"'{value}' is not a choice of step '{venue.id}'"
                     )
-
-    for language, words in parsed.emergency.keywords.items():
-        if language not in languages:
-            yield Problem(f"emergency.keywords.{language}", "is not one of meta.languages")
-        if any(not word.strip() for word in words):
-            yield Problem(f"emergency.keywords.{language}", "contains an empty keyword")
 
     if parsed.meta.first in steps:
         yield from _graph_problems(parsed.meta.first, steps)

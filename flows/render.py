@@ -130,6 +130,9 @@ class Renderer:
         if need.urgent:
             heading = self.texts.get("staff_urgent", language) + " " + heading
         lines.append(heading)
+        if state.safety:  # the safety layer's hits, named only where the room is encrypted
+            kinds = state.safety if detail == "full" else ["any"]
+            lines += [self.texts.get(f"staff_safety_{kind}", language) for kind in kinds]
         profile = self.questionnaire.profile
         for step in self.answered_questions(state):
             if detail == "minimal" and step.id not in (profile.land, profile.categories):

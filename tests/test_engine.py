@@ -808,9 +808,10 @@ def test_new_while_in_progress_points_to_cancel(consented):
 
 
 def test_emergency_words_in_a_description_add_the_danger_hint(consented):
+    # The safety layer's reply (flows/safety.toml) replaced the questionnaire's keyword hint.
     consented.answer_until("description")
     text = consented.say("Er steht gerade mit einem Messer vor meiner Tür")
-    assert "Wenn Sie gerade in Gefahr sind: Rufen Sie sofort 110." in text
+    assert text.startswith("Rufen Sie jetzt die 110 (Polizei) an.")
     assert consented.answers["description"] == "Er steht gerade mit einem Messer vor meiner Tür"
     assert consented.step == "when"
 
@@ -818,7 +819,7 @@ def test_emergency_words_in_a_description_add_the_danger_hint(consented):
 def test_no_danger_hint_for_an_ordinary_description(consented):
     consented.answer_until("description")
     text = consented.say("Auf Facebook wurde ich als Volksverräter beschimpft.")
-    assert "Rufen Sie sofort 110" not in text
+    assert "Rufen Sie jetzt die 110" not in text
 
 
 def test_emergency_words_at_a_choice_step_add_the_danger_hint(consented):
@@ -869,7 +870,7 @@ def test_evidence_later(consented):
 def test_evidence_note_with_emergency_words_adds_the_hint(consented):
     consented.answer_until("evidence")
     text = consented.say("Er hat geschrieben, dass er eine Waffe hat")
-    assert "Rufen Sie sofort 110" in text
+    assert "Rufen Sie jetzt die 110" in text
 
 
 def test_files_outside_the_evidence_step_are_counted(consented):

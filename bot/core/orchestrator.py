@@ -252,6 +252,7 @@ class Core:
             "questionnaire_version": self.engine.questionnaire.meta.version,
             "language": state.language,
             "urgent": urgent,
+            "safety": list(state.safety),  # the safety layer's hits during the intake
             "submitted_at": unit.now.astimezone(dt.UTC).isoformat(),
             "answers": state.model_dump(mode="json")["answers"],
             "files": [file.model_dump() for file in state.files],
