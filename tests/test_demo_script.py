@@ -216,7 +216,7 @@ def test_german_intake_with_back_and_a_correction_reaches_a_case(demo_dir: Path)
     assert "• starke Stelle – Ansprechstelle zum Schutz kommunaler Amts- und Mandatsträger" in said
     assert any("Landeskriminalamt Berlin" in line for line in said)
     assert "Konsequent gegen Hass" not in text  # the Bavarian offer went with the correction
-    assert "Beratungszeiten: Mo-Fr 09:00-16:00" in text
+    assert "Beratungszeiten: Montag–Freitag 9–16 Uhr" in text
     assert "dringend" not in text.split("Ihr Aktenzeichen")[1]
 
     # the staff room gets the case with the answers
@@ -286,7 +286,7 @@ def test_english_intake(demo_dir: Path) -> None:
     assert shown["Call back"] == callback
     assert re.search(r"Your reference: L-\d{4}-0001\b", text)
     assert "These services can also help you (most of them in German):" in said
-    assert "Counselling hours: Mo-Fr 09:00-16:00" in text
+    assert "counselling hours: Monday–Friday 9:00–16:00" in text
     assert "Ihr Aktenzeichen" not in text
 
     posted = staff_room(result.stdout)
@@ -308,7 +308,7 @@ def test_english_urgent_branch(demo_dir: Path) -> None:
     (summary,) = summaries(said)
     assert summary_entries(summary)["Acute danger"] == "Yes"
     assert re.search(rf"Your reference: {REFERENCE}", text)
-    assert "Your report is marked urgent and will be handled first." in text
+    assert "Your report is marked urgent and is at the front of our queue." in text
     assert re.fullmatch(rf"‼️ DRINGEND – Neuer Fall {REFERENCE}", staff_room(result.stdout)[0])
 
 

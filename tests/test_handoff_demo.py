@@ -449,7 +449,7 @@ def test_before_a_claim_nothing_is_relayed_and_waiting_words_come_with_the_claim
         assert line.startswith(f"{BOT}{KEPT_DE}")
         assert "Sie sind jetzt auf Platz 1." in line
         # out of hours, a short reminder of when counsellors are back and of 110
-        assert ("außerhalb der Beratungszeiten" not in line) or ("110" in line)
+        assert ("nicht erreichbar" not in line) or ("110" in line)
     kept = [line for line in said if line.startswith(KEPT_DE)]
     assert len(kept) == 2
     assert not any("Aktenzeichen" in line or "Diese Stellen" in line for line in said)

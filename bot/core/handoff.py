@@ -12,6 +12,7 @@ import datetime as dt
 import logging
 from dataclasses import dataclass
 
+from bot.core.hours import describe, describe_moment
 from bot.core.settings import Settings
 from bot.core.types import Attachment, Pick, Reply, StaffInbound, StaffMember, StaffRoom
 from flows.answers import match_one, parse_command
@@ -68,20 +69,18 @@ class Handoff:
         if opening is None:
             parts.append(self.texts.get("hours_open", language))
         else:
-            hours = self.settings.hours.text
+            hours = describe(self.settings.hours, self.texts, language)
             parts.append(
                 self.texts.get("hours_closed", language, hours=hours, next_opening=opening)
             )
         return " ".join(parts)
 
     def _next_opening(self, language: str, now: dt.datetime) -> str | None:
-        """None during counselling hours; otherwise when they next begin, e.g. 'Montag 09:00'."""
+        """None during counselling hours; otherwise when they next begin, e.g. 'Montag, 9 Uhr'."""
         local = now.astimezone(self.settings.timezone)
         if self.settings.hours.is_open(local):
             return None
-        opening = self.settings.hours.next_opening(local)
-        weekday = self.texts.words["weekdays"][language][opening.weekday()]
-        return f"{weekday} {opening:%H:%M}"
+        return describe_moment(self.settings.hours.next_opening(local), self.texts, language)
 
     async def case_submitted(self, unit: Unit, reference: str, summary: str, urgent: bool) -> None:
         """Queue the new case's post in the staff room, and arm the escalation timer."""
