@@ -109,6 +109,42 @@ class Renderer:
             lines.append(note.note[language])
         return "\n\n".join(lines)
 
+    def _headline(
+        self, state: IntakeState, reference: str, need: Need, language: str, detail: str
+    ) -> str:
+        """The card's first line: urgency, reference, the headline answers, their language."""
+        heading = self.texts.get("staff_new_case", language, reference=reference)
+        if need.urgent:
+            heading = self.texts.get("staff_urgent", language) + " " + heading
+        profile = self.questionnaire.profile
+        parts = [heading]
+        for step_id in self.questionnaire.triage.headline:
+            if detail == "minimal" and step_id not in (profile.land, profile.categories):
+                continue
+            value = state.answers.get(step_id)
+            if value is not None and step_id in self.questionnaire.steps:
+                step = self.questionnaire.step(step_id)
+                parts.append(self.answer(step, value, state, language))
+        shown = self.texts.languages.get(state.language, state.language)
+        parts.append(self.texts.get("staff_official_language", language, name=shown))
+        return " · ".join(parts)
+
+    def _flags(self, state: IntakeState, language: str) -> list[str]:
+        """Risk flags computed from the answers (one line), then notes for the counsellor."""
+        triage = self.questionnaire.triage
+        flags: list[str] = []
+        for flag in triage.flags:
+            label = flag.label[language]
+            if label not in flags and all(rule.holds(state.answers) for rule in flag.when):
+                flags.append(label)
+        lines = [self.texts.get("staff_risks", language, flags=" · ".join(flags))] if flags else []
+        for note in triage.notes:
+            if all(rule.holds(state.answers) for rule in note.when):
+                lines.append(
+                    self.texts.get("staff_triage_note", language, note=note.label[language])
+                )
+        return lines
+
     def _offer(self, offer: Offer, language: str) -> str:
         text = f"• {offer.name}\n{offer.description[language]}\n{offer.contact}"
         hours = offer.hours.get(language)
@@ -125,15 +161,13 @@ class Renderer:
         free text (descriptions, notes, links, phone numbers), "minimal" keeps only what
         sorting the queue needs (Land and categories).
         """
-        lines = []
-        heading = self.texts.get("staff_new_case", language, reference=reference)
-        if need.urgent:
-            heading = self.texts.get("staff_urgent", language) + " " + heading
-        lines.append(heading)
+        profile = self.questionnaire.profile
+        lines = [self._headline(state, reference, need, language, detail)]
         if state.safety:  # the safety layer's hits, named only where the room is encrypted
             kinds = state.safety if detail == "full" else ["any"]
             lines += [self.texts.get(f"staff_safety_{kind}", language) for kind in kinds]
-        profile = self.questionnaire.profile
+        if detail != "minimal":
+            lines += self._flags(state, language)
         for step in self.answered_questions(state):
             if detail == "minimal" and step.id not in (profile.land, profile.categories):
                 continue
@@ -141,6 +175,8 @@ class Renderer:
                 continue
             limit = None if detail == "full" else SUMMARY_TEXT_LIMIT
             shown = self.answer(step, state.answers[step.id], state, language, limit=limit)
+            if step.kind == "text":  # the official's own words, marked as theirs
+                shown = self.texts.get("staff_quote", language, text=shown)
             lines.append(f"{step.label[language]}: {shown}")
         if detail == "minimal":
             return "\n".join(lines)

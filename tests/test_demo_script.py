@@ -221,9 +221,10 @@ def test_german_intake_with_back_and_a_correction_reaches_a_case(demo_dir: Path)
 
     # the staff room gets the case with the answers
     posted = staff_room(result.stdout)
-    assert re.fullmatch(rf"Neuer Fall {REFERENCE}", posted[0])
-    assert re.search(r"-0001$", posted[0])
-    assert f"Beschreibung: {description}" in posted
+    assert re.match(rf"Neuer Fall {REFERENCE} · Berlin · ", posted[0])
+    assert re.search(r"-0001 · ", posted[0])
+    assert posted[0].endswith(" · Sprache: Deutsch")
+    assert f"Beschreibung: „{description}“" in posted
     assert "Bundesland: Berlin" in posted
     assert "Rolle: Mitglied in Gemeinderat, Stadtrat oder Kreistag" in posted
     assert any(line.startswith("Passende Angebote: ") for line in posted)
@@ -254,7 +255,7 @@ def test_german_urgent_branch(demo_dir: Path) -> None:
     assert "Rufen Sie jetzt 110" in text.split("Ihr Aktenzeichen")[1]
 
     posted = staff_room(result.stdout)
-    assert re.fullmatch(rf"‼️ DRINGEND – Neuer Fall {REFERENCE}", posted[0])
+    assert re.match(rf"‼️ DRINGEND – Neuer Fall {REFERENCE} · ", posted[0])
     assert "Akute Gefahr: Ja" in posted
 
 
@@ -290,9 +291,10 @@ def test_english_intake(demo_dir: Path) -> None:
     assert "Ihr Aktenzeichen" not in text
 
     posted = staff_room(result.stdout)
-    assert re.fullmatch(rf"Neuer Fall {REFERENCE}", posted[0])  # the staff room speaks German
-    assert f"Beschreibung: {description}" in posted
-    assert f"Rückruf: {callback}" in posted
+    assert re.match(rf"Neuer Fall {REFERENCE} · ", posted[0])  # the staff room speaks German
+    assert posted[0].endswith(" · Sprache: English")  # and says which language the person uses
+    assert f"Beschreibung: „{description}“" in posted
+    assert f"Rückruf: „{callback}“" in posted
 
 
 def test_english_urgent_branch(demo_dir: Path) -> None:
@@ -309,7 +311,7 @@ def test_english_urgent_branch(demo_dir: Path) -> None:
     assert summary_entries(summary)["Acute danger"] == "Yes"
     assert re.search(rf"Your reference: {REFERENCE}", text)
     assert "Your report is marked urgent and is at the front of our queue." in text
-    assert re.fullmatch(rf"‼️ DRINGEND – Neuer Fall {REFERENCE}", staff_room(result.stdout)[0])
+    assert re.match(rf"‼️ DRINGEND – Neuer Fall {REFERENCE} · ", staff_room(result.stdout)[0])
 
 
 # -- mistakes on the way --------------------------------------------------------------------

@@ -397,3 +397,29 @@ def test_graph_of_a_broken_file_names_the_problem(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "steps.role.next[0].goto: names unknown step 'lnad'" in captured.err
     assert "flowchart" not in captured.out
+
+
+# -- the triage card --------------------------------------------------------------------------
+
+
+def test_a_triage_flag_on_an_unknown_choice_is_named(tmp_path, capsys):
+    old = 'when = { answer = "offline_place", is = "home" }'
+    paths = _edited(tmp_path, "intake", old, old.replace('"home"', '"hoem"'))
+    code, output = _check(paths, capsys)
+    assert code == 1
+    _assert_reports(output, "triage.flags.home", "'hoem' is not a choice of step")
+
+
+def test_a_triage_note_citing_a_law_without_source_is_named(tmp_path, capsys):
+    text = SHIPPED_QUESTIONNAIRE.read_text(encoding="utf-8")
+    start = text.index("source = ", text.index('id = "complaint_deadline"'))
+    old = text[start : text.index("\n", start) + 1]
+    edited = _edited(tmp_path, "intake", old, "")
+    text = edited["intake"].read_text(encoding="utf-8")
+    edited["intake"].write_text(
+        text.replace("eine Antragsfrist von drei Monaten", "eine Antragsfrist (§ 77b StGB)"),
+        encoding="utf-8",
+    )
+    code, output = _check(edited, capsys)
+    assert code == 1
+    _assert_reports(output, "triage.notes.complaint_deadline.source", "needs its source")

@@ -805,7 +805,7 @@ async def test_what_an_unencrypted_staff_room_is_shown(
     await bench.person().submit()
     [(reference, text, _)] = bench.recorder.posts
     summary = text.split("\n\n")[0].splitlines()
-    assert summary[0] == f"Neuer Fall {reference}" or summary[0].endswith(reference)
+    assert summary[0].startswith(f"Neuer Fall {reference} · ")
     shown = {line.split(": ", 1)[0] for line in summary[1:]}
     if detail == "minimal":
         assert shown == {"Bundesland", "Art des Vorfalls"}

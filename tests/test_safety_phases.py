@@ -150,7 +150,7 @@ async def test_outside_hours_the_raised_reply_says_when_the_team_is_back(bench: 
     [reply] = await person.say("Ich will nicht mehr leben")
     assert reply.startswith("Es ist gut, dass Sie das schreiben.")
     assert "Telefonseelsorge" in reply
-    assert reply.endswith("die nächste beginnt Montag 09:00. In akuter Gefahr: 110.")
+    assert reply.endswith("wir melden uns ab Montag, 9 Uhr. In akuter Gefahr: 110.")
     assert "Danke" not in reply
 
 
@@ -177,7 +177,7 @@ async def test_a_hit_during_the_intake_is_flagged_on_the_case_post(
     [(posted, text, urgent)] = bench.recorder.posts
     assert posted == reference and urgent
     heading, flag = text.splitlines()[:2]
-    assert heading == f"‼️ DRINGEND – Neuer Fall {reference}"
+    assert heading.startswith(f"‼️ DRINGEND – Neuer Fall {reference} · ")
     if encrypted:
         assert flag == (
             "⚠️ Sicherheitsprüfung: Die Person schrieb Worte, die auf Suizidgedanken hindeuten."
