@@ -174,10 +174,11 @@ class Engine:
         first = self.texts.get("submitted", language, reference=reference)
         if need.urgent:
             first += "\n\n" + self.texts.get("urgent_submitted", language)
+        after = self.texts.get("next_steps", language, hours=hours)
         return [
             Reply(first),
-            Reply(self.render.offers(need, language)),
-            Reply(self.texts.get("next_steps", language, hours=hours)),
+            Reply(self.render.offers(need, language, said_nearby=f"{first}\n{after}")),
+            Reply(after),
         ]
 
     def case_summary(
@@ -590,6 +591,10 @@ class Engine:
             "language": lambda: self._language(state, argument),
             "help": lambda: self._help(state),
             "info": lambda: Outcome(state, [self._say(state, "info"), self.ask(state)]),
+            "offers": lambda: Outcome(
+                state,
+                [Reply(self.render.all_offers(self.need(state), state.language)), self.ask(state)],
+            ),
             "start": lambda: self._start(state, fresh),
             "new": lambda: self._new(state),
             "back": lambda: self._back(state),

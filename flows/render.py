@@ -8,8 +8,15 @@ from flows.messages import Choice, Reply
 from flows.offers import Directory, Need, Offer
 from flows.picks import prompt_id
 from flows.questionnaire import Questionnaire, Step
+from flows.safety import numbers_in
 from flows.state import Answer, Evidence, IntakeState
 from flows.texts import Texts
+
+
+def _fits_all(offer: Offer, need: Need) -> bool:
+    """For /hilfen: every nationwide offer, and the offers of the official's Land."""
+    return offer.scope == "federal" or (need.land is not None and need.land in offer.lands)
+
 
 SUMMARY_TEXT_LIMIT = 400  # a long description is cut in the summary list, never in the record
 
@@ -100,14 +107,40 @@ class Renderer:
         """The summary's buttons; its items are corrected by typing their number."""
         return (Choice("submit", self.texts.get("submit", language)),)
 
-    def offers(self, need: Need, language: str) -> str:
-        lines = [self.texts.get("offers_header", language)]
-        for offer in self.directory.match(need):
-            lines.append(self._offer(offer, language))
+    def offers(self, need: Need, language: str, said_nearby: str = "") -> str:
+        """At most three offers, one line each; none whose numbers the official reads in the
+        message before or after anyway (`said_nearby`); /hilfen for the rest."""
+        nearby = set(numbers_in(said_nearby))
+        chosen = [
+            offer
+            for offer in self.directory.select(need)
+            if not (numbers_in(offer.contact) and set(numbers_in(offer.contact)) <= nearby)
+        ]
+        lines = [self.texts.get("offers_header", language)] if chosen else []
+        lines += [self._offer_line(offer, language) for offer in chosen]
+        note = self.directory.land_note(need.land)
+        parts = ["\n".join(lines)] if lines else []
+        if note is not None:
+            parts.append(note.note[language])
+        more = self.texts.command("offers", language)
+        parts.append(self.texts.get("offers_more", language, command=more))
+        return "\n\n".join(parts)
+
+    def all_offers(self, need: Need, language: str) -> str:
+        """Every offer that fits (/hilfen), with what it does, the motive-specific ones too."""
+        lines = [self.texts.get("offers_all_header", language)]
+        shown = [offer for offer in self.directory.offers if _fits_all(offer, need)]
+        lines += [self._offer(offer, language) for offer in shown]
         note = self.directory.land_note(need.land)
         if note is not None:
             lines.append(note.note[language])
         return "\n\n".join(lines)
+
+    def _offer_line(self, offer: Offer, language: str) -> str:
+        name = offer.name.split(" – ")[0]
+        hours = offer.hours.get(language)
+        line = f"• {name}: {offer.contact}"
+        return line + (f" ({hours})" if hours else "")
 
     def _headline(
         self, state: IntakeState, reference: str, need: Need, language: str, detail: str

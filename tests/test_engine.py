@@ -945,11 +945,12 @@ def test_confirmation_lists_offers_and_the_land_note(at_summary, flow_engine):
     texts = [reply.text for reply in replies]
     assert "Ihr Aktenzeichen: L-2026-0007" in texts[0]
     assert "dringend" not in texts[0]
-    assert "starke Stelle" in texts[1]
+    assert "• starke Stelle" not in texts[1]  # the contact point is not "another" offer
     assert "Meldestelle REspect!" in texts[1]  # insult and threat online
     assert "Für Bremen ist uns noch kein eigenes Landesangebot bekannt" in texts[1]
+    assert "/hilfen" in texts[1]
     assert "Beratungszeiten: Mo–Fr 9–16 Uhr" in texts[2]
-    assert "110" in texts[2]
+    assert "0800 300 99 44" in texts[2]
 
 
 def test_confirmation_for_a_land_with_offers_lists_them_first(consented, flow_engine):
@@ -957,7 +958,7 @@ def test_confirmation_for_a_land_with_offers_lists_them_first(consented, flow_en
     consented.say("absenden")
     offers = flow_engine.confirmation(consented.now, "L-1", "Mo–Fr")[1].text
     assert "ZAMAT" in offers
-    assert offers.index("ZAMAT") < offers.index("starke Stelle")
+    assert offers.index("ZAMAT") < offers.index("REspect")
     assert "Bremen" not in offers
 
 
