@@ -310,6 +310,8 @@ class Engine:
             if key == "decline":
                 replies.append(Reply(step.declined[language]))
                 return Outcome(state, replies)
+            if self.safety.wants_a_person(text):
+                replies.append(self._say(state, "talk_offer"))
             replies.append(self.ask(state))
             return Outcome(state, replies)
 
@@ -327,7 +329,7 @@ class Engine:
             if bare:
                 replies.append(self._bare_nudge(state, bare))
             else:
-                replies.append(self._nudge(state, "choose_one", count=len(choices)))
+                replies.append(self._unmatched(state, text, "choose_one", count=len(choices)))
             return Outcome(state, replies)
 
         if step.kind == "multi":
@@ -338,11 +340,11 @@ class Engine:
                 return self._accept(state, step, found.keys, replies)
             if bare:
                 replies.append(self._bare_nudge(state, bare))
-            elif found.unknown:
+            elif found.unknown and not self.safety.wants_a_person(text):
                 items = ", ".join(f"„{item}“" for item in found.unknown)
                 replies.append(self._nudge(state, "choose_many", items=items))
             else:
-                replies.append(self._nudge(state, "choose_one", count=len(choices)))
+                replies.append(self._unmatched(state, text, "choose_one", count=len(choices)))
             return Outcome(state, replies)
 
         if step.kind == "text":
@@ -451,6 +453,12 @@ class Engine:
             return Reply(text, choices, numbered=False, prompt=prompt)
         choices = self.render.choices(step, state.language)
         return Reply(text, choices, multiple=step.kind == "multi", prompt=prompt)
+
+    def _unmatched(self, state: IntakeState, text: str, key: str, **fields: object) -> Reply:
+        """No answer matched: say how to reach a person when that is what they asked for."""
+        if self.safety.wants_a_person(text):
+            return self._nudge(state, "talk_offer")
+        return self._nudge(state, key, **fields)
 
     def _bare_nudge(self, state: IntakeState, command: str) -> Reply:
         shown = self.texts.command(command, state.language)

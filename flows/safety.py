@@ -162,6 +162,8 @@ class SafetyFile(_Strict):
     facts: list[Fact] = Field(min_length=1)
     classes: dict[Kind, SafetyClass]
     neutral: dict[str, list[str]] = Field(default_factory=dict)
+    # Words asking for a person rather than a form ("mit einem Menschen sprechen").
+    talk: dict[str, list[str]] = Field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -195,6 +197,14 @@ class SafetyCheck:
             for kind in KINDS
             if kind in loaded.classes
         }
+        self._talk = [
+            _Pattern.parse(pattern) for patterns in loaded.talk.values() for pattern in patterns
+        ]
+
+    def wants_a_person(self, text: str) -> bool:
+        """Whether a message asks to talk to a person (same matching, no look-alikes)."""
+        words = fold(text)
+        return any(self._hits(pattern, words) for pattern in self._talk)
 
     def reply_key(self, kind: Kind) -> str:
         return self.file.classes[kind].reply

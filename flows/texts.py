@@ -52,7 +52,7 @@ REQUIRED: dict[str, frozenset[str]] = {
         "next_steps": ("hours",), "already_submitted": ("reference", "command"),
         "new_in_progress": ("command",), "technical_error": (),
         "safety_danger": (), "safety_suicidal": (), "safety_marked": (), "safety_raised": (),
-        "staff_safety_alert": ("reference",), "offers_more": ("command",),
+        "staff_safety_alert": ("reference",), "talk_offer": (), "offers_more": ("command",),
         "offers_all_header": (), "staff_official_language": ("name",),
         "staff_risks": ("flags",), "staff_triage_note": ("note",), "staff_quote": ("text",),
         "hours_days": ("first", "last"), "hours_window": ("days", "start", "end"),
