@@ -59,6 +59,8 @@ REQUIRED: dict[str, frozenset[str]] = {
         "hours_moment": ("weekday", "time"), "hours_clock_whole": ("hour",),
         "hours_clock": ("hour", "minute"), "staff_safety_danger": (),
         "staff_safety_suicidal": (), "staff_safety_any": (),
+        "state_unreadable": (), "state_unreadable_case": ("reference",),
+        "staff_state_unreadable": (), "slow_down": (),
         "stale_pick": (), "stale_pick_gone": (),
         "staff_new_case": ("reference",),
         "staff_urgent": (), "staff_offers": (), "staff_files": ("count",),
