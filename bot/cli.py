@@ -16,6 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from bot import admin, handles, logs
 from bot.app import App, demo_config, load_engine, open_app
 from bot.casebook import ExportError
+from bot.channels.matrix import MatrixStartError
 from bot.config import Config, ConfigError, load_config
 from bot.demo import DEFAULT_DEMO_DIR, run_demo
 from bot.runner import run_service
@@ -40,7 +41,7 @@ from storage.server_secret import DecryptionError, SecretError
 OPERATOR_ERRORS = (
     ConfigError, QuestionnaireError, DirectoryError, TextsError, SecretError, DatabaseError,
     KeyFileError, KeyringError, CaseError, DecryptionError, admin.CommandError, AuditError,
-    KeyBindingError, ExportError, handles.HandleError,
+    KeyBindingError, ExportError, handles.HandleError, MatrixStartError,
 )  # fmt: skip
 CONFIG_ENV = "LOTSE_CONFIG"
 

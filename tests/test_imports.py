@@ -37,6 +37,23 @@ RULES = (
         ("bot.config", "bot.cli", "bot.admin", "bot.channels"),
         "the core is handed its settings and speaks to channels only through bot.core.types",
     ),
+    Rule(
+        "bot.channels.matrix",
+        (
+            "storage",
+            "bot.config",
+            "bot.app",
+            "bot.runner",
+            "bot.service",
+            "bot.core.orchestrator",
+            "bot.core.handoff",
+            "bot.core.delivery",
+            "bot.core.locks",
+            "bot.core.settings",
+            "bot.core.hours",
+        ),
+        "the Matrix adapter takes from the core only bot.core.types; the rest is passed in",
+    ),
 )
 
 
