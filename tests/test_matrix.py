@@ -1,0 +1,230 @@
+"""Matrix end to end: a real Synapse, `lotse run` as a process, an official and a counsellor.
+
+One Synapse and one Lotse for this module (they take seconds to start); each test
+brings its own official in a new direct chat. The staff room is encrypted and made by
+the counsellor before Lotse starts, so its invitation is one that waited for the bot.
+The guard test comes last: it lets a stranger into the staff room.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.matrix_people import REFERENCE, Lotse, Person, environment, thread_of
+from tests.synapse import Synapse, free_port
+from tests.test_demo_script import Intake, intake_steps
+from tests.test_no_plaintext import findings
+from tests.test_sealed_cases import lotse
+
+pytestmark = [pytest.mark.synapse, pytest.mark.slow]
+PASSPHRASE = "matrix-test-passphrase"
+PNG = bytes.fromhex("89504e470d0a1a0a")  # a PNG's signature, then the canary as its "data"
+
+
+def _http(url: str, body: dict[str, object], token: str | None = None) -> dict[str, object]:
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, json.dumps(body).encode(), headers)
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        return dict(json.loads(answer.read()))
+
+
+@dataclass
+class Deployment:
+    synapse: Synapse
+    folder: Path
+    data_dir: Path
+    config: Path
+    key: Path
+    bot: str
+    counsellor: str
+    counsellor_device: tuple[str, str]
+    staff_room: str
+    lotse: Lotse
+    secret: bytes
+
+    def official(self, tag: str) -> tuple[Person, str]:
+        name = f"official-{tag}-{uuid.uuid4().hex[:6]}"
+        password = secrets.token_hex(8)
+        user = self.synapse.register(name, password)
+        return Person(self.synapse.url, user, self.folder / name), password
+
+    def counsellor_person(self) -> Person:
+        return Person(self.synapse.url, self.counsellor, self.folder / "counsellor-store")
+
+    def cli(self, *arguments: str | Path):
+        return lotse(*arguments, "--config", self.config, passphrase=PASSPHRASE,
+                     secret=self.secret)  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def synapse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Synapse]:
+    server = Synapse(tmp_path_factory.mktemp("synapse"), free_port(), secrets.token_hex(16))
+    try:
+        server.start()
+    except Exception as error:
+        pytest.fail(f"Synapse (dev dependency matrix-synapse) could not start: {error}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def deployment(synapse: Synapse, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    folder = tmp_path_factory.mktemp("matrix")
+    tag = uuid.uuid4().hex[:6]
+    bot_password = secrets.token_hex(8)
+    bot = synapse.register(f"lotse-{tag}", bot_password)
+    counsellor_password = secrets.token_hex(8)
+    counsellor = synapse.register(f"berger-{tag}", counsellor_password)
+    login = _http(
+        f"{synapse.url}/_matrix/client/v3/login",
+        {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": counsellor},
+         "password": counsellor_password, "device_id": "BERGERPHONE"},
+    )  # fmt: skip
+    token = str(login["access_token"])
+    room = _http(
+        f"{synapse.url}/_matrix/client/v3/createRoom",
+        {"preset": "private_chat", "name": "Lotse staff", "invite": [bot],
+         "initial_state": [{"type": "m.room.encryption", "state_key": "",
+                            "content": {"algorithm": "m.megolm.v1.aes-sha2"}}]},
+        token,
+    )  # fmt: skip
+    data_dir = folder / "lotse-data"
+    config = folder / "lotse.toml"
+    config.write_text(
+        f"""[storage]
+url = "sqlite+aiosqlite:///{data_dir / "lotse.db"}"
+data_dir = "{data_dir}"
+
+[matrix]
+enabled = true
+homeserver = "{synapse.url}"
+user_id = "{bot}"
+device_id = "LOTSEBOT"
+store_dir = "{data_dir / "matrix-store"}"
+max_file_mb = 1
+
+[staff]
+channel = "matrix"
+room = "{room["room_id"]}"
+language = "de"
+""",
+        encoding="utf-8",
+    )
+    secret = os.urandom(32)
+    key = folder / "berger.key"
+    env = environment(secret, bot_password, PASSPHRASE)
+    deployment = Deployment(
+        synapse, folder, data_dir, config, key, bot, counsellor,
+        (str(login["device_id"]), token), str(room["room_id"]),
+        Lotse(config, env, folder / "lotse.log"), secret,
+    )  # fmt: skip
+    for step in (
+        lotse("keys", "generate", "--out", key, "--name", "berger", passphrase=PASSPHRASE),
+        deployment.cli("db", "upgrade"),
+        deployment.cli(
+            "counsellor",
+            "add",
+            "berger",
+            "--public-key",
+            f"{key}.pub",
+            "--first",
+            "--matrix-id",
+            counsellor,
+        ),  # fmt: skip
+    ):
+        assert step.returncode == 0, step.stderr
+    deployment.lotse.start()
+    yield deployment
+    deployment.lotse.stop()
+
+
+async def _intake(
+    official: Person, room: str, intake: Intake, image: tuple[str, bytes]
+) -> list[str]:
+    said: list[str] = []
+    for step, line in intake_steps(intake):
+        if line == "IMAGE":
+            said += await official.answer(
+                room, official.send_file(room, image[0], "image/png", image[1])
+            )
+        else:
+            said += await official.answer(room, official.say(room, line))
+    return said
+
+
+async def test_an_official_on_matrix_reaches_a_counsellor_in_the_encrypted_staff_room(
+    deployment: Deployment,
+) -> None:
+    description = "Kanarie-Matrix-Beschreibung-Z7QK: Drohanruf nach der Sitzung"
+    image_name = "kanarie-bild-P3WD.png"
+    image = PNG + b"KANARIE-BILDINHALT-V5TR"
+    relay_out = "Kanarie-Beratung-an-Person-H2NM"
+    relay_in = "Kanarie-Antwort-der-Person-L9XC"
+    note = "Kanarie-interne-Notiz-B4JF"
+    official, password = deployment.official("e2e")
+    counsellor = deployment.counsellor_person()
+    await official.start(password)
+    await counsellor.start(device=deployment.counsellor_device)
+    try:
+        room = await official.direct_chat(deployment.bot)
+        intake = Intake(description=description, evidence=("IMAGE",))
+        said = await _intake(official, room, intake, (image_name, image))
+        assert any(REFERENCE.search(text) for text in said), said[-3:]
+        reference = next(REFERENCE.search(t)[0] for t in reversed(said) if REFERENCE.search(t))
+        staff = deployment.staff_room
+
+        def root():
+            return next(
+                (e for r, e in counsellor.seen
+                 if r == staff and reference in getattr(e, "body", "") and not thread_of(e)),
+                None,
+            )  # fmt: skip
+
+        summary = await counsellor.wait_for(root)
+        assert description in summary.body  # the encrypted room gets the full details
+        thread = summary.event_id
+
+        def in_thread():
+            return [e.body for r, e in counsellor.seen if r == staff and thread_of(e) == thread]
+
+        before = len(official.texts(room))
+        await counsellor.say(staff, "/uebernehmen", relates_to=thread)
+        await counsellor.wait_for(lambda: len(in_thread()) >= 1)
+        await official.wait_for(lambda: len(official.texts(room)) > before)
+        await counsellor.say(staff, relay_out, relates_to=thread)
+        await official.wait_for(lambda: any(relay_out in t for t in official.texts(room)))
+        count = len(in_thread())
+        await official.say(room, relay_in)
+        await counsellor.wait_for(lambda: any(relay_in in t for t in in_thread()[count:]))
+        await counsellor.say(staff, f"/notiz {note}", relates_to=thread)
+        await counsellor.say(staff, "/abschliessen beraten", relates_to=thread)
+        await asyncio.sleep(3)
+        assert not any(note in text for text in official.texts(room))  # a note stays internal
+        assert not any(description in getattr(e, "body", "") for r, e in official.seen if r != room)
+    finally:
+        await official.stop()
+        await counsellor.stop()
+    assert deployment.lotse.running()
+    canaries = {
+        "description": description, "image name": image_name,
+        "image content": "KANARIE-BILDINHALT-V5TR", "relay out": relay_out,
+        "relay in": relay_in, "note": note,
+    }  # fmt: skip
+    assert findings(deployment.data_dir, canaries) == []
+    assert any((deployment.data_dir / "matrix-store").iterdir())  # the crypto store was scanned
+    shown = deployment.cli("cases", "show", reference, "--key", deployment.key)
+    assert shown.returncode == 0, shown.stderr
+    for what in ("description", "image name", "relay in", "note"):
+        assert canaries[what] in shown.stdout, what
