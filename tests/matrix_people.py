@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import re
 import signal
@@ -62,10 +63,8 @@ class Person:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
         await self.client.close()
 
     async def _on_event(self, room: Any, event: Any) -> None:
@@ -78,14 +77,14 @@ class Person:
     def texts(self, room_id: str) -> list[str]:
         return [e.body for r, e in self.seen if r == room_id and isinstance(e, RoomMessageText)]
 
-    async def wait_for(self, check: Any, timeout: float = 40.0) -> Any:
-        deadline = time.monotonic() + timeout
+    async def wait_for(self, check: Any, seconds: float = 40.0) -> Any:
+        deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             found = check()
             if found:
                 return found
             await asyncio.sleep(0.1)
-        raise AssertionError(f"{self.client.user_id} waited {timeout} s in vain")
+        raise AssertionError(f"{self.client.user_id} waited {seconds} s in vain")
 
     async def answer(self, room_id: str, send: Any, quiet: float = 0.8) -> list[str]:
         """Send, then what the bot said until it was quiet for `quiet` seconds."""
@@ -104,7 +103,9 @@ class Person:
             content["m.relates_to"] = {"rel_type": "m.thread", "event_id": relates_to}
         return await self.send(room_id, content)
 
-    async def send(self, room_id: str, content: dict[str, Any], kind: str = "m.room.message"):
+    async def send(
+        self, room_id: str, content: dict[str, Any], kind: str = "m.room.message"
+    ) -> str:
         answer = await self.client.room_send(room_id, kind, content, ignore_unverified_devices=True)
         assert isinstance(answer, RoomSendResponse), answer
         return str(answer.event_id)

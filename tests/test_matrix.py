@@ -142,7 +142,7 @@ language = "de"
             "--first",
             "--matrix-id",
             counsellor,
-        ),  # fmt: skip
+        ),
     ):
         assert step.returncode == 0, step.stderr
     deployment.lotse.start()
@@ -154,7 +154,7 @@ async def _intake(
     official: Person, room: str, intake: Intake, image: tuple[str, bytes]
 ) -> list[str]:
     said: list[str] = []
-    for step, line in intake_steps(intake):
+    for _step, line in intake_steps(intake):
         if line == "IMAGE":
             said += await official.answer(
                 room, official.send_file(room, image[0], "image/png", image[1])
@@ -182,7 +182,7 @@ async def test_an_official_on_matrix_reaches_a_counsellor_in_the_encrypted_staff
         intake = Intake(description=description, evidence=("IMAGE",))
         said = await _intake(official, room, intake, (image_name, image))
         assert any(REFERENCE.search(text) for text in said), said[-3:]
-        reference = next(REFERENCE.search(t)[0] for t in reversed(said) if REFERENCE.search(t))
+        reference = next(m[0] for t in reversed(said) if (m := REFERENCE.search(t)))
         staff = deployment.staff_room
 
         def root():
@@ -196,7 +196,7 @@ async def test_an_official_on_matrix_reaches_a_counsellor_in_the_encrypted_staff
         assert description in summary.body  # the encrypted room gets the full details
         thread = summary.event_id
 
-        def in_thread():
+        def in_thread() -> list[str]:
             return [e.body for r, e in counsellor.seen if r == staff and thread_of(e) == thread]
 
         before = len(official.texts(room))
