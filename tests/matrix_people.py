@@ -25,6 +25,7 @@ from nio import (
     RoomCreateResponse,
     RoomEncryptedMedia,
     RoomMessageText,
+    RoomPreset,
     RoomSendResponse,
     UploadResponse,
 )
@@ -90,7 +91,10 @@ class Person:
         """Send, then what the bot said until it was quiet for `quiet` seconds."""
         before = len(self.texts(room_id))
         await send
-        await self.wait_for(lambda: len(self.texts(room_id)) > before)
+        try:
+            await self.wait_for(lambda: len(self.texts(room_id)) > before)
+        except AssertionError:
+            raise AssertionError(f"no answer; the last: {self.texts(room_id)[-2:]}") from None
         count = -1
         while count != len(self.texts(room_id)):
             count = len(self.texts(room_id))
@@ -123,14 +127,20 @@ class Person:
         }
         return await self.send(room_id, content)
 
-    async def direct_chat(self, bot: str, encrypted: bool = True) -> str:
+    async def direct_chat(self, bot: str, encrypted: bool = True, bot_admin: bool = True) -> str:
+        """A direct chat as Element makes it (the invited bot may change the room's settings)."""
         state = [ENCRYPTION_STATE] if encrypted else []
-        answer = await self.client.room_create(is_direct=True, invite=[bot], initial_state=state)
+        preset = RoomPreset.trusted_private_chat if bot_admin else RoomPreset.private_chat
+        answer = await self.client.room_create(
+            is_direct=True, invite=[bot], initial_state=state, preset=preset
+        )
         assert isinstance(answer, RoomCreateResponse), answer
         room_id = str(answer.room_id)
         await self.wait_for(
             lambda: room_id in self.client.rooms and bot in self.client.rooms[room_id].users
         )
+        if encrypted:  # the bot's device keys, or the first message had no key for it
+            await self.wait_for(lambda: list(self.client.device_store.active_user_devices(bot)))
         return room_id
 
 

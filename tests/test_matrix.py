@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.matrix_people import REFERENCE, Lotse, Person, environment, thread_of
+from tests.matrix_people import ENCRYPTION_STATE, REFERENCE, Lotse, Person, environment, thread_of
 from tests.synapse import Synapse, free_port
 from tests.test_demo_script import Intake, intake_steps
 from tests.test_no_plaintext import findings
@@ -228,3 +228,168 @@ async def test_an_official_on_matrix_reaches_a_counsellor_in_the_encrypted_staff
     assert shown.returncode == 0, shown.stderr
     for what in ("description", "image name", "relay in", "note"):
         assert canaries[what] in shown.stdout, what
+
+
+async def test_an_official_in_an_unencrypted_chat_gets_encryption_before_any_question(
+    deployment: Deployment,
+) -> None:
+    official, password = deployment.official("plain")
+    await official.start(password)
+    try:
+        room = await official.direct_chat(deployment.bot, encrypted=False)
+        assert not official.client.rooms[room].encrypted
+        said = await official.answer(room, official.say(room, "/start"))
+        assert "Ende-zu-Ende-Verschlüsselung eingeschaltet" in said[0], said
+        assert official.client.rooms[room].encrypted
+        from_bot = [e for r, e in official.seen if r == room]
+        assert from_bot and all(event.decrypted for event in from_bot)  # none in the clear
+        assert len(said) >= 2  # and then the welcome, encrypted
+    finally:
+        await official.stop()
+    assert deployment.lotse.running()
+
+
+async def test_where_the_bot_may_not_switch_on_encryption_it_asks_and_reads_nothing(
+    deployment: Deployment,
+) -> None:
+    official, password = deployment.official("plain-forbidden")
+    await official.start(password)
+    try:
+        room = await official.direct_chat(deployment.bot, encrypted=False, bot_admin=False)
+        said = await official.answer(room, official.say(room, "/start"))
+        assert len(said) == 1 and "Bis dahin lese ich hier nichts" in said[0], said
+        assert not official.client.rooms[room].encrypted
+        # the official switches it on and writes again: now the bot listens, encrypted
+        await official.client.room_put_state(room, "m.room.encryption", ENCRYPTION_STATE["content"])
+        await official.wait_for(lambda: official.client.rooms[room].encrypted)
+        bot = deployment.bot
+        await official.wait_for(lambda: list(official.client.device_store.active_user_devices(bot)))
+        again = await official.answer(room, official.say(room, "/start"))
+        assert again and "Bis dahin" not in again[0]
+        assert all(event.decrypted for _room, event in official.seen[-len(again) :])
+    finally:
+        await official.stop()
+
+
+async def test_bad_input_gets_a_clear_reply_or_is_ignored_and_the_bot_keeps_running(
+    deployment: Deployment,
+) -> None:
+    official, password = deployment.official("bad")
+    await official.start(password)
+    try:
+        room = await official.direct_chat(deployment.bot)
+        await official.answer(room, official.say(room, "/start"))
+        # as long a message as the homeserver takes once encrypted (its events end at 64 KB)
+        long = await official.answer(room, official.say(room, "x" * 40_000))
+        assert long, "a reply to an overlong message"
+        await official.send(room, {"whatever": True}, kind="org.example.unknown")
+        await official.send(room, {"msgtype": "m.text", "body": "hm", "m.relates_to": "kaputt"})
+        await official.send(
+            room, {"msgtype": "m.text", "body": "hm", "m.relates_to": {"rel_type": 5}}
+        )
+        big = bytes(1024 * 1024 + 10)  # max_file_mb = 1
+        said = await official.answer(
+            room, official.send_file(room, "gross.bin", "application/octet-stream", big)
+        )
+        assert any("größer als 1 MB" in text for text in said), said
+        assert deployment.lotse.running()
+        again = await official.answer(room, official.say(room, "/hilfe"))
+        assert again  # still answering
+    finally:
+        await official.stop()
+    assert deployment.lotse.running()
+
+
+async def test_after_sigkill_mid_intake_the_official_goes_on_in_the_same_room(
+    deployment: Deployment,
+) -> None:
+    official, password = deployment.official("restart")
+    await official.start(password)
+    steps = [line for _step, line in intake_steps(Intake())]
+    try:
+        room = await official.direct_chat(deployment.bot)
+        for line in steps[:4]:  # /start, agree, no danger, a role
+            await official.answer(room, official.say(room, line))
+        before = len(official.texts(room))
+        await official.say(room, steps[4])  # the Land, and at once:
+        deployment.lotse.stop(kill=True)
+        deployment.lotse.start()
+        await official.wait_for(lambda: len(official.texts(room)) > before, 60)
+        await asyncio.sleep(3)  # a replay would answer twice by now
+        after_kill = official.texts(room)[before:]
+        said = after_kill[:]
+        for line in steps[5:]:
+            said += await official.answer(room, official.say(room, line))
+        assert any(REFERENCE.search(text) for text in said), said[-3:]
+        question = after_kill[-1]
+        assert official.texts(room).count(question) == 1, "an event was handled twice"
+        assert official.undecryptable == 0
+    finally:
+        await official.stop()
+    assert deployment.lotse.running()
+
+
+def _variant(deployment: Deployment, name: str, **matrix: str) -> Path:
+    text = deployment.config.read_text(encoding="utf-8")
+    text = text.replace(str(deployment.data_dir / "matrix-store"), str(deployment.folder / name))
+    for key, value in matrix.items():
+        text = "\n".join(
+            f'{key} = "{value}"' if line.startswith(f"{key} =") else line
+            for line in text.splitlines()
+        )
+    path = deployment.folder / f"{name}.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("name", "password", "matrix", "says"),
+    [
+        ("wrong-password", "falsch", {}, "wrong password or unknown user"),
+        ("no-server", "x", {"homeserver": "http://127.0.0.1:9"}, "cannot be reached"),
+    ],
+)
+def test_a_failed_first_login_stops_start_up_with_one_clear_line(
+    deployment: Deployment, name: str, password: str, matrix: dict[str, str], says: str
+) -> None:
+    config = _variant(deployment, name, **matrix)
+    env = environment(deployment.secret, password, PASSPHRASE)
+    run = Lotse(config, env, deployment.folder / f"{name}.log")
+    run.start()
+    assert run.process is not None
+    assert run.process.wait(60) == 2
+    lines = (deployment.folder / f"{name}.log").read_text().strip().splitlines()
+    assert len(lines) == 1 and says in lines[0] and "Traceback" not in lines[0], lines
+
+
+async def test_a_stranger_in_the_staff_room_gets_no_case_details_only_an_alert(
+    deployment: Deployment,
+) -> None:
+    password = secrets.token_hex(8)
+    stranger = deployment.synapse.register(f"fremd-{uuid.uuid4().hex[:6]}", password)
+    intruder = Person(deployment.synapse.url, stranger, deployment.folder / "stranger")
+    counsellor = deployment.counsellor_person()
+    official, official_password = deployment.official("guard")
+    await counsellor.start(device=deployment.counsellor_device)
+    await intruder.start(password)
+    await official.start(official_password)
+    staff = deployment.staff_room
+    try:
+        await counsellor.client.room_invite(staff, stranger)
+        await intruder.client.join(staff)
+        room = await official.direct_chat(deployment.bot)
+        description = "Kanarie-Waechter-Beschreibung-T8RM"
+        said = await _intake(official, room, Intake(description=description), ("x", b""))
+        reference = next(m[0] for t in reversed(said) if (m := REFERENCE.search(t)))
+        alert = "Dieser Raum ist nicht sicher"
+        await counsellor.wait_for(lambda: any(alert in t for t in counsellor.texts(staff)), 60)
+        await asyncio.sleep(3)
+        for person in (counsellor, intruder):
+            assert not any(description in text for text in person.texts(staff))
+            assert not any(reference in text for text in person.texts(staff))
+        log = deployment.lotse.log.read_text()
+        assert f"{stranger} is in the staff room but not a counsellor" in log
+    finally:
+        for person in (official, intruder, counsellor):
+            await person.stop()
+    assert deployment.lotse.running()

@@ -27,9 +27,9 @@ from nio import (
     JoinedMembersResponse,
     JoinError,
     MegolmEvent,
-    RoomGetStateEventError,
     RoomMemberEvent,
     RoomMessageText,
+    RoomPutStateResponse,
     RoomSendResponse,
     SyncResponse,
     UploadResponse,
@@ -82,6 +82,8 @@ class MatrixChannel:
         max_file_bytes: int,
     ) -> None:
         self.login = login
+        # matrix-nio logs room, user and session ids: none of that belongs in Lotse's log
+        logging.getLogger("nio").setLevel(logging.CRITICAL)
         self.client: AsyncClient = make_client(login)
         self.files = SessionFiles(login.store_dir, sealer, login.user_id)
         self.texts = texts
@@ -214,6 +216,7 @@ class MatrixChannel:
     async def _event(self, room_id: str, event: Any, sink: InboundSink) -> None:
         if isinstance(event, MegolmEvent):
             self._undecrypted[event.event_id] = (event, time.monotonic())
+            logger.info("matrix: an event cannot be decrypted yet; kept until its key arrives")
             with contextlib.suppress(Exception):  # a courtesy: the retry stays either way
                 await self.client.request_room_key(event)
             return
@@ -227,19 +230,29 @@ class MatrixChannel:
         room = self.client.rooms.get(room_id)
         if room is None or room.member_count > 2:
             return
-        if not room.encrypted:
-            await self._encrypt(room_id)
+        if not room.encrypted and not await self._encrypt(room_id):
+            return  # nothing of an unencrypted chat reaches the core
         await self._official_event(room_id, event, sink)
 
-    async def _encrypt(self, room_id: str) -> None:
+    async def _encrypt(self, room_id: str) -> bool:
+        """Switch on encryption in a direct chat; False when the bot may not (then it asks)."""
         answer = await self.client.room_put_state(room_id, "m.room.encryption", ENCRYPTION)
-        if isinstance(answer, RoomGetStateEventError):
-            return
+        if not isinstance(answer, RoomPutStateResponse):
+            logger.info("matrix: may not switch on encryption in a direct chat; asked to")
+            # the one message ever sent in the clear, and it says nothing about anyone
+            await self.client.room_send(
+                room_id, "m.room.message", read.text_content(self._both("matrix_encryption_needed"))
+            )
+            return False
         room = self.client.rooms[room_id]
         room.encrypted = True
         self.client.encrypted_rooms.add(room_id)
+        if self.client.olm is not None:  # know the official's devices before the first key
+            self.client.olm.update_tracked_users(room)
+            await self.client.keys_query()
         await self._send_text(room_id, self._both("matrix_encryption_on"))
         logger.info("matrix: switched on encryption in a direct chat")
+        return True
 
     async def _official_event(self, room_id: str, event: Any, sink: InboundSink) -> None:
         text = ""
