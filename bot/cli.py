@@ -41,8 +41,9 @@ from storage.server_secret import DecryptionError, SecretError
 OPERATOR_ERRORS = (
     ConfigError, QuestionnaireError, DirectoryError, TextsError, SecretError, DatabaseError,
     KeyFileError, KeyringError, CaseError, DecryptionError, admin.CommandError, AuditError,
-    KeyBindingError, ExportError, handles.HandleError, MatrixStartError,
+    KeyBindingError, ExportError, handles.HandleError,
 )  # fmt: skip
+CHANNEL_START_FAILED = 2  # a channel could not log in: wrong password, no server, lost device
 CONFIG_ENV = "LOTSE_CONFIG"
 
 
@@ -179,6 +180,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure(logging.DEBUG if arguments.verbose else logging.WARNING)
     try:
         return _dispatch(arguments)
+    except MatrixStartError as error:
+        print(f"lotse: {error}", file=sys.stderr)
+        return CHANNEL_START_FAILED
     except OPERATOR_ERRORS as error:
         _print_operator_error(error)
         return 1

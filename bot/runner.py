@@ -63,7 +63,11 @@ async def run_service(config: Config) -> int:
         staff_room: StaffRoom = NoStaffRoom()
         if config.matrix.enabled:
             matrix = build_matrix(config, app)
-            await matrix.start()  # MatrixStartError: one line, exit 2
+            try:
+                await matrix.start()  # MatrixStartError: one line, exit 2
+            except BaseException:
+                await matrix.close()
+                raise
             adapters.append(matrix)
             if config.staff.channel == "matrix":
                 staff_room = matrix
