@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from bot.channels.matrix.session import SessionFiles
+from storage.server_secret import ServerKeys
 from tests.matrix_people import ENCRYPTION_STATE, REFERENCE, Lotse, Person, environment, thread_of
 from tests.synapse import Synapse, free_port
 from tests.test_demo_script import Intake, intake_steps
@@ -347,12 +349,18 @@ def _variant(deployment: Deployment, name: str, **matrix: str) -> Path:
     [
         ("wrong-password", "falsch", {}, "wrong password or unknown user"),
         ("no-server", "x", {"homeserver": "http://127.0.0.1:9"}, "cannot be reached"),
+        ("lost-device", "x", {}, "login of"),
     ],
 )
 def test_a_failed_first_login_stops_start_up_with_one_clear_line(
     deployment: Deployment, name: str, password: str, matrix: dict[str, str], says: str
 ) -> None:
     config = _variant(deployment, name, **matrix)
+    if name == "lost-device":  # a kept login whose device was logged out meanwhile
+        keys = ServerKeys.from_secret(deployment.secret)
+        store = deployment.folder / name
+        store.mkdir()
+        SessionFiles(store, keys, deployment.bot).save_token("LOTSEBOT", "syt_logged_out")
     env = environment(deployment.secret, password, PASSPHRASE)
     run = Lotse(config, env, deployment.folder / f"{name}.log")
     run.start()
