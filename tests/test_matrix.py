@@ -331,6 +331,32 @@ async def test_after_sigkill_mid_intake_the_official_goes_on_in_the_same_room(
     assert deployment.lotse.running()
 
 
+async def test_clear_chat_redacts_the_bots_messages_after_a_yes_and_explains_leaving(
+    deployment: Deployment,
+) -> None:
+    official, password = deployment.official("clear")
+    await official.start(password)
+    try:
+        room = await official.direct_chat(deployment.bot)
+        await official.answer(room, official.say(room, "/start"))
+        earlier = [event.event_id for r, event in official.seen if r == room]
+        asked = await official.answer(room, official.say(room, "/chat_leeren"))
+        assert "Soll ich alle meine Nachrichten in diesem Chat löschen?" in asked[0], asked
+        done = await official.answer(room, official.say(room, "ja"))
+        assert "„Raum verlassen“" in done[-1], done
+        for event_id in earlier:
+            got = await official.client.room_get_event(room, event_id)
+            assert got.event.source.get("unsigned", {}).get("redacted_because"), event_id
+        kept = await official.answer(room, official.say(room, "/clear_chat"))
+        assert kept
+        said = await official.answer(room, official.say(room, "no"))
+        assert "I delete nothing" in said[-1], said
+        assert official.texts(room)[-1] == said[-1]  # and "no" was not taken as an answer
+    finally:
+        await official.stop()
+    assert deployment.lotse.running()
+
+
 def _variant(deployment: Deployment, name: str, **matrix: str) -> Path:
     text = deployment.config.read_text(encoding="utf-8")
     text = text.replace(str(deployment.data_dir / "matrix-store"), str(deployment.folder / name))
