@@ -23,7 +23,7 @@ import pytest
 from bot.channels.matrix.session import SessionFiles
 from storage.server_secret import ServerKeys
 from tests.matrix_people import ENCRYPTION_STATE, REFERENCE, Lotse, Person, environment, thread_of
-from tests.synapse import Synapse, free_port
+from tests.synapse import Synapse
 from tests.test_demo_script import Intake, intake_steps
 from tests.test_no_plaintext import findings
 from tests.test_sealed_cases import lotse
@@ -52,6 +52,7 @@ class Deployment:
     bot: str
     counsellor: str
     counsellor_device: tuple[str, str]
+    counsellor_password: str
     staff_room: str
     lotse: Lotse
     secret: bytes
@@ -68,17 +69,6 @@ class Deployment:
     def cli(self, *arguments: str | Path):
         return lotse(*arguments, "--config", self.config, passphrase=PASSPHRASE,
                      secret=self.secret)  # fmt: skip
-
-
-@pytest.fixture(scope="session")
-def synapse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Synapse]:
-    server = Synapse(tmp_path_factory.mktemp("synapse"), free_port(), secrets.token_hex(16))
-    try:
-        server.start()
-    except Exception as error:
-        pytest.fail(f"Synapse (dev dependency matrix-synapse) could not start: {error}")
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +119,7 @@ language = "de"
     env = environment(secret, bot_password, PASSPHRASE)
     deployment = Deployment(
         synapse, folder, data_dir, config, key, bot, counsellor,
-        (str(login["device_id"]), token), str(room["room_id"]),
+        (str(login["device_id"]), token), counsellor_password, str(room["room_id"]),
         Lotse(config, env, folder / "lotse.log"), secret,
     )  # fmt: skip
     for step in (
@@ -394,6 +384,40 @@ def test_a_failed_first_login_stops_start_up_with_one_clear_line(
     assert run.process.wait(60) == 2
     lines = (deployment.folder / f"{name}.log").read_text().strip().splitlines()
     assert len(lines) == 1 and says in lines[0] and "Traceback" not in lines[0], lines
+
+
+async def _urgent_case(deployment: Deployment, counsellor: Person) -> str:
+    """An urgent intake by a new official; returns its reference once the staff room has it."""
+    official, password = deployment.official("urgent")
+    await official.start(password)
+    try:
+        room = await official.direct_chat(deployment.bot)
+        said = await _intake(official, room, Intake(urgent=True), ("x", b""))
+        reference = next(m[0] for t in reversed(said) if (m := REFERENCE.search(t)))
+        staff = deployment.staff_room
+        await counsellor.wait_for(lambda: any(reference in t for t in counsellor.texts(staff)))
+        return reference
+    finally:
+        await official.stop()
+
+
+async def test_a_counsellors_new_device_is_reported_in_the_staff_room(
+    deployment: Deployment,
+) -> None:
+    counsellor = deployment.counsellor_person()
+    second = Person(deployment.synapse.url, deployment.counsellor, deployment.folder / "tablet")
+    await counsellor.start(device=deployment.counsellor_device)
+    staff = deployment.staff_room
+    try:
+        await _urgent_case(deployment, counsellor)  # the phone is trusted on first use by now
+        await second.start(deployment.counsellor_password)  # a new device, new keys
+        reference = await _urgent_case(deployment, counsellor)
+        note = f"{deployment.counsellor} hat ein neues Gerät"
+        assert any(note in text for text in counsellor.texts(staff))
+        await second.wait_for(lambda: any(reference in t for t in second.texts(staff)))
+    finally:
+        await second.stop()
+        await counsellor.stop()
 
 
 async def test_a_stranger_in_the_staff_room_gets_no_case_details_only_an_alert(
