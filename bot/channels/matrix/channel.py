@@ -56,6 +56,7 @@ CHANNEL = "matrix"
 SYNC_TIMEOUT_MS = 30_000
 MAX_BACKOFF = 60.0
 UNDECRYPTABLE_SECONDS = 60.0
+READY_SECONDS = 30.0
 ENCRYPTION = {"algorithm": "m.megolm.v1.aes-sha2"}
 CLEAR_COMMANDS = frozenset({"/chat_leeren", "/clear_chat"})
 YES = frozenset({"ja", "yes", "j", "y", "1"})
@@ -349,8 +350,17 @@ class MatrixChannel:
         except Exception as error:
             return [f"the staff room could not be checked ({type(error).__name__})"]
 
+    async def _synced(self) -> bool:
+        """Whether the first sync is done (waits a little for it)."""
+        try:
+            await asyncio.wait_for(self._ready.wait(), READY_SECONDS)
+        except TimeoutError:
+            return False
+        return True
+
     async def _check(self) -> list[str]:
-        await self._ready.wait()
+        if not await self._synced():
+            return ["the Matrix channel has not synced with the homeserver yet"]
         if self.staff_room is None:
             return ["no Matrix staff room is configured"]
         room = self.client.rooms.get(self.staff_room)
@@ -394,7 +404,8 @@ class MatrixChannel:
     # -- sending ---------------------------------------------------------------------------
 
     async def send(self, chat: str, reply: Reply) -> None:
-        await self._ready.wait()
+        if not await self._synced():
+            raise RuntimeError("the Matrix channel has not synced yet")  # temporary: tried again
         for file in reply.files:
             await self._send_file(chat, file.name, file.media_type, file.data)
         await self._send_text(chat, reply_as_text(reply))
