@@ -347,6 +347,39 @@ async def test_clear_chat_redacts_the_bots_messages_after_a_yes_and_explains_lea
     assert deployment.lotse.running()
 
 
+async def test_a_message_that_cannot_be_decrypted_is_not_dropped_the_official_is_asked_again(
+    deployment: Deployment,
+) -> None:
+    official, password = deployment.official("undecryptable")
+    await official.start(password)
+    try:
+        room = await official.direct_chat(deployment.bot)
+        await official.answer(room, official.say(room, "/start"))
+        # an encrypted event whose key the bot never got (a session nobody shared)
+        forged = {
+            "algorithm": "m.megolm.v1.aes-sha2",
+            "sender_key": official.client.olm.account.identity_keys["curve25519"],
+            "device_id": official.client.device_id,
+            "session_id": "nie-geteilt-" + uuid.uuid4().hex,
+            "ciphertext": "AwgAEnAQ",
+        }
+        url = (
+            f"{deployment.synapse.url}/_matrix/client/v3/rooms/{room}/send/m.room.encrypted/"
+            f"{uuid.uuid4().hex}"
+        )
+        request = urllib.request.Request(
+            url, json.dumps(forged).encode(), method="PUT",
+            headers={"Authorization": f"Bearer {official.client.access_token}",
+                     "Content-Type": "application/json"},
+        )  # fmt: skip
+        await asyncio.to_thread(urllib.request.urlopen, request, timeout=30)
+        asked = "Bitte schicken Sie sie noch einmal"
+        await official.wait_for(lambda: any(asked in t for t in official.texts(room)), 60)
+        assert deployment.lotse.running()
+    finally:
+        await official.stop()
+
+
 def _variant(deployment: Deployment, name: str, **matrix: str) -> Path:
     text = deployment.config.read_text(encoding="utf-8")
     text = text.replace(str(deployment.data_dir / "matrix-store"), str(deployment.folder / name))
