@@ -16,6 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from bot import admin, handles, logs
 from bot.app import App, demo_config, load_engine, open_app
 from bot.casebook import ExportError
+from bot.channels.matrix import MatrixStartError
 from bot.config import Config, ConfigError, load_config
 from bot.demo import DEFAULT_DEMO_DIR, run_demo
 from bot.instance import InstanceError
@@ -44,6 +45,7 @@ OPERATOR_ERRORS = (
     KeyFileError, KeyringError, CaseError, DecryptionError, admin.CommandError, AuditError,
     KeyBindingError, ExportError, handles.HandleError, InstanceError,
 )  # fmt: skip
+CHANNEL_START_FAILED = 2  # a channel could not log in: wrong password, no server, lost device
 CONFIG_ENV = "LOTSE_CONFIG"
 
 
@@ -181,6 +183,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure(logging.DEBUG if arguments.verbose else logging.WARNING)
     try:
         return _dispatch(arguments)
+    except MatrixStartError as error:
+        print(f"lotse: {error}", file=sys.stderr)
+        return CHANNEL_START_FAILED
     except OPERATOR_ERRORS as error:
         _print_operator_error(error)
         return 1

@@ -77,6 +77,7 @@ class MatrixConfig(_Section):
     password_env: EnvName = "LOTSE_MATRIX_PASSWORD"  # noqa: S105  (a variable name, not a secret)
     device_id: str = "LOTSEBOT"
     store_dir: Path = Path("lotse-data/matrix-store")
+    max_file_mb: int = Field(default=20, ge=1, le=100)
 
     @model_validator(mode="after")
     def _complete_when_enabled(self) -> MatrixConfig:
@@ -178,7 +179,7 @@ def _cross_checks(config: Config) -> list[Problem]:
     """What needs more than one key, or the disk: checked here so `config check` and `run` agree."""
     problems = [
         Problem(f"{name}.enabled", f"the {name} channel is not part of this version yet")
-        for name in ("telegram", "matrix")
+        for name in ("telegram",)
         if getattr(config, name).enabled
     ]
     staff = config.staff

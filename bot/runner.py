@@ -9,9 +9,10 @@ from bot.app import open_app, settings_from_config
 from bot.config import Config, ConfigError
 from bot.core.orchestrator import Core
 from bot.core.pace import Pace
-from bot.core.types import StaffMember
+from bot.core.types import Adapter, StaffMember, StaffRoom
 from bot.housekeeping import purge_daily
 from bot.instance import only_instance
+from bot.matrix_wiring import build_matrix
 from bot.service import Service
 from flows.problems import Problem
 from storage.keyring import current_team
@@ -43,7 +44,7 @@ class NoStaffRoom:
 
 
 async def run_service(config: Config) -> int:
-    for name in ("telegram", "matrix"):
+    for name in ("telegram",):
         if getattr(config, name).enabled:
             raise ConfigError(
                 "configuration",
@@ -62,15 +63,26 @@ async def run_service(config: Config) -> int:
                         )
                     ],
                 )
-        core = Core(app.engine, app.store, NoStaffRoom(), settings_from_config(config))
-        core.pace = Pace()
-        logger.warning("no channel is enabled: only the daily retention job runs")
         postgres = app.store.database.dialect.name == "postgresql"
         with contextlib.nullcontext() if postgres else only_instance(config.storage.data_dir):
-            await Service(
-                core,
-                [],
-                jobs=[lambda: purge_daily(app.store, config.counselling)],
-                leadership=Lease(app.store) if postgres else None,
-            ).run()
+            async with contextlib.AsyncExitStack() as channels:
+                adapters: list[Adapter] = []
+                staff_room: StaffRoom = NoStaffRoom()
+                if config.matrix.enabled:
+                    matrix = build_matrix(config, app)
+                    channels.push_async_callback(matrix.close)
+                    await matrix.start()  # MatrixStartError: one line, exit 2
+                    adapters.append(matrix)
+                    if config.staff.channel == "matrix":
+                        staff_room = matrix
+                core = Core(app.engine, app.store, staff_room, settings_from_config(config))
+                core.pace = Pace()
+                if not adapters:
+                    logger.warning("no channel is enabled: only the daily retention job runs")
+                await Service(
+                    core,
+                    adapters,
+                    jobs=[lambda: purge_daily(app.store, config.counselling)],
+                    leadership=Lease(app.store) if postgres else None,
+                ).run()
     return 0

@@ -93,6 +93,12 @@ REQUIRED: dict[str, frozenset[str]] = {
         "staff_health": ("waiting", "oldest", "urgent", "open", "claim", "reply"),
         "staff_escalation": ("reference", "minutes", "mentions"), "staff_help": ("commands",),
         "staff_nobody": (),
+        # the Matrix channel (bot/channels/matrix)
+        "matrix_encryption_on": (), "matrix_encryption_needed": (), "matrix_group_room": (),
+        "matrix_undecryptable": (),
+        "matrix_file_too_large": ("limit",), "matrix_staff_room_unsafe": (),
+        "matrix_new_device": ("who",), "matrix_clear_confirm": (), "matrix_clear_done": (),
+        "matrix_clear_kept": (),
     }.items()
 }  # fmt: skip
 WORD_LISTS = ("yes_words", "no_words", "submit_words", "done_words", "later_words", "weekdays")
