@@ -89,6 +89,7 @@ REQUIRED: dict[str, frozenset[str]] = {
         "staff_queue_line": ("position", "reference", "urgent", "minutes"),
         "staff_urgent_mark": (),
         "staff_delivery_failed": ("reference",), "staff_delivery_failed_intake": (),
+        "staff_details_held": ("reference",),
         "staff_file_too_big": ("name", "limit"),
         "staff_health": ("waiting", "oldest", "urgent", "open", "claim", "reply"),
         "staff_escalation": ("reference", "minutes", "mentions"), "staff_help": ("commands",),

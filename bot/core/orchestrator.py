@@ -74,7 +74,7 @@ class Core:
         self.settings = settings
         self._channels: dict[str, Channel] = {}
         self.handoff = Handoff(engine, settings, staff_room)
-        self.delivery = Delivery(store, staff_room, self._channels, self._dead_notice)
+        self.delivery = Delivery(store, staff_room, self._channels, self._notice)
         self._locks = KeyedLocks()
         self._unsaved = _Bounded()
         self._recent: OrderedDict[str, None] = OrderedDict()
@@ -90,8 +90,11 @@ class Core:
         """The pseudonym the core keeps for a platform user id (an HMAC of `channel:user id`)."""
         return self.store.keys.pseudonym(channel, user_id)
 
-    def _dead_notice(self, reference: str | None) -> str:
+    def _notice(self, situation: str, reference: str | None) -> str:
+        """The staff room's content-free words for a delivery situation ("dead", "held")."""
         language = self.settings.staff_language
+        if situation == "held":
+            return self.engine.texts.get("staff_details_held", language, reference=reference)
         if reference is None:
             return self.engine.texts.get("staff_delivery_failed_intake", language)
         return self.engine.texts.get("staff_delivery_failed", language, reference=reference)
