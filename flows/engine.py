@@ -198,6 +198,8 @@ class Engine:
         notes: list[Reply] = []
         if given.dropped_files:
             notes.append(self._say(current, "files_before_consent"))
+        if given.too_big_files:
+            notes.append(self._say(current, "file_too_big", limit=given.file_limit_mb))
         if given.files:
             current.files.extend(given.files)
             if not at_evidence:
@@ -213,6 +215,7 @@ class Engine:
             spelled=spelled,
             fresh=fresh,
             with_files=bool(given.files),
+            refused_files=bool(given.dropped_files or given.too_big_files),
             pick=given.pick,
         )
         return Outcome(outcome.state, [*notes, *outcome.replies], outcome.effect)
@@ -228,6 +231,7 @@ class Engine:
         fresh: bool,
         with_files: bool,
         pick: Pick | None,
+        refused_files: bool = False,
     ) -> Outcome:
         if pick is not None:
             return self._pick(current, pick, fresh)
@@ -246,7 +250,7 @@ class Engine:
             return Outcome(current, [self.ask(current)])
         step = self.questionnaire.step(current.step)
         if not text and not (with_files and step.kind == "evidence"):
-            if with_files:
+            if with_files or refused_files:  # a file alone: its note said it, ask again
                 return Outcome(current, [self.ask(current)])
             return Outcome(current, [self._nudge(current, "empty_message")])
         return self._answer(current, step, text, [])

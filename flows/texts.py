@@ -83,6 +83,8 @@ REQUIRED: dict[str, frozenset[str]] = {
         "staff_health": ("waiting", "oldest", "urgent", "open", "claim", "reply"),
         "staff_escalation": ("reference", "minutes", "mentions"), "staff_help": ("commands",),
         "staff_nobody": (),
+        # hardening (issue 11)
+        "file_too_big": ("limit",),
     }.items()
 }  # fmt: skip
 WORD_LISTS = ("yes_words", "no_words", "submit_words", "done_words", "later_words", "weekdays")

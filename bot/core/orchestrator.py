@@ -173,10 +173,12 @@ class Core:
         state = loaded.state if loaded else self._unsaved.get(sender)
 
         files: list[StoredFile] = []
-        dropped = 0
+        dropped = too_big = 0
         for attachment in inbound.attachments:
-            too_big = len(attachment.data) > self.settings.max_file_bytes
-            if state is None or not state.consented or too_big:
+            if len(attachment.data) > self.settings.max_file_bytes:
+                too_big += 1
+                continue
+            if state is None or not state.consented:
                 dropped += 1
                 continue
             files.append(
@@ -192,9 +194,17 @@ class Core:
             await unit.save(sender, inbound.channel, inbound.chat, turn.state)
             await unit.mark_seen(event_key)
             logger.debug("message on %s handled by the handoff", inbound.channel)
-            return _Step(turn.replies, durable=True)
+            refused = [self._too_big(state.language)] if too_big else []
+            return _Step([*refused, *turn.replies], durable=True)
 
-        given = UserInput(inbound.text, tuple(files), dropped, inbound.pick)
+        given = UserInput(
+            inbound.text,
+            tuple(files),
+            dropped,
+            inbound.pick,
+            too_big_files=too_big,
+            file_limit_mb=self.settings.max_file_bytes // (1024 * 1024),
+        )
         outcome = self.engine.handle(state, given)
         result = _Step(list(outcome.replies))
         new_state = outcome.state
@@ -235,6 +245,10 @@ class Core:
             f", {outcome.effect.value}" if outcome.effect else "",
         )
         return result
+
+    def _too_big(self, language: str) -> Reply:
+        limit = self.settings.max_file_bytes // (1024 * 1024)
+        return Reply(self.engine.texts.get("file_too_big", language, limit=limit))
 
     def _for_the_handoff(self, state: IntakeState, text: str) -> bool:
         """Once the intake is a case, words go to the handoff; commands and confirmations

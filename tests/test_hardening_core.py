@@ -1,0 +1,126 @@
+"""Issue 11 (8/10 Hardening), items 1, 2, 5, 6, 7, 9, 13, 14, 15 and 17: what an adversarial
+test of the demo broke, each as the official, the staff room or an attacker observes it.
+
+Each test is named after its item. Most run `lotse demo` as a separate process, as the
+issue reproduced them; the rest go through the core in-process on both databases.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, demo_command, run_demo
+from tests.test_demo_script import ok
+from tests.test_handoff_demo import REF, THREAD
+
+pytestmark = pytest.mark.slow
+
+SUBMIT_URGENT = ["/start", "1", "ja", "2", "1", "absenden"]  # in danger: sent at once
+CLAIM = f"staff> {REF} /uebernehmen"
+TOO_BIG_DE = "Diese Datei ist größer als 20 MB; ich habe sie nicht gespeichert."
+MEMORY_LIMIT_KIB = 200 * 1024
+
+# Runs the demo as its child and prints the child's peak resident memory (KiB) to stderr last.
+_MEASURED = """\
+import resource, subprocess, sys
+code = subprocess.run(sys.argv[1:]).returncode
+print(f"peak-rss-kib {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}", file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def measured_demo(
+    data_dir: Path, lines: list[str], timeout: float = 120, stdin: bytes | None = None
+) -> tuple[subprocess.CompletedProcess[str], int]:
+    """The demo fed `lines` (or raw bytes), and its peak resident memory in KiB."""
+    data = stdin if stdin is not None else "".join(f"{line}\n" for line in lines).encode()
+    result = subprocess.run(
+        [sys.executable, "-c", _MEASURED, *demo_command(data_dir)],
+        input=data,
+        capture_output=True,
+        timeout=timeout,
+        cwd=ROOT,
+        check=False,
+    )
+    stderr = result.stderr.decode("utf-8", "replace")
+    *rest, last = stderr.rstrip("\n").splitlines()
+    assert last.startswith("peak-rss-kib "), stderr
+    text = subprocess.CompletedProcess(
+        result.args, result.returncode, result.stdout.decode("utf-8", "replace"), "\n".join(rest)
+    )
+    return text, int(last.split()[1])
+
+
+def said(stdout: str) -> str:
+    """Everything the bot told the official, as one text."""
+    return "\n".join(line[5:] for line in stdout.splitlines() if line.startswith("bot> "))
+
+
+# -- item 1: attachments -------------------------------------------------------------------------
+
+
+def test_item_01_what_is_not_a_regular_file_is_refused_unread(
+    demo_dir: Path, tmp_path: Path
+) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    lines = ["/start", "1", "file> /dev/zero", f"file> {fifo}", f"file> {folder}", "2"]
+    result, peak = measured_demo(demo_dir, lines, timeout=60)
+    assert result.returncode == 0, result.stderr
+    for target in ("/dev/zero", str(fifo), str(folder)):
+        assert f"cannot send '{target}': not a regular file" in result.stderr
+    assert "unexpected" not in result.stderr
+    assert "Frage 2 von" in said(result.stdout)  # the intake went on
+    assert peak < MEMORY_LIMIT_KIB
+
+
+def test_item_01_a_file_over_the_limit_is_called_too_big_after_consent(
+    demo_dir: Path, tmp_path: Path
+) -> None:
+    big = tmp_path / "big.bin"
+    with big.open("wb") as file:
+        file.truncate(200 * 1024 * 1024)  # 200 MB, sparse
+    ok(run_demo(demo_dir, ["/start", "1"]))  # the first run derives the demo key: 150 MB
+    result, peak = measured_demo(demo_dir, [f"file> {big}"])
+    assert result.returncode == 0, result.stderr
+    text = said(result.stdout)
+    assert TOO_BIG_DE in text
+    assert "zugestimmt haben" not in text
+    assert "Ihre Nachricht war leer" not in text
+    assert peak < 120 * 1024  # never read whole: at most the limit and one byte
+
+
+def test_item_01_a_counsellors_file_over_the_limit_is_refused_unread(
+    demo_dir: Path, tmp_path: Path
+) -> None:
+    big = tmp_path / "big.bin"
+    with big.open("wb") as file:
+        file.truncate(200 * 1024 * 1024)
+    ok(run_demo(demo_dir, [*SUBMIT_URGENT, CLAIM]))
+    result, peak = measured_demo(demo_dir, [f"staff> {REF} file> {big}"])
+    assert result.returncode == 0, result.stderr
+    assert f"{THREAD}Nicht weitergeleitet: big.bin ist größer als 20 MB." in result.stdout
+    assert "big.bin" not in said(result.stdout)
+    assert (demo_dir / "lotse.db").stat().st_size < 10 * 1024 * 1024
+    assert peak < 120 * 1024
+
+
+def test_item_01_the_limit_comes_from_the_configuration(tmp_path: Path) -> None:
+    from bot.app import settings_from_config
+    from bot.config import config_from_dict
+
+    config = config_from_dict(
+        {"storage": {"url": "sqlite+aiosqlite:///x.db", "data_dir": "d", "max_file_mb": 3}},
+        tmp_path,
+        "test",
+    )
+    assert settings_from_config(config).max_file_bytes == 3 * 1024 * 1024
+    example = (ROOT / "config.example.toml").read_text()
+    assert "max_file_mb = 20" in example
