@@ -84,7 +84,8 @@ REQUIRED: dict[str, frozenset[str]] = {
         "staff_escalation": ("reference", "minutes", "mentions"), "staff_help": ("commands",),
         "staff_nobody": (),
         # hardening (issue 11)
-        "file_too_big": ("limit",),
+        "file_too_big": ("limit",), "staff_holder_revoked": ("name",),
+        "staff_taken_over": ("name", "holder"), "staff_take_over_needs_reason": (),
     }.items()
 }  # fmt: skip
 WORD_LISTS = ("yes_words", "no_words", "submit_words", "done_words", "later_words", "weekdays")

@@ -28,6 +28,7 @@ from storage.repository import Unit, aware
 
 logger = logging.getLogger(__name__)
 
+FORCE = "--force"  # `/uebernehmen --force GRUND`: take over from a holder who cannot answer
 CASE_COMMANDS = frozenset({"claim", "release", "transfer", "note", "close", "reopen"})
 
 
@@ -292,7 +293,16 @@ class Handoff:
         self, unit: Unit, command: str, argument: str, reference: str, counsellor: Counsellor
     ) -> None:
         name = counsellor.display_name
-        if command == "claim":
+        if command == "claim" and argument.split(maxsplit=1)[:1] == [FORCE]:
+            reason = argument[len(FORCE) :].strip()
+            holder = await queue.take_over(unit, reference, counsellor, reason)
+            case = await unit.case(reference)
+            assert case is not None
+            key = "staff_taken_over" if holder else "staff_claimed"
+            await self._post(unit, reference, self._staff(key, name=name, holder=holder))
+            await self._relay_backlog(unit, case)
+            await self._tell_official(unit, case, "claimed_notice", name=name)
+        elif command == "claim":
             case = await queue.claim(unit, reference, counsellor)
             await self._post(unit, reference, self._staff("staff_claimed", name=name))
             await self._relay_backlog(unit, case)
