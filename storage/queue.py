@@ -133,9 +133,7 @@ async def release_held_by(
         case.status, case.claimed_by, case.claimed_at = WAITING, None, None
         case.queued_at = unit.now
         case.escalate_at = unit.now if case.urgent else None
-        await unit.audit(
-            Action.CASE_RELEASED, by, case.reference, {"revoked": holder.name}
-        )
+        await unit.audit(Action.CASE_RELEASED, by, case.reference, {"revoked": holder.name})
     return held
 
 

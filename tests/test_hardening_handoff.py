@@ -7,19 +7,27 @@ someone with the database and the server secret would observe.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 
 import pytest
 
 from bot.core.revocation import revoke_and_release
+from flows.engine import Engine
 from storage import queue
 from storage.audit import Action
 from storage.keyfile import UnlockedKey
 from storage.keyring import CounsellorEntry
-from tests.test_handoff import SETTINGS, URGENT_INTAKE, Bench, bench, clock  # noqa: F401
+from storage.repository import Store
+from tests.test_handoff import SETTINGS, URGENT_INTAKE, WEDNESDAY_10, Bench
+from tests.test_queue import Clock
 
 LUTZ = CounsellorEntry("Lutz", "L. Lutz")
+
+
+@pytest.fixture
+def bench(store: Store, flow_engine: Engine) -> Bench:
+    clock = Clock(WEDNESDAY_10)
+    return Bench(flow_engine, Store(store.database, store.keys, clock=clock), clock, SETTINGS)
 
 
 async def _revoke(bench: Bench, by: UnlockedKey, name: str) -> list[str]:
@@ -77,7 +85,9 @@ async def test_item_02_a_case_whose_holder_cannot_answer_can_be_taken_over(
     assert (await bench.case(reference)).claimed_by is not None
 
     said = await bench.said("/uebernehmen --force seit zwei Tagen nicht erreichbar", reference)
-    assert said == "A. Berger hat den Fall von L. Lutz übernommen. Der Grund ist im Fall gespeichert."
+    assert said == (
+        "A. Berger hat den Fall von L. Lutz übernommen. Der Grund ist im Fall gespeichert."
+    )
     assert person.received()[-1].startswith("A. Berger hat Ihren Fall übernommen")
     [entry] = await bench.audited(Action.CASE_TAKEN_OVER)
     assert (entry.actor, entry.case_reference) == ("Berger", reference)
@@ -103,6 +113,3 @@ async def test_item_02_a_case_held_by_a_counsellor_revoked_before_the_fix_can_be
     assert (await bench.case(reference)).status == queue.CLAIMED
     health = await bench.said("/lage")
     assert "L. Lutz" not in health
-
-
-_ = (dt, pytest)
