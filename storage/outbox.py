@@ -10,7 +10,10 @@ that can never be delivered becomes a dead letter: its content is dropped, a row
 without content stays until the purge, and its stream goes on.
 
 Everything here is encrypted with the server key: the running server must read a
-message to send it. A counsellor's file travels once, in `transit_files`, referenced
+message to send it. This is the one place where words of a submitted case (the
+official's, quoted in a staff post; a counsellor's, relayed) are readable with the
+server secret, from the write until the delivery deletes the row; README.md says so.
+A counsellor's file travels once, in `transit_files`, referenced
 by the message and deleted with it.
 """
 

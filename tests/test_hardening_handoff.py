@@ -18,6 +18,7 @@ from storage.audit import Action
 from storage.keyfile import UnlockedKey
 from storage.keyring import CounsellorEntry
 from storage.repository import Store
+from tests.test_core import CHANNEL
 from tests.test_handoff import SETTINGS, URGENT_INTAKE, WEDNESDAY_10, Bench
 from tests.test_queue import Clock
 
@@ -113,3 +114,95 @@ async def test_item_02_a_case_held_by_a_counsellor_revoked_before_the_fix_can_be
     assert (await bench.case(reference)).status == queue.CLAIMED
     health = await bench.said("/lage")
     assert "L. Lutz" not in health
+
+
+# -- item 7: words while waiting ------------------------------------------------------------------
+
+WAITING_CANARY = "Kanarie-Wartezeit-R8VN"
+
+
+async def _state_of(bench: Bench, person_id: str) -> tuple[list[str], bytes]:
+    """What someone with the database and the server secret reads in the conversation."""
+    sender = bench.core.pseudonym(CHANNEL, person_id)
+    async with bench.store.unit() as unit:
+        loaded = await unit.load(sender)
+    assert loaded is not None
+    return loaded.state.relay_backlog, loaded.state.to_bytes()
+
+
+async def test_item_07_words_while_waiting_reach_the_thread_at_once_not_the_state(
+    bench: Bench,
+) -> None:
+    person = bench.person()
+    reference = await person.submit()
+    [kept] = await person.say(f"Noch etwas: {WAITING_CANARY}")
+    assert kept.startswith("Danke, Ihre Nachricht ist bei Ihrem Fall gespeichert")
+    assert bench.thread(reference) == [f"Person: Noch etwas: {WAITING_CANARY}"]
+    backlog, state = await _state_of(bench, person.user_id)
+    assert backlog == []
+    assert WAITING_CANARY.encode() not in state
+    # Counsellors' words still reach the official only after a claim.
+    before = len(person.received())
+    await bench.staff("Hallo?", reference)
+    assert person.received()[before:] == []
+
+
+async def test_item_07_a_backlog_stored_by_an_older_version_is_posted_at_the_next_message(
+    bench: Bench,
+) -> None:
+    person = bench.person()
+    reference = await person.submit()
+    sender = bench.core.pseudonym(CHANNEL, person.user_id)
+    async with bench.store.unit() as unit:
+        loaded = await unit.load(sender)
+        assert loaded is not None
+        loaded.state.relay_backlog = [WAITING_CANARY]
+        await unit.save(sender, loaded.channel, loaded.address, loaded.state)
+
+    await person.say("Ist jemand da?")
+    assert bench.thread(reference) == [
+        f"Während der Wartezeit schrieb die Person:\nPerson: {WAITING_CANARY}",
+        "Person: Ist jemand da?",
+    ]
+    backlog, state = await _state_of(bench, person.user_id)
+    assert backlog == [] and WAITING_CANARY.encode() not in state
+    await bench.staff("/uebernehmen", reference)
+    assert sum(WAITING_CANARY in text for text in bench.thread(reference)) == 1
+
+
+async def test_item_07_a_backlog_left_until_the_claim_is_posted_with_it(bench: Bench) -> None:
+    person = bench.person()
+    reference = await person.submit()
+    sender = bench.core.pseudonym(CHANNEL, person.user_id)
+    async with bench.store.unit() as unit:
+        loaded = await unit.load(sender)
+        assert loaded is not None
+        loaded.state.relay_backlog = [WAITING_CANARY]
+        await unit.save(sender, loaded.channel, loaded.address, loaded.state)
+    await bench.staff("/uebernehmen", reference)
+    assert bench.thread(reference)[-1] == (
+        f"Während der Wartezeit schrieb die Person:\nPerson: {WAITING_CANARY}"
+    )
+    backlog, _ = await _state_of(bench, person.user_id)
+    assert backlog == []
+
+
+# -- item 14: a message after closing, then "new report" ------------------------------------------
+
+
+async def test_item_14_a_message_after_closing_reaches_the_old_thread_before_a_new_report(
+    bench: Bench,
+) -> None:
+    person = bench.person()
+    reference = await person.submit()
+    await bench.staff("/uebernehmen", reference)
+    await bench.staff("/abschliessen beraten", reference)
+    [offer] = await person.say(f"Es ist wieder passiert. {WAITING_CANARY}")
+    assert "neue Meldung" in offer
+    assert bench.thread(reference)[-1] == f"Person: Es ist wieder passiert. {WAITING_CANARY}"
+    assert person.choices() == ("reopen", "new")
+    [question] = await person.say("2")  # a new report
+    assert "akuter Gefahr" in question
+    # Seen in the old case's thread (and sealed there), told nowhere twice.
+    posts = [text for _, text in bench.recorder.room if WAITING_CANARY in text]
+    assert len(posts) == 1

@@ -114,12 +114,15 @@ class Handoff:
             return await self._return_choice(unit, state, case, text, pick)
         if pick is not None:  # nothing is asked while a case is open: an earlier question's button
             return OfficialTurn(state, [Reply(self.texts.get("stale_pick_gone", language))])
+        if state.relay_backlog:  # left by a version that held words until the claim
+            await self._post_backlog(unit, reference, state.relay_backlog)
+            state.relay_backlog = []
         if files:
             await unit.add_files(reference, sender, files)
         if case.status == queue.WAITING:
-            if text:
-                await unit.add_item(reference, "message", {"from": OFFICIAL, "text": text})
-                state.relay_backlog.append(text)
+            # Into the thread at once (the staff room sees it before a claim) and sealed
+            # into the case; nothing of it stays readable in the conversation's state.
+            await self._official_says(unit, reference, text, files)
             # The whole confirmation was said once; now just the news: kept, and the place.
             position = await queue.position(unit, reference)
             text = self.texts.get("waiting_message_kept", language, position=position or 1)
@@ -128,20 +131,23 @@ class Handoff:
                 text += " " + self.texts.get("hours_closed_short", language, next_opening=opening)
             return OfficialTurn(state, [Reply(text)])
         if case.status == queue.CLAIMED:
-            if text:
-                await unit.add_item(reference, "message", {"from": OFFICIAL, "text": text})
-                await self._post(unit, reference, self._staff("staff_official_says", text=text))
-            for file in files:
-                await self._post(
-                    unit,
-                    reference,
-                    self._staff("staff_official_file", name=file.name, size=file.size),
-                )
+            await self._official_says(unit, reference, text, files)
             return OfficialTurn(state, [])
-        if text:  # what they came back to say is kept; a counsellor sees it at the next claim
-            await unit.add_item(reference, "message", {"from": OFFICIAL, "text": text})
-            state.relay_backlog.append(text)
+        # Closed: what they came back to say goes to the old case's thread, whatever they
+        # choose next (a new report begins with their answers, not these words).
+        await self._official_says(unit, reference, text, files)
         return self._offer_return(unit, state, case)
+
+    async def _official_says(
+        self, unit: Unit, reference: str, text: str, files: list[StoredFile]
+    ) -> None:
+        if text:
+            await unit.add_item(reference, "message", {"from": OFFICIAL, "text": text})
+            await self._post(unit, reference, self._staff("staff_official_says", text=text))
+        for file in files:
+            await self._post(
+                unit, reference, self._staff("staff_official_file", name=file.name, size=file.size)
+            )
 
     def _return_choices(self, language: str, can_reopen: bool) -> tuple[Choice, ...]:
         new = Choice("new", self.texts.get("return_new", language))
@@ -342,17 +348,21 @@ class Handoff:
             await self._tell_official(unit, case, "reopened_notice", reference=reference)
 
     async def _relay_backlog(self, unit: Unit, case: Case) -> None:
-        """What the official wrote while waiting reaches the thread once someone has claimed."""
+        """Words a state from before item 7 of issue 11 still holds reach the thread at a claim."""
         loaded = await unit.load(case.sender_key)
         if loaded is None or not loaded.state.relay_backlog:
             return
-        lines = [self._staff("staff_waiting_messages")]
-        lines += [
-            self._staff("staff_official_says", text=text) for text in loaded.state.relay_backlog
-        ]
-        await self._post(unit, case.reference, "\n".join(lines))
+        await self._post_backlog(unit, case.reference, loaded.state.relay_backlog)
         loaded.state.relay_backlog = []
         await unit.save(case.sender_key, loaded.channel, loaded.address, loaded.state)
+
+    async def _post_backlog(self, unit: Unit, reference: str, backlog: list[str]) -> None:
+        """Words a state from before item 7 of issue 11 still holds: into the thread, once.
+
+        They were sealed into the case when written; only the post was held back."""
+        lines = [self._staff("staff_waiting_messages")]
+        lines += [self._staff("staff_official_says", text=text) for text in backlog]
+        await self._post(unit, reference, "\n".join(lines))
 
     async def _relay_to_official(
         self, unit: Unit, reference: str, counsellor: Counsellor, text: str, inbound: StaffInbound
