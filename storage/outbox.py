@@ -143,12 +143,22 @@ async def to_official(
 
 
 async def to_staff(
-    unit: Unit, reference: str | None, text: str, *, urgent: bool = False, opens: bool = False
+    unit: Unit,
+    reference: str | None,
+    text: str,
+    *,
+    urgent: bool = False,
+    opens: bool = False,
+    thread: str | None = None,
 ) -> None:
-    """A post in a case's thread (or the room at large); `opens`: the case's first post."""
+    """A post in a case's thread (or the room at large); `opens`: the case's first post.
+
+    `thread` (with no reference): a thread whose case is gone, e.g. deleted on request."""
     content: dict[str, Any] = {"text": text}
     if opens:
         content["urgent"] = urgent
+    if thread is not None:
+        content["thread"] = thread
     kind = OPEN_THREAD if opens else STAFF
     stream = staff_stream(reference)
     _add(unit, kind, STAFF_CHANNEL, stream, reference=reference, content=content, urgent=urgent)

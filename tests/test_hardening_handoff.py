@@ -206,3 +206,26 @@ async def test_item_14_a_message_after_closing_reaches_the_old_thread_before_a_n
     # Seen in the old case's thread (and sealed there), told nowhere twice.
     posts = [text for _, text in bench.recorder.room if WAITING_CANARY in text]
     assert len(posts) == 1
+
+
+# -- item 15: /loeschen of a claimed case ---------------------------------------------------------
+
+
+async def test_item_15_deleting_a_claimed_case_is_announced_in_its_thread_without_content(
+    bench: Bench,
+) -> None:
+    person = bench.person()
+    reference = await person.submit()
+    await bench.staff("/uebernehmen", reference)
+    await person.say(f"Noch ein Detail: {WAITING_CANARY}")
+    await person.say("/loeschen")
+    await person.say("ja")
+    assert await bench.outbox() == 0
+    announced = bench.thread(reference)[-1]
+    assert announced == (
+        f"Fall {reference} wurde auf Wunsch der Person gelöscht, mit allem, was dazu "
+        "gespeichert war. Hier erreicht nichts mehr die Person."
+    )
+    assert WAITING_CANARY not in announced
+    said = await bench.said("Sind Sie noch da?", reference)
+    assert said == f"Einen Fall thread-{reference} gibt es nicht."

@@ -12,6 +12,8 @@ import datetime as dt
 import logging
 from dataclasses import dataclass
 
+from sqlalchemy import select
+
 from bot.core.settings import Settings
 from bot.core.types import Attachment, Pick, Reply, StaffInbound, StaffMember, StaffRoom
 from flows.answers import match_one, parse_command
@@ -206,6 +208,21 @@ class Handoff:
 
     def _first_question(self, state: IntakeState) -> list[Reply]:
         return [self.engine.ask(state)]
+
+    async def threads_of(self, unit: Unit, sender: str) -> list[tuple[str, str]]:
+        """(reference, thread) of each of this official's cases whose thread is open."""
+        rows = await unit.session.execute(
+            select(Case.reference, Case.thread).where(
+                Case.sender_key == sender, Case.thread.is_not(None)
+            )
+        )
+        return [(reference, thread) for reference, thread in rows if thread]
+
+    async def announce_deleted(self, unit: Unit, threads: list[tuple[str, str]]) -> None:
+        """Tell each thread its case was deleted on request, without a word of its content."""
+        for reference, thread in threads:
+            text = self._staff("staff_case_deleted", reference=reference)
+            await outbox.to_staff(unit, None, text, thread=thread)
 
     # -- the staff room ----------------------------------------------------------------------
 

@@ -223,7 +223,9 @@ class Core:
             result.deleted = True
             logger.info("intake cancelled by the official")
         elif outcome.effect is Effect.DELETE_ALL:
+            threads = await self.handoff.threads_of(unit, sender)
             cases = await unit.delete_person(sender)
+            await self.handoff.announce_deleted(unit, threads)
             await outbox.forget_stream(unit, outbox.official_stream(sender))
             result.deleted = True
             logger.info("deleted everything about one official on request (%d case(s))", cases)
