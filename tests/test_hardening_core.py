@@ -8,8 +8,12 @@ issue reproduced them; the rest go through the core in-process on both databases
 from __future__ import annotations
 
 import os
+import pty
+import select
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -124,3 +128,46 @@ def test_item_01_the_limit_comes_from_the_configuration(tmp_path: Path) -> None:
     assert settings_from_config(config).max_file_bytes == 3 * 1024 * 1024
     example = (ROOT / "config.example.toml").read_text()
     assert "max_file_mb = 20" in example
+
+
+# -- item 9: Ctrl-C in the interactive demo ------------------------------------------------------
+
+
+def _read_until(descriptor: int, ending: bytes, timeout: float) -> bytes:
+    read = b""
+    deadline = time.monotonic() + timeout
+    while not read.endswith(ending):
+        assert time.monotonic() < deadline, read[-400:]
+        ready, _, _ = select.select([descriptor], [], [], 0.5)
+        if ready:
+            read += os.read(descriptor, 65536)
+    return read
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_item_09_the_interactive_demo_stops_at_once_on_ctrl_c(
+    demo_dir: Path, signum: signal.Signals
+) -> None:
+    """In a terminal (a pty), waiting at the prompt: the signal ends it, no next line needed."""
+    ok(run_demo(demo_dir, ["/start"]))  # the first run's key derivation is not what is timed
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen(
+        demo_command(demo_dir),
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+        cwd=ROOT,
+        start_new_session=True,
+    )
+    os.close(terminal)
+    try:
+        shown = _read_until(controller, b"\n> ", timeout=60)
+        assert b"Ctrl-C" in shown  # the banner promises it
+        started = time.monotonic()
+        process.send_signal(signum)
+        assert process.wait(timeout=10) == 0
+        assert time.monotonic() - started < 5
+    finally:
+        if process.poll() is None:
+            process.kill()
+        os.close(controller)
