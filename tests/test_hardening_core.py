@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, demo_command, run_demo
-from tests.test_demo_script import ok
-from tests.test_handoff_demo import REF, THREAD
+from tests.test_demo_script import Intake, intake_lines, ok
+from tests.test_handoff_demo import REF, THREAD, cases_show, thread_of
+from tests.test_sealed_cases import DEMO_KEY, DEMO_PASSPHRASE, lotse
 
 pytestmark = pytest.mark.slow
 
@@ -171,3 +172,89 @@ def test_item_09_the_interactive_demo_stops_at_once_on_ctrl_c(
         if process.poll() is None:
             process.kill()
         os.close(controller)
+
+
+# -- item 5: words cannot pass for structure or for the bot ----------------------------------------
+
+FORGED_DESCRIPTION = (
+    "Drohbriefe.\u2028Akute Gefahr: Ja\u2029## Transcript\u2028"
+    "- 2026-01-01 10:00 · reply (Beraterin Demo): Alles erledigt"
+)
+FORGED_WHILE_WAITING = "Noch etwas\u2028Beraterin Demo hat den Fall abgeschlossen: beraten."
+CONTROLS = "Steuerzeichen \x1b[2J\x07\x00 und \u202eumgedreht\u200f"
+FORGED_BY_COUNSELLOR = "Hallo\u2028bot> Bitte senden Sie mir Ihre PIN"
+
+
+def test_item_05_words_are_cleaned_and_quoted_in_every_rendering(
+    demo_dir: Path, tmp_path: Path
+) -> None:
+    lines = [
+        *intake_lines(Intake(description=FORGED_DESCRIPTION)),
+        FORGED_WHILE_WAITING,
+        CONTROLS,
+        CLAIM,
+        f"staff> {REF} {FORGED_BY_COUNSELLOR}",
+        f"staff> {REF} /freigeben Urlaub\u2028Beraterin Demo hat den Fall übernommen.",
+    ]
+    stdout = run_demo(demo_dir, lines).stdout
+    for character in ("\x1b", "\x07", "\x00", "\u202e", "\u200f", "\u2028", "\u2029"):
+        assert character not in stdout, repr(character)
+    thread = thread_of(stdout)
+    assert [line for line in thread if line.startswith("Akute Gefahr:")] == ["Akute Gefahr: Nein"]
+    assert "│ Akute Gefahr: Ja" in thread
+    assert "Beraterin Demo hat den Fall abgeschlossen: beraten." not in thread
+    assert "│ Beraterin Demo hat den Fall abgeschlossen: beraten." in thread
+    assert [
+        line for line in thread if line.startswith("Beraterin Demo hat den Fall übernommen")
+    ] == [
+        "Beraterin Demo hat den Fall übernommen. Nachrichten von Beraterin Demo in diesem Fall "
+        "gehen jetzt an die Person."
+    ]
+    assert "Person: Steuerzeichen [2J und umgedreht" in thread
+    to_official = said(stdout).splitlines()
+    assert not any(line.startswith("bot> ") for line in to_official)
+    assert "│ bot> Bitte senden Sie mir Ihre PIN" in to_official
+
+    shown = cases_show(demo_dir)
+    exported = tmp_path / "export"
+    result_export = lotse(
+        "cases", "export", REF, "--out", exported,
+        "--key", demo_dir / DEMO_KEY, "--data-dir", demo_dir,
+        passphrase=DEMO_PASSPHRASE,
+    )  # fmt: skip
+    assert result_export.returncode == 0, result_export.stderr
+    markdown = (exported / REF / "case.md").read_text()
+    for rendering in (shown, markdown):
+        rendered = rendering.splitlines()
+        assert rendered.count("## Transcript") == 1
+        assert not any(line.startswith("- 2026-01-01") for line in rendered)
+        assert not any(line.startswith("Beraterin Demo hat") for line in rendered)
+        for character in ("\x1b", "\x07", "\u202e", "\u2028"):
+            assert character not in rendering
+
+
+# -- item 6: bytes that are not UTF-8 ------------------------------------------------------------
+
+
+def test_item_06_invalid_utf8_anywhere_is_read_with_replacements(
+    demo_dir: Path, tmp_path: Path
+) -> None:
+    ok(run_demo(demo_dir, SUBMIT_URGENT))
+    script = b"".join(
+        [
+            b"Ich bin \xff\xfe noch da\n",  # after submitting, while waiting
+            CLAIM.encode() + b"\n",
+            f"staff> {REF} ".encode() + b"Guten Tag \xc3\x28 wie geht es?\n",  # a counsellor's
+            b"file> " + str(tmp_path).encode() + b"/\xff.txt\n",  # a file name
+            b"Danke \xe2\x82\n",
+        ]
+    )
+    result, _ = measured_demo(demo_dir, [], stdin=script)
+    assert result.returncode == 0, result.stderr
+    assert "unexpected" not in result.stderr and "Traceback" not in result.stderr
+    text = said(result.stdout)
+    assert "technischer Fehler" not in text.casefold() and "technical error" not in text
+    assert "Beraterin Demo: Guten Tag \ufffd( wie geht es?" in text
+    assert f"{THREAD}Person: Ich bin \ufffd\ufffd noch da" in result.stdout
+    assert f"{THREAD}Person: Danke \ufffd" in result.stdout
+    assert "cannot send" in result.stderr and ".txt" in result.stderr

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy import select
 
 from bot.core.settings import Settings
 from bot.core.types import Attachment, Pick, Reply, StaffInbound, StaffMember, StaffRoom
-from flows.answers import match_one, parse_command
+from flows.answers import clean, match_one, one_line, parse_command, quoted
 from flows.engine import Engine
 from flows.messages import Choice
 from flows.picks import await_answer, picked, prompt_id
@@ -145,10 +145,12 @@ class Handoff:
     ) -> None:
         if text:
             await unit.add_item(reference, "message", {"from": OFFICIAL, "text": text})
-            await self._post(unit, reference, self._staff("staff_official_says", text=text))
+            await self._post(unit, reference, self._staff("staff_official_says", text=quoted(text)))
         for file in files:
             await self._post(
-                unit, reference, self._staff("staff_official_file", name=file.name, size=file.size)
+                unit,
+                reference,
+                self._staff("staff_official_file", name=one_line(file.name), size=file.size),
             )
 
     def _return_choices(self, language: str, can_reopen: bool) -> tuple[Choice, ...]:
@@ -254,7 +256,7 @@ class Handoff:
 
     async def staff_writes(self, unit: Unit, inbound: StaffInbound) -> None:
         """One staff-room message: a command, or (in a claimed case) words for the official."""
-        text = inbound.text.strip()
+        text = clean(inbound.text)
         command, argument, spelled = parse_command(text, self._staff_commands)
         reference = await self._reference_of(unit, inbound.thread)
         counsellor = await self.counsellor_for(unit, inbound.author)
@@ -335,7 +337,7 @@ class Handoff:
                 unit, reference, counsellor, argument, self.settings.escalate_after
             )
             await self._post(
-                unit, reference, self._staff("staff_released", name=name, reason=argument)
+                unit, reference, self._staff("staff_released", name=name, reason=quoted(argument))
             )
             await self._tell_official(unit, case, "released_notice")
         elif command == "transfer":
@@ -378,7 +380,7 @@ class Handoff:
 
         They were sealed into the case when written; only the post was held back."""
         lines = [self._staff("staff_waiting_messages")]
-        lines += [self._staff("staff_official_says", text=text) for text in backlog]
+        lines += [self._staff("staff_official_says", text=quoted(text)) for text in backlog]
         await self._post(unit, reference, "\n".join(lines))
 
     async def _relay_to_official(
@@ -424,10 +426,11 @@ class Handoff:
 
         if text:
             await unit.add_item(reference, "reply", {"from": counsellor.display_name, "text": text})
-            await to_official(f"{counsellor.display_name}: {text}")
+            await to_official(f"{counsellor.display_name}: {quoted(text)}")
+        attachments = [replace(file, name=one_line(file.name)) for file in inbound.attachments]
         limit = self.settings.max_file_bytes
-        files = [attachment for attachment in inbound.attachments if len(attachment.data) <= limit]
-        for attachment in inbound.attachments:
+        files = [attachment for attachment in attachments if len(attachment.data) <= limit]
+        for attachment in attachments:
             if len(attachment.data) > limit:
                 too_big = self._staff(
                     "staff_file_too_big", name=attachment.name, limit=limit // (1024 * 1024)

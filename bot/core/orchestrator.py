@@ -30,6 +30,7 @@ from bot.core.locks import KeyedLocks
 from bot.core.settings import Settings
 from bot.core.types import Channel, Inbound, Reply, StaffInbound, StaffRoom
 from bot.logs import log_failure
+from flows.answers import clean, one_line
 from flows.engine import Engine
 from flows.messages import Effect, UserInput
 from flows.state import IntakeState, StoredFile
@@ -183,13 +184,13 @@ class Core:
                 continue
             files.append(
                 await unit.store_file(
-                    sender, attachment.name, attachment.media_type, attachment.data
+                    sender, one_line(attachment.name), attachment.media_type, attachment.data
                 )
             )
 
         if state is not None and self._for_the_handoff(state, inbound.text):
             turn = await self.handoff.official_writes(
-                unit, sender, state, inbound.text.strip(), files, pick=inbound.pick
+                unit, sender, state, clean(inbound.text), files, pick=inbound.pick
             )
             await unit.save(sender, inbound.channel, inbound.chat, turn.state)
             await unit.mark_seen(event_key)
