@@ -258,3 +258,26 @@ def test_item_06_invalid_utf8_anywhere_is_read_with_replacements(
     assert f"{THREAD}Person: Ich bin \ufffd\ufffd noch da" in result.stdout
     assert f"{THREAD}Person: Danke \ufffd" in result.stdout
     assert "cannot send" in result.stderr and ".txt" in result.stderr
+
+
+# -- item 17: a kill between sending and recording it ---------------------------------------------
+
+
+def test_item_17_a_kill_after_a_send_repeats_that_one_message_only(tmp_path: Path) -> None:
+    from tests.test_delivery_kill import _run, _sent
+
+    data_dir = tmp_path / "data"
+    killed = _run(data_dir, "kill-after-send")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    before = _sent(data_dir)
+    assert [text for text in before if "Frage 1 von" in text] == [before[-1]]  # it went out
+
+    restarted = _run(data_dir, "restart")
+    assert restarted.returncode == 0, restarted.stderr
+    after = _sent(data_dir)[len(before) :]
+    assert after == [before[-1]]  # that one message again, nothing else
+    again = _run(data_dir, "restart")
+    assert again.returncode == 0, again.stderr
+    assert _sent(data_dir)[len(before) + len(after) :] == []
+    readme = (ROOT / "README.md").read_text()
+    assert "that one message is sent again at the next start" in readme
