@@ -3,7 +3,8 @@
 `kill`: an official sends /start and consents; the channel SIGKILLs its own process on
 the first send of a stored reply – after the step was committed, before anything was
 delivered. `kill-after-send`: the same, but killed just after the platform took the
-message, before its delivery was recorded. `restart`: a new process on the same data delivers what waits, sends
+message, before its delivery was recorded. `restart`: a new process on the same data
+delivers what waits, sends
 nothing else, and stops. Every reply the channel did send is appended to
 DATA_DIR/sent.jsonl.
 """
