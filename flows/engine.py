@@ -28,6 +28,8 @@ from flows.render import Renderer
 from flows.state import SUBMITTED, Evidence, IntakeState
 from flows.texts import SHIPPED_TEXTS, Texts, load_texts
 
+UNKNOWN_SHOWN = 5  # unmatched items echoed back at most
+
 
 class _Cursor:
     """What the shared machine moves: a position and the answers its conditions read."""
@@ -58,6 +60,7 @@ class Engine:
             word: "later" for word in texts.word_list("later_words")
         }
         self._submit_words = texts.word_list("submit_words")
+        self._yes_words = set(texts.word_list("yes_words"))
         keywords = sorted(
             {
                 word.casefold()
@@ -336,7 +339,9 @@ class Engine:
             if bare:
                 replies.append(self._bare_nudge(state, bare))
             elif found.unknown:
-                items = ", ".join(f"„{item}“" for item in found.unknown)
+                items = ", ".join(f"„{item}“" for item in found.unknown[:UNKNOWN_SHOWN])
+                if len(found.unknown) > UNKNOWN_SHOWN:  # "1,2,…,500": not 489 items echoed
+                    items += f" … (+{len(found.unknown) - UNKNOWN_SHOWN})"
                 replies.append(self._nudge(state, "choose_many", items=items))
             else:
                 replies.append(self._nudge(state, "choose_one", count=len(choices)))
@@ -489,8 +494,18 @@ class Engine:
         )
         if chosen:
             key: str | None = chosen[0]
+        elif text.casefold() in self._yes_words:  # "Do you have evidence?" "Yes": not a note
+            replies.append(
+                Reply(
+                    self.texts.get("evidence_yes", language),
+                    self.render.choices(step, language),
+                    prompt=prompt_id(state),
+                )
+            )
+            return Outcome(state, replies)
         elif text:
-            key = match_one(text, self.render.choices(step, language), self._evidence_words)
+            words = self._evidence_words | dict.fromkeys(self._submit_words, "done")
+            key = match_one(text, self.render.choices(step, language), words)
         else:
             key = None
         if key is not None:

@@ -86,7 +86,7 @@ REQUIRED: dict[str, frozenset[str]] = {
         # hardening (issue 11)
         "file_too_big": ("limit",), "staff_holder_revoked": ("name",),
         "staff_taken_over": ("name", "holder"), "staff_take_over_needs_reason": (),
-        "staff_case_deleted": ("reference",),
+        "staff_case_deleted": ("reference",), "evidence_yes": (),
     }.items()
 }  # fmt: skip
 WORD_LISTS = ("yes_words", "no_words", "submit_words", "done_words", "later_words", "weekdays")

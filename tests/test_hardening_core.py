@@ -27,6 +27,7 @@ pytestmark = pytest.mark.slow
 
 SUBMIT_URGENT = ["/start", "1", "ja", "2", "1", "absenden"]  # in danger: sent at once
 CLAIM = f"staff> {REF} /uebernehmen"
+ROOM_PREFIX = "staff-room> "
 TOO_BIG_DE = "Diese Datei ist größer als 20 MB; ich habe sie nicht gespeichert."
 MEMORY_LIMIT_KIB = 200 * 1024
 
@@ -281,3 +282,48 @@ def test_item_17_a_kill_after_a_send_repeats_that_one_message_only(tmp_path: Pat
     assert _sent(data_dir)[len(before) + len(after) :] == []
     readme = (ROOT / "README.md").read_text()
     assert "that one message is sent again at the next start" in readme
+
+
+# -- item 13: parsing corner cases ---------------------------------------------------------------
+
+
+def test_item_13_a_long_list_of_unknown_items_is_not_echoed_whole(demo_dir: Path) -> None:
+    many = ",".join(str(number) for number in range(1, 501))
+    stdout = ok(run_demo(demo_dir, ["/start", "1", "2", "2", "2", many]))
+    [answer] = [line for line in stdout if "„12“" in line]
+    assert len(answer) < 400, answer
+    assert "(+" in answer
+
+
+def test_item_13_odd_staff_and_file_lines_are_read_as_meant(demo_dir: Path, tmp_path: Path) -> None:
+    note = tmp_path / "beleg.txt"
+    note.write_text("Beleg", encoding="utf-8")
+    lines = [
+        *SUBMIT_URGENT,
+        "staff()> /warteschlange",  # a staff line with an empty name: nobody on the list
+        f"staff> {REF.lower()} /uebernehmen",  # a lower-case reference
+        f"file>{note}",  # no space after file>
+    ]
+    result = run_demo(demo_dir, lines)
+    assert result.returncode == 0, result.stderr
+    assert f"{ROOM_PREFIX}Sie stehen nicht auf der Liste der Beratenden" in result.stdout
+    assert "staff()>" not in said(result.stdout) and "staff()>" not in result.stdout
+    assert f"{THREAD}Beraterin Demo hat den Fall übernommen." in result.stdout
+    assert f"{THREAD}Person schickt eine Datei: beleg.txt (5 Bytes)" in result.stdout
+
+
+def test_item_13_yes_and_submit_at_the_evidence_step_are_not_evidence_notes(
+    demo_dir: Path,
+) -> None:
+    lines = intake_lines(Intake(evidence=("ja",)))
+    evidence_done = len(lines) - 1 - lines[::-1].index("1, 2") - 2  # the "1" after "ja"
+    assert lines[evidence_done] == "1" and lines[evidence_done - 1] == "ja"
+    lines[evidence_done] = "absenden"  # "send" while asked for evidence: done, not a note
+    result = run_demo(demo_dir, lines)
+    assert result.returncode == 0, result.stderr
+    text = said(result.stdout)
+    assert "Gut. Senden Sie die Belege jetzt hier" in text
+    assert f"Ihr Aktenzeichen: {REF}" in text
+    shown = cases_show(demo_dir)
+    evidence = [line for line in shown.splitlines() if line.startswith("- **Belege")]
+    assert evidence and "ja" not in evidence[0].split(":", 1)[1] and "absenden" not in evidence[0]

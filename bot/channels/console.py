@@ -29,8 +29,8 @@ from bot.core.types import Attachment, Inbound, InboundSink, Reply, StaffInbound
 
 OFFICIAL_PREFIX = "bot> "
 STAFF_ROOM_PREFIX = "staff-room> "
-STAFF_INPUT = re.compile(r"^staff(?:\((?P<author>[^)]+)\))?> ?(?P<text>.*)$", re.DOTALL)
-THREAD = re.compile(r"^(?P<reference>L-\d{4}-\d{4,})\s*(?P<text>.*)$", re.DOTALL)
+STAFF_INPUT = re.compile(r"^staff(?:\((?P<author>[^)]*)\))?> ?(?P<text>.*)$", re.DOTALL)
+THREAD = re.compile(r"^(?P<reference>L-\d{4}-\d{4,})\b\s*(?P<text>.*)$", re.DOTALL | re.IGNORECASE)
 FILE_INPUT = "file>"  # then the path, after an optional space
 CHANNEL = "console"
 DEMO_USER = "demo-official"
@@ -128,7 +128,8 @@ class ConsoleChannel:
         event_id = f"{self._run}:{self._count}"
         staff = STAFF_INPUT.match(line)
         if staff is not None:
-            await self._staff(sink, staff["author"] or self._counsellor, staff["text"], event_id)
+            author = self._counsellor if staff["author"] is None else staff["author"]
+            await self._staff(sink, author, staff["text"], event_id)  # "staff()>": nobody
         else:
             message = self._message(line)
             if message is not None:
@@ -149,7 +150,7 @@ class ConsoleChannel:
         thread = None
         in_case = THREAD.match(text.strip())
         if in_case is not None:
-            thread, text = in_case["reference"], in_case["text"]
+            thread, text = in_case["reference"].upper(), in_case["text"]
         message = self._message(text)
         if message is None:
             return
