@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from bot.app import open_app, settings_from_config
 from bot.config import Config, ConfigError
 from bot.core.orchestrator import Core
+from bot.core.pace import Pace
 from bot.core.types import StaffMember
 from bot.housekeeping import purge_daily
+from bot.instance import only_instance
 from bot.service import Service
 from flows.problems import Problem
 from storage.keyring import current_team
+from storage.lease import Lease
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +63,14 @@ async def run_service(config: Config) -> int:
                     ],
                 )
         core = Core(app.engine, app.store, NoStaffRoom(), settings_from_config(config))
+        core.pace = Pace()
         logger.warning("no channel is enabled: only the daily retention job runs")
-        await Service(core, [], jobs=[lambda: purge_daily(app.store, config.counselling)]).run()
+        postgres = app.store.database.dialect.name == "postgresql"
+        with contextlib.nullcontext() if postgres else only_instance(config.storage.data_dir):
+            await Service(
+                core,
+                [],
+                jobs=[lambda: purge_daily(app.store, config.counselling)],
+                leadership=Lease(app.store) if postgres else None,
+            ).run()
     return 0

@@ -16,13 +16,17 @@ from pathlib import Path
 from bot.app import demo_config, open_app
 from bot.core.orchestrator import Core
 from bot.core.settings import Settings
-from bot.core.types import Inbound, Reply, StaffMember
-from bot.demo import demo_counsellor
+from bot.core.types import Inbound, Reply
+from bot.demo import DEMO_PASSPHRASE, demo_counsellor
 from flows.engine import Engine
 from flows.messages import UserInput
 from flows.state import IntakeState
 from storage import queue
-from storage.keyring import active_counsellors
+from storage.keyfile import unlock
+from storage.keyring import CounsellorEntry, active_counsellors, add
+from storage.models import Counsellor
+from storage.sealing import PrivateKey
+from tests.fakes import NullRoom
 
 ANSWERS = [
     "/start", "1", "nein", "1", "by", "1, 3", "Beschreibung des Vorfalls", "1", "online", "1, 2",
@@ -30,27 +34,17 @@ ANSWERS = [
 ]  # fmt: skip
 
 
-class _Sink:
+class _Sink(NullRoom):
     name = "bench"
-    end_to_end_encrypted = True
+
+    def __init__(self, apology: str) -> None:
+        self.apology = apology
+        self.replies = 0
+        self.apologies = 0  # "technical error": a failure, never throughput
 
     async def send(self, chat: str, reply: Reply) -> None:
-        return None
-
-    async def check(self) -> list[str]:
-        return []
-
-    async def open_thread(self, reference: str, text: str, urgent: bool) -> str:
-        return reference
-
-    async def post(self, thread: str | None, text: str) -> None:
-        return None
-
-    def is_author(self, member: StaffMember, author: str) -> bool:
-        return author in (member.name, member.display_name)
-
-    def mention(self, member: StaffMember) -> str:
-        return member.display_name
+        self.replies += 1
+        self.apologies += reply.text == self.apology
 
 
 def bench_engine(engine: Engine, rounds: int) -> None:
@@ -75,15 +69,17 @@ def bench_engine(engine: Engine, rounds: int) -> None:
     )
 
 
-async def bench_core(intakes: int, folder: Path) -> None:
+async def bench_core(intakes: int, folder: Path, answers: list[str] = ANSWERS) -> None:
+    """Officials writing at once through the real core; apologies are counted as failures."""
     async with open_app(demo_config(folder)) as app:
         await demo_counsellor(app)
-        sink = _Sink()
+        sink = _Sink(app.engine.texts.get("technical_error", "de"))
         core = Core(app.engine, app.store, staff_room=sink, settings=Settings.defaults())
         core.attach(sink)
+        workers = asyncio.create_task(core.delivery.run())
 
         async def official(index: int) -> None:
-            for number, answer in enumerate(ANSWERS):
+            for number, answer in enumerate(answers):
                 await core.handle(
                     Inbound("bench", f"user-{index}", f"chat-{index}", answer, f"{index}-{number}")
                 )
@@ -92,42 +88,53 @@ async def bench_core(intakes: int, folder: Path) -> None:
         await asyncio.gather(*(official(index) for index in range(intakes)))
         await core.settle()
         elapsed = time.perf_counter() - started
-        messages = intakes * len(ANSWERS)
+        workers.cancel()
+        messages = intakes * len(answers)
+        good = messages - sink.apologies
         print(
-            f"core on SQLite (WAL, FULL): {messages / elapsed:8.0f} messages/s, "
-            f"{intakes} concurrent intakes of {len(ANSWERS)} messages in {elapsed:.2f} s"
+            f"core on SQLite (WAL, FULL): {good / elapsed:8.0f} answered messages/s, "
+            f"{intakes} officials x {len(answers)} messages in {elapsed:.2f} s; "
+            f"'technical error' replies: {sink.apologies} (failures)"
         )
 
 
 async def bench_claims(cases: int, claimers: int, folder: Path) -> None:
-    """Many counsellors racing for the same cases: how fast the queue hands them out."""
+    """Different counsellors racing for the same cases: how fast the queue hands them out."""
     async with open_app(demo_config(folder)) as app:
-        await demo_counsellor(app)
+        key_file = await demo_counsellor(app)
+        assert key_file is not None
+        demo = unlock(key_file, DEMO_PASSPHRASE)
         async with app.store.unit() as unit:
-            first = (await active_counsellors(unit.session))[0]
+            for index in range(1, claimers):
+                entry = CounsellorEntry(f"c{index}", f"Counsellor {index}")
+                await add(unit, demo, entry, PrivateKey.generate().public_key())
+            counsellors = await active_counsellors(unit.session)
             references = [
                 await unit.create_case(f"s{index}", "bench", index % 7 == 0, {}, [])
                 for index in range(cases)
             ]
         won: list[str] = []
+        refused: list[str] = []
 
-        async def claimer() -> None:
+        async def claimer(counsellor: Counsellor) -> None:
             for reference in references:
                 try:
                     async with app.store.unit() as unit:
-                        await queue.claim(unit, reference, first)
+                        await queue.claim(unit, reference, counsellor)
                     won.append(reference)
-                except queue.Refusal:
-                    pass
+                except queue.Refusal as refusal:
+                    refused.append(refusal.key)
 
         started = time.perf_counter()
-        await asyncio.gather(*(claimer() for _ in range(claimers)))
+        await asyncio.gather(*(claimer(counsellor) for counsellor in counsellors))
         elapsed = time.perf_counter() - started
-        attempts = cases * claimers
+        attempts = cases * len(counsellors)
         once = len(won) == len(set(won)) == cases
         print(
-            f"queue claims on SQLite:    {attempts / elapsed:8.0f} attempts/s, {claimers} claimers "
-            f"x {cases} cases in {elapsed:.2f} s; every case claimed exactly once: {once}"
+            f"queue claims on SQLite:    {attempts / elapsed:8.0f} attempts/s, "
+            f"{len(counsellors)} different counsellors x {cases} cases in {elapsed:.2f} s; "
+            f"every case claimed exactly once: {once}; refusals: "
+            + ", ".join(f"{key} {refused.count(key)}" for key in sorted(set(refused)))
         )
 
 
@@ -148,6 +155,8 @@ def main() -> None:
         asyncio.run(bench_core(arguments.intakes, Path(folder)))
         size = sum(path.stat().st_size for path in Path(folder).iterdir())
         print(f"data directory after:      {size / 1024:8.0f} KiB for {arguments.intakes} cases")
+    with tempfile.TemporaryDirectory() as folder:
+        asyncio.run(bench_core(1000, Path(folder), ANSWERS[:3]))  # a burst: 1,000 at once
     with tempfile.TemporaryDirectory() as folder:
         asyncio.run(bench_claims(100, 8, Path(folder)))
 

@@ -31,7 +31,7 @@ from storage.audit import Action, load_chain, verify
 from storage.casefile import open_case
 from storage.keyfile import UnlockedKey
 from storage.keyring import CounsellorEntry, add, revoke
-from storage.models import AuditEntry, Case, OutboxMessage
+from storage.models import AuditEntry, Case, OutboxMessage, TransitFile
 from storage.repository import Store
 from storage.sealing import PrivateKey
 from tests.test_core import NORMAL_INTAKE, Official, Recorder
@@ -919,3 +919,35 @@ async def test_health_in_the_room_uses_claim_and_first_reply_times(bench: Bench)
     case = await bench.case(reference)
     assert case.first_reply_at is not None
     assert case.first_reply_at.replace(tzinfo=dt.UTC) == start + dt.timedelta(minutes=20)
+
+
+async def test_a_counsellors_file_travels_once_within_the_limit(
+    store: Store, flow_engine: Engine, clock: Clock
+) -> None:
+    limited = replace(SETTINGS, max_file_bytes=1000)
+    bench = Bench(flow_engine, Store(store.database, store.keys, clock=clock), clock, limited)
+    person = bench.person()
+    reference = await person.submit()
+    await bench.staff("/uebernehmen", reference)
+    too_big = Attachment("gross.pdf", "application/pdf", b"B" * 1001)
+    posted = await bench.staff("", reference, files=(too_big,))
+    assert posted == [
+        (f"thread-{reference}", "Nicht weitergeleitet: gross.pdf ist größer als 0 MB.")
+    ]
+    assert not any(reply.files for _, reply in bench.recorder.sent)
+
+    leaflet = Attachment("merkblatt.pdf", "application/pdf", b"TRANSIT-CANARY" * 50)
+    await bench.core.handle_staff(
+        StaffInbound("console", "Berger", f"thread-{reference}", "", "file-1", (leaflet,))
+    )
+    async with bench.store.unit() as unit:  # committed, not yet delivered: stored once
+        [content] = await unit.session.scalars(select(OutboxMessage.content))
+        [transit] = await unit.session.scalars(select(TransitFile.content))
+    assert b"TRANSIT-CANARY" not in content and leaflet.data.hex().encode() not in content
+    assert b"TRANSIT-CANARY" not in transit
+    await bench.core.settle()
+    [(_, sent)] = bench.recorder.sent[-1:]
+    assert sent.files == (leaflet,)
+    async with bench.store.unit() as unit:  # delivered: the transit copy is gone
+        assert await unit.session.scalar(select(func.count()).select_from(TransitFile)) == 0
+        assert await unit.session.scalar(select(func.count()).select_from(OutboxMessage)) == 0

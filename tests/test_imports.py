@@ -29,6 +29,12 @@ class Rule:
     why: str
 
 
+ADAPTERS_MUST_NOT_IMPORT = (
+    "storage", "flows", "bot.app", "bot.service", "bot.runner", "bot.demo", "bot.cli",
+    "bot.admin", "bot.core.orchestrator", "bot.core.delivery", "bot.core.handoff",
+    "bot.core.locks", "bot.core.settings", "bot.core.hours",
+)  # fmt: skip
+
 RULES = (
     Rule("flows", ("bot", "storage"), "flows/ is pure: no I/O, no database, no channel"),
     Rule("storage", ("bot",), "storage may use flows' types, never the bot"),
@@ -36,6 +42,11 @@ RULES = (
         "bot.core",
         ("bot.config", "bot.cli", "bot.admin", "bot.channels"),
         "the core is handed its settings and speaks to channels only through bot.core.types",
+    ),
+    Rule(
+        "bot.channels",
+        ADAPTERS_MUST_NOT_IMPORT,
+        "an adapter speaks to the core only through bot.core.types",
     ),
 )
 

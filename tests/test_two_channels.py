@@ -21,6 +21,7 @@ from bot.core.settings import Settings
 from bot.core.types import (
     Inbound,
     PermanentFailure,
+    Pick,
     Reply,
     RetryAfter,
     StaffInbound,
@@ -51,6 +52,7 @@ class FakeTelegram:
 
     name: str = "telegram"
     sent: dict[str, list[str]] = field(default_factory=dict)
+    replies: dict[str, list[Reply]] = field(default_factory=dict)
     asked_to_wait_at: float | None = None
     blocked: set[str] = field(default_factory=set)
     attempts: int = 0
@@ -63,6 +65,7 @@ class FakeTelegram:
             self.asked_to_wait_at = asyncio.get_running_loop().time()
             raise RetryAfter(TELEGRAM_PAUSE)
         self.sent.setdefault(chat, []).append(reply.text)
+        self.replies.setdefault(chat, []).append(reply)
 
 
 @dataclass
@@ -102,15 +105,30 @@ class FakeMatrix:
         return member.display_name
 
 
-async def _expected_replies(flow_engine: Engine, store: Store) -> list[str]:
-    """What one official gets for the normal intake, from a core that sends synchronously."""
+async def _expected_replies(flow_engine: Engine, store: Store) -> tuple[list[str], list[int]]:
+    """What one official gets for the normal intake, from a core that sends synchronously,
+    and how many replies they have before each of their messages."""
     recorder = Recorder()
     core = Core(flow_engine, store, staff_room=recorder, settings=Settings.defaults())
     core.attach(recorder)
+    before = []
     for number, line in enumerate(INTAKE):
+        before.append(len(recorder.sent))
         await core.handle(Inbound("test", "reference-run", "chat", line, f"ref-{number}"))
         await core.settle()
-    return [_normal(text) for text in recorder.texts()]
+    return [_normal(text) for text in recorder.texts()], before
+
+
+def _button(line: str, last: Reply | None) -> Pick | None:
+    """The button a person presses instead of typing `line`, where the last question has one."""
+    numbers = [part.strip() for part in line.split(",")]
+    if last is None or not last.choices or last.prompt is None:
+        return None
+    if not all(number.isdigit() and 1 <= int(number) <= len(last.choices) for number in numbers):
+        return None
+    if len(numbers) > 1 and not last.multiple:
+        return None
+    return Pick(last.prompt, tuple(last.choices[int(number) - 1].key for number in numbers))
 
 
 async def _until(condition: Callable[[], bool], seconds: float = 60) -> None:
@@ -123,7 +141,7 @@ async def _until(condition: Callable[[], bool], seconds: float = 60) -> None:
 async def test_two_channels_one_core(
     store: Store, flow_engine: Engine, counsellor_key: UnlockedKey
 ) -> None:
-    expected = await _expected_replies(flow_engine, store)
+    expected, replies_before = await _expected_replies(flow_engine, store)
     telegram, matrix = FakeTelegram(blocked={"te-blocked"}), FakeMatrix()
     core = Core(flow_engine, store, staff_room=matrix, settings=Settings.defaults())
     core.attach(telegram)
@@ -137,9 +155,24 @@ async def test_two_channels_one_core(
                 Inbound(channel, user, f"{channel[:2]}-{user}", line, f"{user}-{number}")
             )
 
-    people = [("telegram", "a"), ("telegram", "b"), ("telegram", "blocked"), ("matrix", "c"),
-              ("matrix", "d")]  # fmt: skip
-    await asyncio.gather(*(official(channel, user) for channel, user in people))
+    presses: list[Pick] = []
+
+    async def presses_buttons(user: str) -> None:
+        """A Telegram official who waits for each question and taps its buttons."""
+        chat = f"te-{user}"
+        for number, line in enumerate(INTAKE):
+            wanted = replies_before[number]
+            await _until(lambda: len(telegram.replies.get(chat, [])) >= wanted)  # noqa: B023
+            got = telegram.replies.get(chat, [])
+            pick = _button(line, got[-1] if got else None)
+            presses.extend([pick] if pick else [])
+            text = "" if pick else line
+            await core.handle(Inbound("telegram", user, chat, text, f"{user}-{number}", pick=pick))
+
+    people = [("telegram", "a"), ("telegram", "blocked"), ("matrix", "c"), ("matrix", "d")]
+    typing = asyncio.gather(*(official(channel, user) for channel, user in people))
+    await asyncio.gather(typing, presses_buttons("b"))
+    assert len(presses) >= 8 and any(len(pick.keys) > 1 for pick in presses)
     try:
         # Matrix is not held up by Telegram's pause: its officials are done before it ends.
         await _until(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flows.messages import Reply
+from bot.core.types import Reply
 
 
 def reply_as_text(reply: Reply) -> str:
