@@ -3,8 +3,9 @@
 When standard input is not a terminal, each line is one message: a line starting
 with `staff> ` is written by the demo counsellor in the staff room (`staff> L-2026-0001
 /uebernehmen` in that case's thread, `staff> /warteschlange` in the room at large;
-`staff(Name)> ` writes as someone else), a line starting with `file> ` sends the
-named file as an attachment, every other line is the official's. Output for the
+`staff(Name)> ` writes as someone else), a line starting with `file>` sends the
+named regular file as an attachment (read up to the configured limit and one byte,
+never more), every other line is the official's. Output for the
 official starts with `bot> `, posts in the staff room with `staff-room> `
 (`staff-room> [L-2026-0001] …` inside a case's thread), so the whole demo can be
 scripted. After each line the channel waits until what it caused has been
