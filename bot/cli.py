@@ -29,6 +29,7 @@ from flows.questionnaire import (
     check_questionnaire,
     load_questionnaire,
 )
+from flows.safety import SHIPPED_SAFETY, check_safety
 from flows.texts import SHIPPED_TEXTS, TextsError, check_texts
 from storage.audit import AuditError
 from storage.casefile import CaseError
@@ -158,6 +159,7 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("file", nargs="?", type=Path, default=SHIPPED_QUESTIONNAIRE)
     check.add_argument("--offers", type=Path, default=SHIPPED_OFFERS)
     check.add_argument("--texts", type=Path, default=SHIPPED_TEXTS)
+    check.add_argument("--safety", type=Path, default=SHIPPED_SAFETY)
     graph = flow.add_parser("graph", help="print the questionnaire as a Mermaid diagram")
     graph.add_argument("file", nargs="?", type=Path, default=SHIPPED_QUESTIONNAIRE)
     graph.add_argument("--language", choices=["de", "en"])
@@ -258,7 +260,7 @@ def _dispatch(arguments: argparse.Namespace) -> int:
     if command == "keys":
         return admin.generate_keys(arguments.out, arguments.name or arguments.out.stem)
     if command == "flow" and action == "check":
-        return _flow_check(arguments.file, arguments.offers, arguments.texts)
+        return _flow_check(arguments.file, arguments.offers, arguments.texts, arguments.safety)
     if command == "flow":
         print(mermaid(load_questionnaire(arguments.file), arguments.language), end="")
         return 0
@@ -308,11 +310,17 @@ async def _schema_is_current(app: App) -> int:
     return 0
 
 
-def _flow_check(questionnaire_path: Path, offers_path: Path, texts_path: Path) -> int:
+def _flow_check(
+    questionnaire_path: Path, offers_path: Path, texts_path: Path, safety_path: Path
+) -> int:
     questionnaire, problems = check_questionnaire(questionnaire_path)
     reports: list[tuple[Path, list[Problem]]] = [(questionnaire_path, problems)]
     languages = questionnaire.meta.languages if questionnaire else ["de", "en"]
-    reports.append((texts_path, check_texts(texts_path, languages)[1]))
+    texts, text_problems = check_texts(texts_path, languages)
+    reports.append((texts_path, text_problems))
+    # The safety replies may show only numbers the safety file lists with a source.
+    replies = texts.messages if texts is not None else None
+    reports.append((safety_path, check_safety(safety_path, replies)[1]))
     reports.append(
         (offers_path, check_directory(offers_path, questionnaire if not problems else None)[1])
     )

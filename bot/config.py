@@ -129,6 +129,7 @@ class FlowConfig(_Section):
     questionnaire: Path | None = None  # default: the shipped flows/intake.toml
     offers: Path | None = None
     texts: Path | None = None
+    safety: Path | None = None  # default: the shipped flows/safety.toml
 
 
 class Config(_Section):

@@ -57,6 +57,8 @@ class IntakeState(BaseModel):
     # Only in states stored before issue 11 item 7 (words were held here until the claim);
     # now always empty: the handoff posts a leftover at the next occasion and clears it.
     relay_backlog: list[str] = Field(default_factory=list)
+    # The safety layer's classes this intake hit ("danger", "suicidal"): makes it urgent.
+    safety: list[str] = Field(default_factory=list)
 
     @classmethod
     def submitted(cls, before: IntakeState, reference: str) -> IntakeState:

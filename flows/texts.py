@@ -21,7 +21,7 @@ SHIPPED_TEXTS = Path(__file__).with_name("texts.toml")
 
 # The commands the engine understands; their names live in texts.toml.
 COMMANDS = (
-    "start", "help", "back", "skip", "cancel", "language", "info", "delete", "new",
+    "start", "help", "back", "skip", "cancel", "language", "info", "delete", "new", "offers",
 )  # fmt: skip
 STAFF_COMMANDS = (
     "claim", "release", "transfer", "note", "close", "reopen", "queue", "health", "help",
@@ -50,7 +50,15 @@ REQUIRED: dict[str, frozenset[str]] = {
         "submitted": ("reference",),
         "urgent_submitted": (), "offers_header": (), "offer_hours": ("hours",),
         "next_steps": ("hours",), "already_submitted": ("reference", "command"),
-        "new_in_progress": ("command",), "danger_hint": (), "technical_error": (),
+        "new_in_progress": ("command",), "technical_error": (),
+        "safety_danger": (), "safety_suicidal": (), "safety_marked": (), "safety_raised": (),
+        "staff_safety_alert": ("reference",), "talk_offer": (), "offers_more": ("command",),
+        "offers_all_header": (), "staff_official_language": ("name",),
+        "staff_risks": ("flags",), "staff_triage_note": ("note",), "staff_quote": ("text",),
+        "hours_days": ("first", "last"), "hours_window": ("days", "start", "end"),
+        "hours_moment": ("weekday", "time"), "hours_clock_whole": ("hour",),
+        "hours_clock": ("hour", "minute"), "staff_safety_danger": (),
+        "staff_safety_suicidal": (), "staff_safety_any": (),
         "state_unreadable": (), "state_unreadable_case": ("reference",),
         "staff_state_unreadable": (), "slow_down": (),
         "stale_pick": (), "stale_pick_gone": (),

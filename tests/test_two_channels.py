@@ -38,7 +38,7 @@ from tests.test_core import NORMAL_INTAKE, Recorder
 REFERENCE = re.compile(r"L-\d{4}-\d{4}")
 INTAKE = [*NORMAL_INTAKE, "absenden"]
 LUTZ = "@lutz:example.org"
-TELEGRAM_PAUSE = 3.0  # what the Telegram-like platform asks for, once
+TELEGRAM_PAUSE = 8.0  # what the Telegram-like platform asks for, once (a wide margin under load)
 
 
 def _normal(text: str) -> str:

@@ -26,6 +26,7 @@ from sqlalchemy.exc import IntegrityError
 
 from bot.core.delivery import Delivery
 from bot.core.handoff import Handoff, staff_member
+from bot.core.hours import describe
 from bot.core.locks import KeyedLocks
 from bot.core.pace import Pace
 from bot.core.settings import Settings
@@ -228,9 +229,8 @@ class Core:
 
         if outcome.effect is Effect.SUBMIT and new_state is not None:
             reference = await self._submit(unit, inbound, sender, new_state)
-            result.replies += self.engine.confirmation(
-                new_state, reference, self.settings.hours.text
-            )
+            hours = describe(self.settings.hours, self.engine.texts, new_state.language)
+            result.replies += self.engine.confirmation(new_state, reference, hours)
             position = await queue.position(unit, reference)
             note = self.handoff.waiting_note(position, new_state.language, unit.now)
             result.replies.append(Reply(note))
@@ -300,6 +300,7 @@ class Core:
             "questionnaire_version": self.engine.questionnaire.meta.version,
             "language": state.language,
             "urgent": urgent,
+            "safety": list(state.safety),  # the safety layer's hits during the intake
             "submitted_at": unit.now.astimezone(dt.UTC).isoformat(),
             "answers": state.model_dump(mode="json")["answers"],
             "files": [file.model_dump() for file in state.files],
