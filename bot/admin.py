@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 from bot import casebook
-from bot.app import App
+from bot.app import App, settings_from_config
+from bot.core.revocation import revoke_and_release
 from bot.housekeeping import purge_once
 from storage import queue
 from storage.audit import Action, chain_started, load_chain, verify
@@ -28,7 +29,6 @@ from storage.keyring import (
     all_counsellors,
     bootstrap,
     current_team,
-    revoke,
 )
 from storage.repository import Store
 
@@ -107,8 +107,13 @@ async def list_counsellors(app: App) -> int:
 async def revoke_counsellor(app: App, name: str, by: Path) -> int:
     unlocked = unlock(by, passphrase(f"Passphrase for {by}: "))
     async with app.store.unit() as unit:
-        resealed = await revoke(unit, unlocked, name)
+        settings = settings_from_config(app.config)
+        resealed, released = await revoke_and_release(
+            unit, app.engine.texts, settings, unlocked, name
+        )
     print(f"revoked {name}; new team key; {resealed} case key(s) re-sealed")
+    if released:
+        print(f"{len(released)} case(s) {name} held are back in the queue: {', '.join(released)}")
     return 0
 
 

@@ -60,6 +60,7 @@ def settings_from_config(config: Config) -> Settings:
         reopen_within=dt.timedelta(days=counselling.reopen_days),
         staff_language=config.staff.language,
         unencrypted_detail=config.staff.unencrypted_detail,
+        max_file_bytes=config.storage.max_file_mb * 1024 * 1024,
     )
 
 

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from flows.answers import one_line, quoted
 from flows.engine import Engine
 from flows.state import IntakeState
 from storage.casefile import OpenedCase
@@ -41,14 +42,15 @@ def answers_as_lines(engine: Engine, case: OpenedCase, language: str) -> list[tu
 
 
 def _item_line(kind: str, content: dict[str, Any]) -> str:
-    who = content.get("from") or content.get("by") or ""
-    text = content.get("text", "")
+    who = str(content.get("from") or content.get("by") or "")
+    text = str(content.get("text", ""))
     files = [
         entry.get("name", "?") for entry in content.get("files", []) if isinstance(entry, dict)
     ]
     if files:
-        text = ", ".join(files) + (f" – {text}" if text else "")
-    return f"{kind}{f' ({who})' if who else ''}: {text}"
+        text = ", ".join(one_line(name) for name in files) + (f" – {text}" if text else "")
+    # their words, quoted: a line of them cannot pass for a heading or another entry
+    return f"{one_line(kind)}{f' ({one_line(who)})' if who else ''}: {quoted(text)}"
 
 
 def as_text(engine: Engine, case: OpenedCase, language: str = "de") -> str:
@@ -74,7 +76,8 @@ def as_text(engine: Engine, case: OpenedCase, language: str = "de") -> str:
     if case.files:
         lines += ["", "## Attachments", ""]
         lines += [
-            f"- {file.name} ({file.media_type}, {len(file.data)} bytes)" for file in case.files
+            f"- {one_line(file.name)} ({one_line(file.media_type)}, {len(file.data)} bytes)"
+            for file in case.files
         ]
     return "\n".join(lines) + "\n"
 

@@ -48,6 +48,7 @@ class StorageConfig(_Section):
     data_dir: Path
     secret_env: EnvName = "LOTSE_SERVER_SECRET"  # noqa: S105  (a variable name, not a secret)
     secret_file: Path | None = None  # default: server.secret inside data_dir
+    max_file_mb: int = Field(default=20, ge=1, le=1024)  # per attachment, both directions
 
     @field_validator("url")
     @classmethod

@@ -73,7 +73,8 @@ async def run_demo(config: Config, source: TextIO = sys.stdin) -> int:
         if created is not None:
             notice = DEMO_KEY_NOTICE.format(key=created, data_dir=config.storage.data_dir)
             print(notice, file=sys.stdout if interactive else sys.stderr)
-        channel = ConsoleChannel(sys.stdout, source, interactive)
+        limit = settings_from_config(config).max_file_bytes
+        channel = ConsoleChannel(sys.stdout, source, interactive, max_file_bytes=limit)
         core = console_core(app, channel)
         with only_instance(config.storage.data_dir):
             if interactive:

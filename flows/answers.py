@@ -22,13 +22,33 @@ _NUMBER = re.compile(r"[0-9]{1,4}")
 PREFIX_MINIMUM = 3
 
 
+_NEWLINES = re.compile("\r\n|[\r\v\f\x1c-\x1e\x85\u2028\u2029]")
+QUOTE = "│ "  # starts every further line of someone's words inside a rendering
+
+
 def clean(text: str) -> str:
-    """Normalise what arrived: NFC, no control characters, no surrounding blanks."""
-    normal = unicodedata.normalize("NFC", text.replace("\r\n", "\n").replace("\r", "\n"))
+    """Normalise what arrived: NFC, every kind of line break a newline, no control or
+    bidirectional formatting characters, no surrounding blanks.
+
+    The one normalisation for everything that enters: intake answers, messages after
+    submitting, counsellors' lines, file names."""
+    normal = unicodedata.normalize("NFC", _NEWLINES.sub("\n", text))
     kept = "".join(
         char for char in normal if char in _KEEP or unicodedata.category(char) not in _CONTROL
     )
     return kept.strip()
+
+
+def quoted(text: str) -> str:
+    """Someone's words inside a rendering (a staff post, a transcript, a summary): cleaned,
+    and every line after the first begins with a bar, so no line of theirs can pass for a
+    heading, a field or a line of the bot's."""
+    return clean(text).replace("\n", "\n" + QUOTE)
+
+
+def one_line(text: str, fallback: str = "file") -> str:
+    """A name to show (an attachment's): cleaned, on one line, at most 200 characters."""
+    return " ".join(clean(text).split())[:200] or fallback
 
 
 def parse_command(text: str, names: dict[str, str]) -> tuple[str | None, str, str | None]:

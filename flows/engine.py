@@ -28,6 +28,8 @@ from flows.safety import SHIPPED_SAFETY, SafetyCheck, Verdict, load_safety
 from flows.state import SUBMITTED, Evidence, IntakeState
 from flows.texts import SHIPPED_TEXTS, Texts, load_texts
 
+UNKNOWN_SHOWN = 5  # unmatched items echoed back at most
+
 
 class _Cursor:
     """What the shared machine moves: a position and the answers its conditions read."""
@@ -65,6 +67,7 @@ class Engine:
             word: "later" for word in texts.word_list("later_words")
         }
         self._submit_words = texts.word_list("submit_words")
+        self._yes_words = set(texts.word_list("yes_words"))
 
     @classmethod
     def from_files(
@@ -207,6 +210,8 @@ class Engine:
             notes += self._safety_hit(current, text)
         if given.dropped_files:
             notes.append(self._say(current, "files_before_consent"))
+        if given.too_big_files:
+            notes.append(self._say(current, "file_too_big", limit=given.file_limit_mb))
         if given.files:
             current.files.extend(given.files)
             if not at_evidence:
@@ -220,6 +225,7 @@ class Engine:
             spelled=spelled,
             fresh=fresh,
             with_files=bool(given.files),
+            refused_files=bool(given.dropped_files or given.too_big_files),
             pick=given.pick,
         )
         return Outcome(outcome.state, [*notes, *outcome.replies], outcome.effect)
@@ -235,6 +241,7 @@ class Engine:
         fresh: bool,
         with_files: bool,
         pick: Pick | None,
+        refused_files: bool = False,
     ) -> Outcome:
         if pick is not None:
             return self._pick(current, pick, fresh)
@@ -253,7 +260,7 @@ class Engine:
             return Outcome(current, [self.ask(current)])
         step = self.questionnaire.step(current.step)
         if not text and not (with_files and step.kind == "evidence"):
-            if with_files:
+            if with_files or refused_files:  # a file alone: its note said it, ask again
                 return Outcome(current, [self.ask(current)])
             return Outcome(current, [self._nudge(current, "empty_message")])
         return self._answer(current, step, text, [])
@@ -341,7 +348,9 @@ class Engine:
             if bare:
                 replies.append(self._bare_nudge(state, bare))
             elif found.unknown and not self.safety.wants_a_person(text):
-                items = ", ".join(f"„{item}“" for item in found.unknown)
+                items = ", ".join(f"„{item}“" for item in found.unknown[:UNKNOWN_SHOWN])
+                if len(found.unknown) > UNKNOWN_SHOWN:  # "1,2,…,500": not 489 items echoed
+                    items += f" … (+{len(found.unknown) - UNKNOWN_SHOWN})"
                 replies.append(self._nudge(state, "choose_many", items=items))
             else:
                 replies.append(self._unmatched(state, text, "choose_one", count=len(choices)))
@@ -505,8 +514,18 @@ class Engine:
         )
         if chosen:
             key: str | None = chosen[0]
+        elif text.casefold() in self._yes_words:  # "Do you have evidence?" "Yes": not a note
+            replies.append(
+                Reply(
+                    self.texts.get("evidence_yes", language),
+                    self.render.choices(step, language),
+                    prompt=prompt_id(state),
+                )
+            )
+            return Outcome(state, replies)
         elif text:
-            key = match_one(text, self.render.choices(step, language), self._evidence_words)
+            words = self._evidence_words | dict.fromkeys(self._submit_words, "done")
+            key = match_one(text, self.render.choices(step, language), words)
         else:
             key = None
         if key is not None:

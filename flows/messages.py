@@ -61,6 +61,8 @@ class UserInput:
     files: tuple[StoredFile, ...] = ()  # already stored encrypted by the core; handles only
     dropped_files: int = 0  # files the core refused to store (no consent yet)
     pick: Pick | None = None
+    too_big_files: int = 0  # files the core refused because they exceed the limit
+    file_limit_mb: int = 20  # that limit, to name it
 
 
 class Effect(Enum):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from flows.answers import quoted
 from flows.messages import Choice, Reply
 from flows.offers import Directory, Need, Offer
 from flows.picks import prompt_id
@@ -56,7 +57,7 @@ class Renderer:
                 key = "evidence_answer_later" if value.later else "evidence_answer_none"
                 return self.texts.get(key, language)
             if limit is None:  # the full record: every link and note, not just counts
-                return "; ".join([*value.links, *value.notes]) + (
+                return quoted("; ".join([*value.links, *value.notes])) + (
                     f" · {self.texts.get('staff_files', language, count=len(state.files))}"
                     if state.files
                     else ""
@@ -77,8 +78,8 @@ class Renderer:
             return ", ".join(labels.get(item, item) for item in values)
         text = value if isinstance(value, str) else ", ".join(value)
         if limit is not None and len(text) > limit:
-            return text[:limit].rstrip() + " …"
-        return text
+            text = text[:limit].rstrip() + " …"
+        return quoted(text)  # the official's words: no line of them passes for a field
 
     def answered_questions(self, state: IntakeState) -> list[Step]:
         """The questions on the official's path that have an answer, in order."""

@@ -54,7 +54,8 @@ class IntakeState(BaseModel):
     prompt_serial: int = 0
     case_reference: str | None = None
     previous_reference: str | None = None  # the closed case a returning official started over from
-    # What the official wrote while their case waited: posted in the thread at the claim.
+    # Only in states stored before issue 11 item 7 (words were held here until the claim);
+    # now always empty: the handoff posts a leftover at the next occasion and clears it.
     relay_backlog: list[str] = Field(default_factory=list)
     # The safety layer's classes this intake hit ("danger", "suicidal"): makes it urgent.
     safety: list[str] = Field(default_factory=list)

@@ -100,6 +100,10 @@ REQUIRED: dict[str, frozenset[str]] = {
         "matrix_file_too_large": ("limit",), "matrix_staff_room_unsafe": (),
         "matrix_new_device": ("who",), "matrix_clear_confirm": (), "matrix_clear_done": (),
         "matrix_clear_kept": (),
+        # hardening (issue 11)
+        "file_too_big": ("limit",), "staff_holder_revoked": ("name",),
+        "staff_taken_over": ("name", "holder"), "staff_take_over_needs_reason": (),
+        "staff_case_deleted": ("reference",), "evidence_yes": (),
     }.items()
 }  # fmt: skip
 WORD_LISTS = ("yes_words", "no_words", "submit_words", "done_words", "later_words", "weekdays")

@@ -42,6 +42,7 @@ class Action(StrEnum):
     CASE_CLAIMED = "case claimed"
     CASE_RELEASED = "case released"
     CASE_TRANSFERRED = "case transferred"
+    CASE_TAKEN_OVER = "case taken over"
     CASE_CLOSED = "case closed"
     CASE_REOPENED = "case reopened"
     CASE_VIEWED = "case viewed"

@@ -10,7 +10,10 @@ that can never be delivered becomes a dead letter: its content is dropped, a row
 without content stays until the purge, and its stream goes on.
 
 Everything here is encrypted with the server key: the running server must read a
-message to send it. A counsellor's file travels once, in `transit_files`, referenced
+message to send it. This is the one place where words of a submitted case (the
+official's, quoted in a staff post; a counsellor's, relayed) are readable with the
+server secret, from the write until the delivery deletes the row; README.md says so.
+A counsellor's file travels once, in `transit_files`, referenced
 by the message and deleted with it.
 """
 
@@ -140,12 +143,22 @@ async def to_official(
 
 
 async def to_staff(
-    unit: Unit, reference: str | None, text: str, *, urgent: bool = False, opens: bool = False
+    unit: Unit,
+    reference: str | None,
+    text: str,
+    *,
+    urgent: bool = False,
+    opens: bool = False,
+    thread: str | None = None,
 ) -> None:
-    """A post in a case's thread (or the room at large); `opens`: the case's first post."""
+    """A post in a case's thread (or the room at large); `opens`: the case's first post.
+
+    `thread` (with no reference): a thread whose case is gone, e.g. deleted on request."""
     content: dict[str, Any] = {"text": text}
     if opens:
         content["urgent"] = urgent
+    if thread is not None:
+        content["thread"] = thread
     kind = OPEN_THREAD if opens else STAFF
     stream = staff_stream(reference)
     _add(unit, kind, STAFF_CHANNEL, stream, reference=reference, content=content, urgent=urgent)

@@ -114,6 +114,56 @@ async def release(
     return case
 
 
+async def release_held_by(
+    unit: Unit, holder: Counsellor, by: str, escalate_after: dt.timedelta
+) -> list[Case]:
+    """Every case `holder` has claimed back to the queue (their access was revoked by `by`).
+
+    Urgent ones are raised at once, then again at each interval until someone claims them.
+    """
+    held = list(
+        await unit.session.scalars(
+            select(Case)
+            .where(Case.status == CLAIMED, Case.claimed_by == holder.id)
+            .order_by(Case.id)
+            .with_for_update()
+        )
+    )
+    for case in held:
+        case.status, case.claimed_by, case.claimed_at = WAITING, None, None
+        case.queued_at = unit.now
+        case.escalate_at = unit.now if case.urgent else None
+        await unit.audit(Action.CASE_RELEASED, by, case.reference, {"revoked": holder.name})
+    return held
+
+
+async def take_over(unit: Unit, reference: str, counsellor: Counsellor, reason: str) -> str:
+    """Claim a case another counsellor holds but cannot answer (gone, ill, unreachable).
+
+    The reason is sealed into the case; the audit log names both. Returns the former holder.
+    """
+    if not reason.strip():
+        raise Refusal("staff_take_over_needs_reason", reference=reference)
+    case = await _case(unit, reference)
+    if case.status == WAITING:
+        await claim(unit, reference, counsellor)
+        return ""
+    if case.status == CLOSED:
+        raise Refusal("staff_closed_cannot_claim", reference=reference)
+    if case.claimed_by == counsellor.id:
+        raise Refusal("staff_already_yours", reference=reference)
+    holder = await unit.session.get(Counsellor, case.claimed_by)
+    former = holder.name if holder else "?"
+    case.claimed_by, case.claimed_at = counsellor.id, unit.now
+    await unit.add_item(
+        reference, "takeover", {"by": counsellor.name, "from": former, "text": reason}
+    )
+    await unit.audit(
+        Action.CASE_TAKEN_OVER, counsellor.name, reference, {"from": former, "to": counsellor.name}
+    )
+    return holder.display_name if holder else "?"
+
+
 async def transfer(
     unit: Unit, reference: str, counsellor: Counsellor, to: str
 ) -> tuple[Case, Counsellor]:

@@ -498,10 +498,11 @@ async def exchange(bench: Bench, key: UnlockedKey) -> tuple[Person, str]:
     await matrix("/uebernehmen", "@pschulz:example.org")
     await bench.tick()
     assert person.received()[-1].startswith("Beraterin P. hat Ihren Fall übernommen")
-    assert bench.thread(reference)[-2:] == [
+    assert bench.thread(reference)[-3:] == [  # the waiting words were posted at once
+        "Person: WAITING-CANARY noch eine Sache",
+        "Nicht weitergeleitet: Der Fall ist noch nicht übernommen (/uebernehmen).",
         "Beraterin P. hat den Fall übernommen. Nachrichten von Beraterin P. in diesem Fall "
         "gehen jetzt an die Person.",
-        "Während der Wartezeit schrieb die Person:\nPerson: WAITING-CANARY noch eine Sache",
     ]
     assert await matrix("INTRUDER-CANARY ich antworte mal", "@koch:example.org") == [
         f"Nicht möglich: {reference} ist von Beraterin P. übernommen."
@@ -666,12 +667,14 @@ async def test_reopen_within_the_window_and_a_new_linked_report_after_it(bench: 
     assert (entry.actor, entry.case_reference) == ("official", reference)
     [reply] = await person.say("Danke.")
     assert reply.startswith("Danke, Ihre Nachricht ist bei Ihrem Fall gespeichert")
+    # What they wrote on coming back is in the thread at once (issue 11, items 7 and 14).
+    assert bench.thread(reference)[-3:] == [
+        "Person: Es geht wieder los.",
+        "Fall wieder geöffnet (die Person); er steht wieder in der Warteschlange.",
+        "Person: Danke.",
+    ]
 
     await bench.staff("/uebernehmen", reference)
-    # What they wrote on coming back reaches whoever claims the case next.
-    assert bench.thread(reference)[-1] == (
-        "Während der Wartezeit schrieb die Person:\nPerson: Es geht wieder los.\nPerson: Danke."
-    )
     await bench.staff("/abschliessen kein_kontakt", reference)
     bench.clock.advance(days=30, seconds=1)  # one second beyond the reopen window
     [offer] = await person.say("Hallo, ich bin es wieder.")
@@ -887,15 +890,16 @@ async def test_a_failed_thread_opening_is_retried(bench: Bench) -> None:
     assert bench.thread(reference)[0].startswith("A. Berger hat den Fall übernommen")
 
 
-async def test_the_waiting_messages_reach_the_thread_with_the_claim(bench: Bench) -> None:
+async def test_the_waiting_messages_reach_the_thread_at_once(bench: Bench) -> None:
     person = bench.person()
     reference = await person.submit(URGENT_INTAKE)
     await person.say("Bitte melden Sie sich bald.")
+    assert bench.thread(reference) == ["Person: Bitte melden Sie sich bald."]
     await bench.staff("/uebernehmen", reference)
     assert bench.thread(reference) == [
+        "Person: Bitte melden Sie sich bald.",
         "A. Berger hat den Fall übernommen. Nachrichten von A. Berger in diesem Fall gehen "
         "jetzt an die Person.",
-        "Während der Wartezeit schrieb die Person:\nPerson: Bitte melden Sie sich bald.",
     ]
     assert await bench.outbox() == 0
 

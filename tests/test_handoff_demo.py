@@ -419,7 +419,7 @@ WAITING = (
 )
 
 
-def test_before_a_claim_nothing_is_relayed_and_waiting_words_come_with_the_claim(
+def test_before_a_claim_nothing_is_relayed_and_waiting_words_reach_the_thread_at_once(
     case_dir: Path,
 ) -> None:
     stdout = go_on(
@@ -455,18 +455,14 @@ def test_before_a_claim_nothing_is_relayed_and_waiting_words_come_with_the_claim
     assert not any("Aktenzeichen" in line or "Diese Stellen" in line for line in said)
     assert not any("Beraterin Demo" in line for line in said[: said.index(kept[-1]) + 1])
 
-    # not in the staff room while the case waits
+    # in the thread at once, before anyone claims (issue 11, item 7), and once only
     (queued,) = story.step(f"{ROOM}Warteschlange (1):")
-    assert not any("CANARY-WAIT" in line for line in story.lines[:queued])
-
-    # with the claim, the thread gets what the person wrote meanwhile, once
-    claimed = story.step(f"{THREAD}{CLAIMED_STAFF}", f"{BOT}{CLAIMED_DE}")
-    assert not any("CANARY-WAIT" in line for line in story.lines[: max(claimed)])
-    header = thread.index("Während der Wartezeit schrieb die Person:")
-    assert thread[header + 1 : header + 3] == [f"Person: {WAITING[0]}", f"Person: {WAITING[1]}"]
     for text in WAITING:
         assert sum(text in line for line in thread) == 1
-    assert header > next(i for i, line in enumerate(thread) if line.startswith(CLAIMED_STAFF))
+        posted = story.lines.index(f"{THREAD}Person: {text}")
+        assert posted < queued
+    claimed = story.step(f"{THREAD}{CLAIMED_STAFF}", f"{BOT}{CLAIMED_DE}")
+    assert not any("CANARY-WAIT" in line for line in story.lines[min(claimed) :])
     assert "Die Warteschlange ist leer." in room_at_large(stdout)
 
     # and they are kept with the case; the unrelayed counsellor words are not
@@ -476,12 +472,12 @@ def test_before_a_claim_nothing_is_relayed_and_waiting_words_come_with_the_claim
     assert not any("CANARY-EARLY" in line for line in transcript)
 
 
-def test_waiting_words_reach_the_thread_with_the_claim_itself(case_dir: Path) -> None:
+def test_waiting_words_reach_the_thread_before_the_claim(case_dir: Path) -> None:
     stdout = go_on(case_dir, [WAITING[0], f"staff> {REF} /uebernehmen"])  # nothing after it
     thread = thread_of(stdout)
-    assert any(line.startswith(CLAIMED_STAFF) for line in thread)
-    assert "Während der Wartezeit schrieb die Person:" in thread
-    assert f"Person: {WAITING[0]}" in thread
+    assert thread.index(f"Person: {WAITING[0]}") < next(
+        index for index, line in enumerate(thread) if line.startswith(CLAIMED_STAFF)
+    )
 
 
 # -- 4. refusals ---------------------------------------------------------------------------------

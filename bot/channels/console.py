@@ -3,8 +3,9 @@
 When standard input is not a terminal, each line is one message: a line starting
 with `staff> ` is written by the demo counsellor in the staff room (`staff> L-2026-0001
 /uebernehmen` in that case's thread, `staff> /warteschlange` in the room at large;
-`staff(Name)> ` writes as someone else), a line starting with `file> ` sends the
-named file as an attachment, every other line is the official's. Output for the
+`staff(Name)> ` writes as someone else), a line starting with `file>` sends the
+named regular file as an attachment (read up to the configured limit and one byte,
+never more), every other line is the official's. Output for the
 official starts with `bot> `, posts in the staff room with `staff-room> `
 (`staff-room> [L-2026-0001] …` inside a case's thread), so the whole demo can be
 scripted. After each line the channel waits until what it caused has been
@@ -15,8 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import mimetypes
+import os
 import re
 import secrets
+import stat
 import sys
 import threading
 from pathlib import Path
@@ -27,9 +30,9 @@ from bot.core.types import Attachment, Inbound, InboundSink, Reply, StaffInbound
 
 OFFICIAL_PREFIX = "bot> "
 STAFF_ROOM_PREFIX = "staff-room> "
-STAFF_INPUT = re.compile(r"^staff(?:\((?P<author>[^)]+)\))?> ?(?P<text>.*)$", re.DOTALL)
-THREAD = re.compile(r"^(?P<reference>L-\d{4}-\d{4,})\s*(?P<text>.*)$", re.DOTALL)
-FILE_INPUT = "file> "
+STAFF_INPUT = re.compile(r"^staff(?:\((?P<author>[^)]*)\))?> ?(?P<text>.*)$", re.DOTALL)
+THREAD = re.compile(r"^(?P<reference>L-\d{4}-\d{4,})\b\s*(?P<text>.*)$", re.DOTALL | re.IGNORECASE)
+FILE_INPUT = "file>"  # then the path, after an optional space
 CHANNEL = "console"
 DEMO_USER = "demo-official"
 
@@ -50,6 +53,7 @@ class ConsoleChannel:
         source: TextIO | None = None,
         interactive: bool = False,
         counsellor: str = "demo",
+        max_file_bytes: int = 20 * 1024 * 1024,
     ) -> None:
         self._out = out
         self._source = source
@@ -57,6 +61,7 @@ class ConsoleChannel:
         self._counsellor = counsellor  # who `staff> ` lines are written by
         self._run = secrets.token_hex(4)
         self._count = 0
+        self._max_file_bytes = max_file_bytes
 
     # -- sending ----------------------------------------------------------------------------
 
@@ -124,7 +129,8 @@ class ConsoleChannel:
         event_id = f"{self._run}:{self._count}"
         staff = STAFF_INPUT.match(line)
         if staff is not None:
-            await self._staff(sink, staff["author"] or self._counsellor, staff["text"], event_id)
+            author = self._counsellor if staff["author"] is None else staff["author"]
+            await self._staff(sink, author, staff["text"], event_id)  # "staff()>": nobody
         else:
             message = self._message(line)
             if message is not None:
@@ -145,7 +151,7 @@ class ConsoleChannel:
         thread = None
         in_case = THREAD.match(text.strip())
         if in_case is not None:
-            thread, text = in_case["reference"], in_case["text"]
+            thread, text = in_case["reference"].upper(), in_case["text"]
         message = self._message(text)
         if message is None:
             return
@@ -169,11 +175,42 @@ class ConsoleChannel:
         return None if attachment is None else ("", (attachment,))
 
     def _attachment(self, name: str) -> Attachment | None:
+        """The file's bytes, never more than the limit and one byte (the core refuses those).
+
+        Only regular files: a FIFO would hang the demo, /dev/zero would never end, so they
+        are opened without blocking and refused with a message before anything is read.
+        """
         path = Path(name).expanduser()
         try:
-            data = path.read_bytes()
-        except OSError as error:
-            print(f"lotse demo: cannot read {path}: {error.strerror}", file=sys.stderr)
+            descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        except (OSError, ValueError) as error:  # ValueError: a NUL in the name
+            reason = error.strerror if isinstance(error, OSError) else "not a file name"
+            self._refuse(path, reason or "cannot be opened")
             return None
+        try:
+            if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+                self._refuse(path, "not a regular file (only files can be sent)")
+                return None
+            data = _read_at_most(descriptor, self._max_file_bytes + 1)
+        except OSError as error:
+            self._refuse(path, error.strerror or "cannot be read")
+            return None
+        finally:
+            os.close(descriptor)
         media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         return Attachment(path.name, media_type, data)
+
+    @staticmethod
+    def _refuse(path: Path, reason: str) -> None:
+        print(f"lotse demo: cannot send {str(path)!r}: {reason}", file=sys.stderr)
+
+
+def _read_at_most(descriptor: int, limit: int) -> bytes:
+    """Up to `limit` bytes: one read for a regular file, more only if the system reads short."""
+    first = os.read(descriptor, limit)
+    chunks = [first]
+    left = limit - len(first)
+    while left > 0 and chunks[-1]:
+        chunks.append(os.read(descriptor, left))
+        left -= len(chunks[-1])
+    return first if len(chunks) == 1 or not chunks[1] else b"".join(chunks)

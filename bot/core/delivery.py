@@ -334,7 +334,8 @@ class Delivery:
                 message.reference or "", content["text"], bool(content.get("urgent"))
             )
         if message.kind == outbox.STAFF:
-            await self.staff_room.post(await self._thread_of(message.reference), content["text"])
+            thread = content.get("thread") or await self._thread_of(message.reference)
+            await self.staff_room.post(thread, content["text"])
             return None
         channel = self.channels.get(message.channel)
         if channel is None:

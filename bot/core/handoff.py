@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+from sqlalchemy import select
 
 from bot.core.hours import describe, describe_moment
 from bot.core.settings import Settings
 from bot.core.types import Attachment, Pick, Reply, StaffInbound, StaffMember, StaffRoom
-from flows.answers import match_one, parse_command
+from flows.answers import clean, match_one, one_line, parse_command, quoted
 from flows.engine import Engine
 from flows.messages import Choice
 from flows.picks import await_answer, picked, prompt_id
@@ -29,6 +31,7 @@ from storage.repository import Unit, aware
 
 logger = logging.getLogger(__name__)
 
+FORCE = "--force"  # `/uebernehmen --force GRUND`: take over from a holder who cannot answer
 CASE_COMMANDS = frozenset({"claim", "release", "transfer", "note", "close", "reopen"})
 
 
@@ -159,12 +162,15 @@ class Handoff:
             return await self._return_choice(unit, state, case, text, pick)
         if pick is not None:  # nothing is asked while a case is open: an earlier question's button
             return OfficialTurn(state, [Reply(self.texts.get("stale_pick_gone", language))])
+        if state.relay_backlog:  # left by a version that held words until the claim
+            await self._post_backlog(unit, reference, state.relay_backlog)
+            state.relay_backlog = []
         if files:
             await unit.add_files(reference, sender, files)
         if case.status == queue.WAITING:
-            if text:
-                await unit.add_item(reference, "message", {"from": OFFICIAL, "text": text})
-                state.relay_backlog.append(text)
+            # Into the thread at once (the staff room sees it before a claim) and sealed
+            # into the case; nothing of it stays readable in the conversation's state.
+            await self._official_says(unit, reference, text, files)
             # The whole confirmation was said once; now just the news: kept, and the place.
             position = await queue.position(unit, reference)
             text = self.texts.get("waiting_message_kept", language, position=position or 1)
@@ -173,20 +179,25 @@ class Handoff:
                 text += " " + self.texts.get("hours_closed_short", language, next_opening=opening)
             return OfficialTurn(state, [Reply(text)])
         if case.status == queue.CLAIMED:
-            if text:
-                await unit.add_item(reference, "message", {"from": OFFICIAL, "text": text})
-                await self._post(unit, reference, self._staff("staff_official_says", text=text))
-            for file in files:
-                await self._post(
-                    unit,
-                    reference,
-                    self._staff("staff_official_file", name=file.name, size=file.size),
-                )
+            await self._official_says(unit, reference, text, files)
             return OfficialTurn(state, [])
-        if text:  # what they came back to say is kept; a counsellor sees it at the next claim
-            await unit.add_item(reference, "message", {"from": OFFICIAL, "text": text})
-            state.relay_backlog.append(text)
+        # Closed: what they came back to say goes to the old case's thread, whatever they
+        # choose next (a new report begins with their answers, not these words).
+        await self._official_says(unit, reference, text, files)
         return self._offer_return(unit, state, case)
+
+    async def _official_says(
+        self, unit: Unit, reference: str, text: str, files: list[StoredFile]
+    ) -> None:
+        if text:
+            await unit.add_item(reference, "message", {"from": OFFICIAL, "text": text})
+            await self._post(unit, reference, self._staff("staff_official_says", text=quoted(text)))
+        for file in files:
+            await self._post(
+                unit,
+                reference,
+                self._staff("staff_official_file", name=one_line(file.name), size=file.size),
+            )
 
     def _return_choices(self, language: str, can_reopen: bool) -> tuple[Choice, ...]:
         new = Choice("new", self.texts.get("return_new", language))
@@ -246,6 +257,21 @@ class Handoff:
     def _first_question(self, state: IntakeState) -> list[Reply]:
         return [self.engine.ask(state)]
 
+    async def threads_of(self, unit: Unit, sender: str) -> list[tuple[str, str]]:
+        """(reference, thread) of each of this official's cases whose thread is open."""
+        rows = await unit.session.execute(
+            select(Case.reference, Case.thread).where(
+                Case.sender_key == sender, Case.thread.is_not(None)
+            )
+        )
+        return [(reference, thread) for reference, thread in rows if thread]
+
+    async def announce_deleted(self, unit: Unit, threads: list[tuple[str, str]]) -> None:
+        """Tell each thread its case was deleted on request, without a word of its content."""
+        for reference, thread in threads:
+            text = self._staff("staff_case_deleted", reference=reference)
+            await outbox.to_staff(unit, None, text, thread=thread)
+
     # -- the staff room ----------------------------------------------------------------------
 
     async def _post(self, unit: Unit, reference: str | None, text: str) -> None:
@@ -276,7 +302,7 @@ class Handoff:
 
     async def staff_writes(self, unit: Unit, inbound: StaffInbound) -> None:
         """One staff-room message: a command, or (in a claimed case) words for the official."""
-        text = inbound.text.strip()
+        text = clean(inbound.text)
         command, argument, spelled = parse_command(text, self._staff_commands)
         reference = await self._reference_of(unit, inbound.thread)
         counsellor = await self.counsellor_for(unit, inbound.author)
@@ -338,7 +364,16 @@ class Handoff:
         self, unit: Unit, command: str, argument: str, reference: str, counsellor: Counsellor
     ) -> None:
         name = counsellor.display_name
-        if command == "claim":
+        if command == "claim" and argument.split(maxsplit=1)[:1] == [FORCE]:
+            reason = argument[len(FORCE) :].strip()
+            holder = await queue.take_over(unit, reference, counsellor, reason)
+            case = await unit.case(reference)
+            assert case is not None
+            key = "staff_taken_over" if holder else "staff_claimed"
+            await self._post(unit, reference, self._staff(key, name=name, holder=holder))
+            await self._relay_backlog(unit, case)
+            await self._tell_official(unit, case, "claimed_notice", name=name)
+        elif command == "claim":
             case = await queue.claim(unit, reference, counsellor)
             await self._post(unit, reference, self._staff("staff_claimed", name=name))
             await self._relay_backlog(unit, case)
@@ -348,7 +383,7 @@ class Handoff:
                 unit, reference, counsellor, argument, self.settings.escalate_after
             )
             await self._post(
-                unit, reference, self._staff("staff_released", name=name, reason=argument)
+                unit, reference, self._staff("staff_released", name=name, reason=quoted(argument))
             )
             await self._tell_official(unit, case, "released_notice")
         elif command == "transfer":
@@ -378,17 +413,21 @@ class Handoff:
             await self._tell_official(unit, case, "reopened_notice", reference=reference)
 
     async def _relay_backlog(self, unit: Unit, case: Case) -> None:
-        """What the official wrote while waiting reaches the thread once someone has claimed."""
+        """Words a state from before item 7 of issue 11 still holds reach the thread at a claim."""
         loaded = await unit.load(case.sender_key)
         if loaded is None or not loaded.state.relay_backlog:
             return
-        lines = [self._staff("staff_waiting_messages")]
-        lines += [
-            self._staff("staff_official_says", text=text) for text in loaded.state.relay_backlog
-        ]
-        await self._post(unit, case.reference, "\n".join(lines))
+        await self._post_backlog(unit, case.reference, loaded.state.relay_backlog)
         loaded.state.relay_backlog = []
         await unit.save(case.sender_key, loaded.channel, loaded.address, loaded.state)
+
+    async def _post_backlog(self, unit: Unit, reference: str, backlog: list[str]) -> None:
+        """Words a state from before item 7 of issue 11 still holds: into the thread, once.
+
+        They were sealed into the case when written; only the post was held back."""
+        lines = [self._staff("staff_waiting_messages")]
+        lines += [self._staff("staff_official_says", text=quoted(text)) for text in backlog]
+        await self._post(unit, reference, "\n".join(lines))
 
     async def _relay_to_official(
         self, unit: Unit, reference: str, counsellor: Counsellor, text: str, inbound: StaffInbound
@@ -433,10 +472,11 @@ class Handoff:
 
         if text:
             await unit.add_item(reference, "reply", {"from": counsellor.display_name, "text": text})
-            await to_official(f"{counsellor.display_name}: {text}")
+            await to_official(f"{counsellor.display_name}: {quoted(text)}")
+        attachments = [replace(file, name=one_line(file.name)) for file in inbound.attachments]
         limit = self.settings.max_file_bytes
-        files = [attachment for attachment in inbound.attachments if len(attachment.data) <= limit]
-        for attachment in inbound.attachments:
+        files = [attachment for attachment in attachments if len(attachment.data) <= limit]
+        for attachment in attachments:
             if len(attachment.data) > limit:
                 too_big = self._staff(
                     "staff_file_too_big", name=attachment.name, limit=limit // (1024 * 1024)

@@ -32,6 +32,7 @@ from bot.core.pace import Pace
 from bot.core.settings import Settings
 from bot.core.types import Channel, Inbound, Reply, StaffInbound, StaffRoom
 from bot.logs import log_failure
+from flows.answers import clean, one_line
 from flows.engine import Engine
 from flows.messages import Effect, UserInput
 from flows.state import IntakeState, StoredFile
@@ -193,28 +194,38 @@ class Core:
             state, notes = await self._set_aside(unit, sender)
 
         files: list[StoredFile] = []
-        dropped = 0
+        dropped = too_big = 0
         for attachment in inbound.attachments:
-            too_big = len(attachment.data) > self.settings.max_file_bytes
-            if state is None or not state.consented or too_big:
+            if len(attachment.data) > self.settings.max_file_bytes:
+                too_big += 1
+                continue
+            if state is None or not state.consented:
                 dropped += 1
                 continue
             files.append(
                 await unit.store_file(
-                    sender, attachment.name, attachment.media_type, attachment.data
+                    sender, one_line(attachment.name), attachment.media_type, attachment.data
                 )
             )
 
         if state is not None and self._for_the_handoff(state, inbound.text):
             turn = await self.handoff.official_writes(
-                unit, sender, state, inbound.text.strip(), files, pick=inbound.pick
+                unit, sender, state, clean(inbound.text), files, pick=inbound.pick
             )
             await unit.save(sender, inbound.channel, inbound.chat, turn.state)
             await unit.mark_seen(event_key)
             logger.debug("message on %s handled by the handoff", inbound.channel)
-            return _Step([*notes, *turn.replies], durable=True)
+            refused = [self._too_big(state.language)] if too_big else []
+            return _Step([*notes, *refused, *turn.replies], durable=True)
 
-        given = UserInput(inbound.text, tuple(files), dropped, inbound.pick)
+        given = UserInput(
+            inbound.text,
+            tuple(files),
+            dropped,
+            inbound.pick,
+            too_big_files=too_big,
+            file_limit_mb=self.settings.max_file_bytes // (1024 * 1024),
+        )
         outcome = self.engine.handle(state, given)
         result = _Step([*notes, *outcome.replies])
         new_state = outcome.state
@@ -232,7 +243,9 @@ class Core:
             result.deleted = True
             logger.info("intake cancelled by the official")
         elif outcome.effect is Effect.DELETE_ALL:
+            threads = await self.handoff.threads_of(unit, sender)
             cases = await unit.delete_person(sender)
+            await self.handoff.announce_deleted(unit, threads)
             await outbox.forget_stream(unit, outbox.official_stream(sender))
             result.deleted = True
             logger.info("deleted everything about one official on request (%d case(s))", cases)
@@ -254,6 +267,10 @@ class Core:
             f", {outcome.effect.value}" if outcome.effect else "",
         )
         return result
+
+    def _too_big(self, language: str) -> Reply:
+        limit = self.settings.max_file_bytes // (1024 * 1024)
+        return Reply(self.engine.texts.get("file_too_big", language, limit=limit))
 
     async def _set_aside(self, unit: Unit, sender: str) -> tuple[IntakeState | None, list[Reply]]:
         """A conversation that cannot be read: quarantine it instead of failing every later
