@@ -16,7 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from bot import admin, handles, logs
 from bot.app import App, demo_config, load_engine, open_app
 from bot.casebook import ExportError
-from bot.config import Config, ConfigError, load_config
+from bot.config import Config, ConfigError, StartupError, load_config
 from bot.demo import DEFAULT_DEMO_DIR, run_demo
 from bot.runner import run_service
 from flows.graph import mermaid
@@ -178,6 +178,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure(logging.DEBUG if arguments.verbose else logging.WARNING)
     try:
         return _dispatch(arguments)
+    except StartupError as error:
+        print(f"lotse: {error}", file=sys.stderr)
+        return 2
     except OPERATOR_ERRORS as error:
         _print_operator_error(error)
         return 1

@@ -7,9 +7,10 @@ import logging
 from bot.app import open_app, settings_from_config
 from bot.config import Config, ConfigError
 from bot.core.orchestrator import Core
-from bot.core.types import StaffMember
+from bot.core.types import Adapter, StaffMember, StaffRoom
 from bot.housekeeping import purge_daily
 from bot.service import Service
+from bot.telegram_wiring import start_telegram
 from flows.problems import Problem
 from storage.keyring import current_team
 
@@ -39,7 +40,7 @@ class NoStaffRoom:
 
 
 async def run_service(config: Config) -> int:
-    for name in ("telegram", "matrix"):
+    for name in ("matrix",):
         if getattr(config, name).enabled:
             raise ConfigError(
                 "configuration",
@@ -58,7 +59,20 @@ async def run_service(config: Config) -> int:
                         )
                     ],
                 )
-        core = Core(app.engine, app.store, NoStaffRoom(), settings_from_config(config))
-        logger.warning("no channel is enabled: only the daily retention job runs")
-        await Service(core, [], jobs=[lambda: purge_daily(app.store, config.counselling)]).run()
+        adapters: list[Adapter] = []
+        staff_room: StaffRoom = NoStaffRoom()
+        telegram = None
+        if config.telegram.enabled:
+            telegram = await start_telegram(config, app)
+            adapters.append(telegram.channel)
+            staff_room = telegram.staff_room or staff_room
+        core = Core(app.engine, app.store, staff_room, settings_from_config(config))
+        if not adapters:
+            logger.warning("no channel is enabled: only the daily retention job runs")
+        try:
+            jobs = [lambda: purge_daily(app.store, config.counselling)]
+            await Service(core, adapters, jobs=jobs).run()
+        finally:
+            if telegram is not None:
+                await telegram.close()
     return 0

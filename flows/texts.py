@@ -83,6 +83,10 @@ REQUIRED: dict[str, frozenset[str]] = {
         "staff_health": ("waiting", "oldest", "urgent", "open", "claim", "reply"),
         "staff_escalation": ("reference", "minutes", "mentions"), "staff_help": ("commands",),
         "staff_nobody": (),
+        # the Telegram channel's own notices
+        "telegram_done": (), "telegram_file_too_big": ("limit",), "telegram_file_failed": (),
+        "telegram_edited": (), "telegram_button_unknown": (),
+        "telegram_forwarded": ("origin", "date"), "telegram_room_alert": ("problems",),
     }.items()
 }  # fmt: skip
 WORD_LISTS = ("yes_words", "no_words", "submit_words", "done_words", "later_words", "weekdays")

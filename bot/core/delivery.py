@@ -5,8 +5,9 @@ messages), so a platform that asks to wait stalls only itself. Within a channel,
 messages of one stream (an official, a case thread) go out in the order they were
 written; streams of urgent cases first.
 
-A send ends in one of four ways: delivered (the message is deleted); `RetryAfter`
+A send ends in one of five ways: delivered (the message is deleted); `RetryAfter`
 (the whole channel waits exactly that long, the message is not counted as failed);
+`ChatBusy` (only that stream waits that long, not counted as failed either);
 `PermanentFailure` (a dead letter: audited, a content-free notice in the staff room –
 once a day per official –, and the stream goes on); anything else is temporary (a
 growing pause for that message and its stream). Before anything about a case is
@@ -29,7 +30,15 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
-from bot.core.types import Attachment, Channel, PermanentFailure, Reply, RetryAfter, StaffRoom
+from bot.core.types import (
+    Attachment,
+    Channel,
+    ChatBusy,
+    PermanentFailure,
+    Reply,
+    RetryAfter,
+    StaffRoom,
+)
 from bot.logs import log_failure
 from storage import outbox
 from storage.audit import SYSTEM, Action
@@ -201,6 +210,9 @@ class Delivery:
                         logger.warning("%s asks to wait %.1f s", worker.name, wait.seconds)
                         done.pause = wait.seconds
                         return done
+                    except ChatBusy as busy:  # only this stream waits, nothing failed
+                        await self._postpone(stream[position:], dt.timedelta(seconds=busy.seconds))
+                        break
                     if sent:
                         done.delivered += 1
                         continue
@@ -230,6 +242,10 @@ class Delivery:
                 worker.volatile.clear()
                 done.pause = wait.seconds
                 break
+            except ChatBusy as busy:
+                item.due = now + busy.seconds
+                waiting.add(item.stream)
+                kept.append(item)
             except PermanentFailure as failure:
                 logger.warning("a reply on %s cannot be delivered: %s", worker.name, failure.why)
             except Exception as error:
@@ -263,7 +279,7 @@ class Delivery:
             thread = await self._deliver(message)
         except _Gone:  # the case was deleted meanwhile: there is nothing left to post to
             thread = None
-        except RetryAfter:
+        except (RetryAfter, ChatBusy):
             raise
         except PermanentFailure as failure:
             await self._dead(message, failure.why)

@@ -12,7 +12,8 @@ The contract between an adapter and the core:
 - An adapter's `send` delivers one `Reply` and splits it at the platform's length limit
   itself. It reports a failure by raising `RetryAfter` (the platform asks to wait: the
   channel's worker waits exactly that long, only for this channel), `PermanentFailure`
-  (the official blocked the bot or left: the message becomes a dead letter) or anything
+  (the official blocked the bot or left: the message becomes a dead letter), `ChatBusy`
+  (nothing was sent, that one chat is at its limit: only its messages wait) or anything
   else (temporary: tried again after a growing pause).
 - An adapter imports from the core only this module.
 """
@@ -26,8 +27,8 @@ from typing import Protocol
 from flows.messages import Attachment, Choice, Pick, Reply
 
 __all__ = [
-    "Adapter", "Attachment", "Channel", "Choice", "DeliveryFailure", "Inbound", "InboundSink",
-    "PermanentFailure", "Pick", "Reply", "RetryAfter", "StaffInbound", "StaffMember",
+    "Adapter", "Attachment", "Channel", "ChatBusy", "Choice", "DeliveryFailure", "Inbound",
+    "InboundSink", "PermanentFailure", "Pick", "Reply", "RetryAfter", "StaffInbound", "StaffMember",
     "StaffRoom",
 ]  # fmt: skip
 
@@ -74,6 +75,16 @@ class RetryAfter(DeliveryFailure):
 
     def __init__(self, seconds: float) -> None:
         super().__init__(f"retry after {seconds} s")
+        self.seconds = max(0.0, float(seconds))
+
+
+class ChatBusy(DeliveryFailure):
+    """Nothing was sent: this one chat must wait `seconds` (the platform's per-chat limit).
+    Only this message's stream waits; the channel's other chats go on, and it does not
+    count as a failed attempt."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"chat busy for {seconds} s")
         self.seconds = max(0.0, float(seconds))
 
 
