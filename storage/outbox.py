@@ -140,12 +140,21 @@ async def to_official(
 
 
 async def to_staff(
-    unit: Unit, reference: str | None, text: str, *, urgent: bool = False, opens: bool = False
+    unit: Unit,
+    reference: str | None,
+    text: str,
+    *,
+    urgent: bool = False,
+    opens: bool = False,
+    thread_open: bool | None = None,
 ) -> None:
-    """A post in a case's thread (or the room at large); `opens`: the case's first post."""
+    """A post in a case's thread (or the room at large); `opens`: the case's first post;
+    `thread_open`: after this post the thread is closed (False) or open again (True)."""
     content: dict[str, Any] = {"text": text}
     if opens:
         content["urgent"] = urgent
+    if thread_open is not None:
+        content["thread_open"] = thread_open
     kind = OPEN_THREAD if opens else STAFF
     stream = staff_stream(reference)
     _add(unit, kind, STAFF_CHANNEL, stream, reference=reference, content=content, urgent=urgent)

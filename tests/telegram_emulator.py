@@ -204,7 +204,7 @@ class Emulator:
         small = self.add_file(data[: len(data) // 4] or b"x")
         large = self.add_file(data)
         sizes = [small | {"width": 90, "height": 90}, large | {"width": 1280, "height": 960}]
-        extra = {"caption": caption} if caption else {}
+        extra: dict[str, Any] = {"caption": caption} if caption else {}
         return self.inject({"message": self._message(user, photo=sizes, **extra)})
 
     def document(self, user: int, data: bytes, name: str, size: int | None = None) -> int:
@@ -392,8 +392,6 @@ class Emulator:
             raise _ApiError(400, "Bad Request: message is too long")
         thread = params.get("message_thread_id")
         thread = int(thread) if thread is not None else None
-        if thread is not None and self.topics.get(thread, {}).get("closed"):
-            raise _ApiError(400, "Bad Request: TOPIC_CLOSED")
         self._count(chat, method)
         markup = params.get("reply_markup")
         sent = Sent(chat, self._next_message_id(chat), text, time.time(), thread, markup, document)

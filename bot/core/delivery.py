@@ -38,6 +38,7 @@ from bot.core.types import (
     Reply,
     RetryAfter,
     StaffRoom,
+    ThreadCloser,
 )
 from bot.logs import log_failure
 from storage import outbox
@@ -323,7 +324,12 @@ class Delivery:
                 message.reference or "", content["text"], bool(content.get("urgent"))
             )
         if message.kind == outbox.STAFF:
-            await self.staff_room.post(await self._thread_of(message.reference), content["text"])
+            thread = await self._thread_of(message.reference)
+            if content.get("thread_open") is True and isinstance(self.staff_room, ThreadCloser):
+                await self.staff_room.set_thread_open(thread or "", True)  # to post in it
+            await self.staff_room.post(thread, content["text"])
+            if content.get("thread_open") is False and isinstance(self.staff_room, ThreadCloser):
+                await self.staff_room.set_thread_open(thread or "", False)
             return None
         channel = self.channels.get(message.channel)
         if channel is None:

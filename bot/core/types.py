@@ -22,14 +22,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from flows.messages import Attachment, Choice, Pick, Reply
 
 __all__ = [
     "Adapter", "Attachment", "Channel", "ChatBusy", "Choice", "DeliveryFailure", "Inbound",
     "InboundSink", "PermanentFailure", "Pick", "Reply", "RetryAfter", "StaffInbound", "StaffMember",
-    "StaffRoom",
+    "StaffRoom", "ThreadCloser",
 ]  # fmt: skip
 
 
@@ -162,3 +162,12 @@ class StaffRoom(Protocol):
         ...
 
     def mention(self, member: StaffMember) -> str: ...
+
+
+@runtime_checkable
+class ThreadCloser(Protocol):
+    """A staff room whose threads can be closed and reopened (Telegram's forum topics)."""
+
+    async def set_thread_open(self, thread: str, open_: bool) -> None:
+        """Close (`open_` False) or reopen a case's thread; never raises."""
+        ...

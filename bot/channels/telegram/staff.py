@@ -130,12 +130,12 @@ class TelegramStaffRoom:
         else:
             await self.sender.send(str(self.chat), Reply(text))
 
-    async def close_thread(self, thread: str, closed: bool) -> None:
+    async def set_thread_open(self, thread: str, open_: bool) -> None:
         """Close (or reopen) a case's topic; nothing to do in a group without topics."""
         if not thread.isdigit():
             return
         try:
-            if closed:
+            if not open_:
                 await self.bot.close_forum_topic(self.chat, int(thread))
             else:
                 await self.bot.reopen_forum_topic(self.chat, int(thread))

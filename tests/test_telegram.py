@@ -1,0 +1,174 @@
+"""The Telegram channel end to end: `lotse run` as a process against the Bot API emulator."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.telegram_emulator import STAFF_GROUP, Emulator, Sent
+from tests.telegram_harness import (
+    COUNSELLOR_ID,
+    PASSPHRASE,
+    Lotse,
+    buttons,
+    last_with_buttons,
+    lotse,
+    wait_for_new,
+)
+from tests.test_no_plaintext import findings
+
+OFFICIAL = 4242
+CANARIES = {
+    "description": "Kanarie-Beschreibung-T3L",
+    "photo": "Kanarie-Foto-Bytes-9QX",
+    "forward_text": "Kanarie-Weiterleitung-Drohung-5ZK",
+    "forward_origin": "Kanarienvogel Absender",
+    "official_relay": "Kanarie-Amtstraeger-schreibt-2PL",
+    "staff_relay": "Kanarie-Beraterin-antwortet-8MM",
+    "note": "Kanarie-interne-Notiz-4RT",
+}
+PREFERRED = {"danger": "no", "family": "no", "evidence": "done", "contact": "chat"}
+
+
+@pytest.fixture
+def emulator() -> Iterator[Emulator]:
+    running = Emulator().start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def service(tmp_path: Path, emulator: Emulator) -> Iterator[Lotse]:
+    emulator.administrators = [COUNSELLOR_ID]
+    emulator.member_count = 2
+    configured = Lotse(tmp_path, emulator)
+    configured.setup()
+    yield configured
+    if configured.process is not None:
+        configured.stop(kill=True)
+
+
+def answer_until(
+    emulator: Emulator, user: int, stop: str, on_text: dict[str, str], evidence: object = None
+) -> list[Sent]:
+    """Answer every question with buttons (typed text where none) until `stop` is said."""
+    seen = 0
+    said: list[Sent] = []
+    for _ in range(40):
+        new = wait_for_new(emulator, user, seen)
+        seen += len(new)
+        said += new
+        if any(stop in sent.text for sent in new):
+            return said
+        last = new[-1]
+        if not last.markup:
+            step = next(key for key in on_text if key in last.text)
+            emulator.message(user, on_text[step])
+            continue
+        choices = buttons(last)
+        step = choices[0][1].split(".")[0]
+        if step == "evidence" and callable(evidence):
+            evidence()
+        keys = {data.split("|", 1)[1]: data for _, data in choices}
+        if any(key.startswith("+") for key in keys):
+            for data in list(keys.values())[:2]:
+                emulator.press(user, emulator.current(user, last.message_id), data)
+                emulator.wait(lambda: "✓" in str(emulator.current(user, last.message_id).markup))
+            emulator.press(user, emulator.current(user, last.message_id), keys["="])
+        else:
+            chosen = keys.get(PREFERRED.get(step, ""), choices[0][1])
+            emulator.press(user, last, chosen)
+    raise AssertionError("the intake did not end")
+
+
+def said_to(emulator: Emulator, chat: int, words: str, timeout: float = 30.0) -> Sent:
+    """The bot's first message to `chat` that contains `words`, once it is there."""
+    emulator.wait(
+        lambda: any(words in sent.text for sent in emulator.messages_to(chat)), timeout, words
+    )
+    return next(sent for sent in emulator.messages_to(chat) if words in sent.text)
+
+
+@pytest.mark.slow
+def test_an_official_reports_on_telegram_and_a_counsellor_answers_in_the_case_topic(
+    emulator: Emulator, service: Lotse
+) -> None:
+    service.start()
+    assert emulator.commands["de"][:2] == ["start", "hilfe"]
+    assert "help" in emulator.commands["en"]
+    emulator.message(OFFICIAL, "/start")
+
+    def evidence() -> None:
+        before = len(emulator.messages_to(OFFICIAL))
+        emulator.photo(OFFICIAL, b"\xff\xd8" + CANARIES["photo"].encode() * 50)
+        wait_for_new(emulator, OFFICIAL, before)
+        before = len(emulator.messages_to(OFFICIAL))
+        emulator.forward(OFFICIAL, CANARIES["forward_text"], CANARIES["forward_origin"], 1700000000)
+        wait_for_new(emulator, OFFICIAL, before)
+
+    said = answer_until(
+        emulator, OFFICIAL, "Aktenzeichen",
+        {"Bitte beschreiben": f"Es kam ein Brief. {CANARIES['description']}"},
+        evidence,
+    )  # fmt: skip
+    reference = re.search(r"L-\d{4}-\d{4}", said[-1].text or said[-2].text)
+    reference = reference or re.search(r"L-\d{4}-\d{4}", " ".join(s.text for s in said))
+    assert reference is not None
+    reference_text = reference.group(0)
+    # every answered question lost its buttons; callbacks were all answered
+    assert all(emulator.current(OFFICIAL, s.message_id).markup is None for s in said[:-6])
+    callbacks = [call for call in emulator.calls if call == "answerCallbackQuery"]
+    assert len(callbacks) >= 15
+
+    # the case opened a topic named with its reference; its details are there
+    emulator.wait(lambda: emulator.topics, what="a forum topic")
+    [(topic, info)] = emulator.topics.items()
+    assert info["name"].startswith(reference_text)
+    emulator.wait(lambda: emulator.messages_to(STAFF_GROUP), what="the case in the topic")
+    posted = emulator.messages_to(STAFF_GROUP)
+    assert all(sent.thread == topic for sent in posted)
+    assert reference_text in posted[0].text
+    assert CANARIES["description"] not in posted[0].text  # summary detail: no free text
+
+    # the counsellor claims; the official hears it
+    emulator.staff_message(COUNSELLOR_ID, "/uebernehmen", thread=topic)
+    said_to(emulator, OFFICIAL, "Berta")
+    # both ways
+    emulator.message(OFFICIAL, CANARIES["official_relay"])
+    emulator.wait(
+        lambda: any(CANARIES["official_relay"] in s.text for s in emulator.messages_to(STAFF_GROUP)),
+        what="the official's words in the topic",
+    )
+    emulator.staff_message(COUNSELLOR_ID, CANARIES["staff_relay"], thread=topic)
+    said_to(emulator, OFFICIAL, CANARIES["staff_relay"])
+    # a note stays in the staff room
+    emulator.staff_message(COUNSELLOR_ID, f"/notiz {CANARIES['note']}", thread=topic)
+    said_to(emulator, STAFF_GROUP, "Notiz")
+    # closing the case closes the topic
+    emulator.staff_message(COUNSELLOR_ID, "/abschliessen beraten", thread=topic)
+    emulator.wait(lambda: emulator.topics[topic]["closed"], what="the topic closed")
+    time.sleep(1.5)
+    to_official = " ".join(s.text for s in emulator.messages_to(OFFICIAL))
+    assert CANARIES["note"] not in to_official
+    assert emulator.violations == []
+    assert service.stop() == 0
+
+    # nothing of the conversation is readable in the data directory
+    assert findings(service.data_dir, CANARIES) == []
+    shown = lotse(
+        "cases", "show", reference_text, "--key", service.key, "--config", service.config,
+        env={"LOTSE_PASSPHRASE": PASSPHRASE},
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    for what in ("description", "forward_text", "forward_origin", "official_relay", "staff_relay", "note"):
+        assert CANARIES[what] in shown.stdout, what
+    order = [shown.stdout.index(CANARIES[w]) for w in ("description", "official_relay", "staff_relay")]
+    assert order == sorted(order)
+    assert "photo-" in shown.stdout and "image/jpeg" in shown.stdout
+    log = service.log()
+    assert all(canary not in log for canary in CANARIES.values())
+    assert str(OFFICIAL) not in log
