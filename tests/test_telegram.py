@@ -172,3 +172,64 @@ def test_an_official_reports_on_telegram_and_a_counsellor_answers_in_the_case_to
     log = service.log()
     assert all(canary not in log for canary in CANARIES.values())
     assert str(OFFICIAL) not in log
+
+
+def test_a_missing_or_rejected_token_stops_start_up_with_one_line_and_code_2(
+    emulator: Emulator, service: Lotse
+) -> None:
+    missing = lotse("run", "--config", service.config)
+    assert missing.returncode == 2
+    assert missing.stderr.strip().splitlines() == [
+        "lotse: the environment variable LOTSE_TELEGRAM_TOKEN (telegram.token_env) holds no bot token"
+    ]
+    rejected = lotse("run", "--config", service.config, env={"LOTSE_TELEGRAM_TOKEN": "1:wrong"})
+    assert rejected.returncode == 2
+    assert len(rejected.stderr.strip().splitlines()) == 1
+    assert "rejected the bot token in LOTSE_TELEGRAM_TOKEN" in rejected.stderr
+    assert "1:wrong" not in rejected.stderr and "Traceback" not in rejected.stderr
+
+
+@pytest.mark.slow
+def test_bad_input_gets_a_clear_reply_or_is_ignored_and_the_process_keeps_running(
+    emulator: Emulator, service: Lotse
+) -> None:
+    service.start()
+    emulator.message(OFFICIAL, "/start")
+    welcome = said_to(emulator, OFFICIAL, "Guten Tag")
+    emulator.press(OFFICIAL, welcome, "welcome.0|agree")
+    said_to(emulator, OFFICIAL, "akuter Gefahr?")
+    # garbage callback data: answered with a short text, nothing else changes
+    count = len(emulator.messages_to(OFFICIAL))
+    emulator.press(OFFICIAL, welcome, "garbage-without-separator")
+    emulator.wait(lambda: any(text for _, text in emulator.answers), what="the callback answer")
+    assert [text for _, text in emulator.answers if text] == ["Diese Schaltfläche kenne ich nicht."]
+    # an update of a kind Lotse does not handle, and an unknown sticker
+    emulator.inject({"poll": {"id": "p1", "question": "?", "options": [], "total_voter_count": 0,
+                           "is_closed": False, "is_anonymous": True, "type": "regular",
+                           "allows_multiple_answers": False}})  # fmt: skip
+    emulator.inject({"some_future_update": {"whatever": 1}})
+    emulator.sticker(OFFICIAL)
+    # a 50 MB document: refused before it is downloaded, with the limit
+    emulator.document(OFFICIAL, b"%PDF-1.4 small", "gross.pdf", size=50 * 1024 * 1024)
+    said_to(emulator, OFFICIAL, "bis 20 MB")
+    # a message of 4,096 characters and an edited message
+    emulator.message(OFFICIAL, "ja " + "x" * 4093)
+    emulator.edit(OFFICIAL, 1, "/start")
+    said_to(emulator, OFFICIAL, "bearbeitet")
+    # a group that is not the staff group: left, nothing processed
+    emulator.inject({"message": emulator._message(OFFICIAL, -555, text="/start")})
+    emulator.wait(lambda: -555 in emulator.left, what="leaving a stranger's group")
+    emulator.wait(lambda: len(emulator.messages_to(OFFICIAL)) >= count + 4)
+    time.sleep(1.0)
+    service.assert_running()
+    assert emulator.messages_to(-555) == []
+    assert "getFile" not in emulator.calls  # the 50 MB file was never fetched
+    assert all(len(sent.text) <= 4096 for sent in emulator.sent)
+    assert emulator.violations == []
+    # and the intake still goes on
+    before = len(emulator.messages_to(OFFICIAL))
+    question = last_with_buttons(emulator, OFFICIAL)
+    assert question is not None
+    emulator.press(OFFICIAL, question, buttons(question)[1][1])
+    wait_for_new(emulator, OFFICIAL, before)
+    assert "Traceback" not in service.log()

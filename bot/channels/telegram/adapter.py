@@ -99,8 +99,12 @@ class TelegramChannel:
         pause = 1.0
         while True:
             try:
-                updates = await self.bot.get_updates(
-                    offset=offset, timeout=POLL_SECONDS, allowed_updates=ALLOWED_UPDATES
+                # Raw, so that one update this library version cannot read is skipped alone
+                # instead of failing the whole batch for ever.
+                raw = await self.bot.do_api_request(
+                    "getUpdates",
+                    {"offset": offset, "timeout": POLL_SECONDS, "allowed_updates": ALLOWED_UPDATES},
+                    read_timeout=POLL_SECONDS + 10,
                 )
                 pause = 1.0
             except tg.RetryAfter as error:
@@ -109,7 +113,7 @@ class TelegramChannel:
             except tg.InvalidToken:
                 logger.error("telegram: the bot token was revoked; no more updates are fetched")
                 raise
-            except (tg.TelegramError, OSError) as error:
+            except Exception as error:  # the network, or the server answered nonsense
                 logger.warning(
                     "telegram: fetching updates failed (%s), again in %.0f s",
                     type(error).__name__,
@@ -118,9 +122,19 @@ class TelegramChannel:
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, MAX_BACKOFF)
                 continue
-            for update in updates:
-                await self.dispatch(update, sink)
-                offset = update.update_id + 1
+            for data in raw if isinstance(raw, list) else []:
+                update_id = data.get("update_id") if isinstance(data, dict) else None
+                if not isinstance(update_id, int):
+                    continue
+                try:
+                    update = Update.de_json(data, self.bot)
+                except Exception as error:  # a kind of update newer than this library
+                    logger.warning(
+                        "telegram: an unreadable update was skipped (%s)", type(error).__name__
+                    )
+                else:
+                    await self.dispatch(update, sink)
+                offset = update_id + 1
 
     async def _serve_webhook(self, sink: InboundSink, hook: Webhook) -> None:
         queue: asyncio.Queue[object] = asyncio.Queue()
