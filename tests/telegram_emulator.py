@@ -63,6 +63,8 @@ class Emulator:
         self.root = f"http://127.0.0.1:{self.port}"
         self.lock = threading.RLock()
         self.updates: list[dict[str, Any]] = []
+        self.history: dict[int, dict[str, Any]] = {}
+        self.redeliver: list[dict[str, Any]] = []
         self.confirmed = 0  # every update below this id was confirmed by an offset
         self._update_ids = itertools.count(1)
         self._message_ids: dict[int, itertools.count[int]] = {}
@@ -149,15 +151,14 @@ class Emulator:
         with self.lock:
             update_id = next(self._update_ids)
             self.updates.append({"update_id": update_id, **update})
+            self.history[update_id] = self.updates[-1]
         self._notify()
         return update_id
 
     def reinject(self, update_id: int) -> None:
         """Deliver an update again (as after a restart before its offset was confirmed)."""
         with self.lock:
-            original = next(u for u in self._all if u["update_id"] == update_id)
-            self.updates.append(original)
-            self.confirmed = min(self.confirmed, update_id)
+            self.redeliver.append(self.history[update_id])
         self._notify()
 
     def _message(self, user: int, chat: int | None = None, **content: Any) -> dict[str, Any]:
@@ -275,10 +276,6 @@ class Emulator:
         with self.lock:
             self.fail.setdefault(method, []).append(retry_after)
 
-    @property
-    def _all(self) -> list[dict[str, Any]]:
-        return self.updates
-
     # -- the limits ------------------------------------------------------------------------------------
 
     def _count(self, chat: int, method: str) -> None:
@@ -350,6 +347,8 @@ class Emulator:
                     self.confirmed = max(self.confirmed, offset)
                     self.updates = [u for u in self.updates if u["update_id"] >= offset]
                 pending = [u for u in self.updates if u["update_id"] >= self.confirmed][:100]
+                pending = self.redeliver + pending
+                self.redeliver = []
                 self._new_update.clear()
             remaining = deadline - time.monotonic()
             if pending or remaining <= 0:

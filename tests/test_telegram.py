@@ -233,3 +233,115 @@ def test_bad_input_gets_a_clear_reply_or_is_ignored_and_the_process_keeps_runnin
     emulator.press(OFFICIAL, question, buttons(question)[1][1])
     wait_for_new(emulator, OFFICIAL, before)
     assert "Traceback" not in service.log()
+
+
+@pytest.mark.slow
+def test_the_guard_holds_case_details_back_from_a_group_with_strangers(
+    emulator: Emulator, service: Lotse
+) -> None:
+    emulator.administrators = [COUNSELLOR_ID, 999]  # 999 is no counsellor
+    emulator.member_count = 5  # and more members than counsellors and the bot
+    service.start()
+    emulator.message(OFFICIAL, "/start")
+    said = answer_until(
+        emulator, OFFICIAL, "Aktenzeichen", {"Bitte beschreiben": CANARIES["description"]}
+    )
+    reference = re.search(r"L-\d{4}-\d{4}", " ".join(sent.text for sent in said))
+    assert reference is not None
+    alert = said_to(emulator, STAFF_GROUP, "⚠️")
+    assert "1 administrator(s) of the group are not counsellors" in alert.text
+    assert "5 members" in alert.text
+    time.sleep(2)
+    assert emulator.topics == {}
+    posted = " ".join(sent.text for sent in emulator.messages_to(STAFF_GROUP))
+    assert reference.group(0) not in posted and CANARIES["description"] not in posted
+    assert len(emulator.messages_to(STAFF_GROUP)) == 1  # the alert, once
+    assert "staff room check failed" in service.log()
+    assert "are not counsellors" in service.log()
+
+
+@pytest.mark.slow
+def test_an_update_delivered_twice_is_handled_once_also_after_a_restart(
+    emulator: Emulator, service: Lotse
+) -> None:
+    service.start()
+    emulator.message(OFFICIAL, "/start")
+    welcome = said_to(emulator, OFFICIAL, "Guten Tag")
+    agree = emulator.press(OFFICIAL, welcome, "welcome.0|agree")
+    danger = said_to(emulator, OFFICIAL, "akuter Gefahr?")
+    answered = emulator.press(OFFICIAL, danger, "danger.1|no")
+    said_to(emulator, OFFICIAL, "Rolle")
+    emulator.reinject(answered)
+    time.sleep(2)
+    assert service.stop() == 0
+    count = len(emulator.messages_to(OFFICIAL))
+    service.start()
+    emulator.reinject(agree)
+    emulator.reinject(answered)
+    time.sleep(3)
+    assert len(emulator.messages_to(OFFICIAL)) == count  # nothing handled twice
+    emulator.message(OFFICIAL, "1")  # the role question is still the one asked
+    said_to(emulator, OFFICIAL, "Bundesland")
+    assert emulator.violations == []
+
+
+def _consented(emulator: Emulator, users: list[int]) -> None:
+    """Each of `users` agreed and was asked the danger question."""
+    for user in users:
+        emulator.message(user, "/start")
+    for user in users:
+        emulator.press(user, said_to(emulator, user, "Guten Tag", 60), "welcome.0|agree")
+    for user in users:
+        said_to(emulator, user, "akuter Gefahr?", 60)
+
+
+@pytest.mark.slow
+def test_a_burst_of_300_officials_stays_within_the_limits_and_everyone_is_answered(
+    emulator: Emulator, service: Lotse
+) -> None:
+    service.start()
+    users = list(range(10_001, 10_301))
+    started = time.monotonic()
+    for user in users:
+        emulator.message(user, "/start")
+    assert time.monotonic() - started < 1.0
+    emulator.wait(
+        lambda: all(emulator.messages_to(user) for user in users), 90, "every welcome"
+    )
+    assert emulator.violations == []
+    assert all(len(emulator.messages_to(user)) == 1 for user in users)
+    # a 429 the server asks for is honoured, not lost
+    emulator.fail_next("sendMessage", 2)
+    emulator.message(users[0], "/hilfe")
+    said_to(emulator, users[0], "/zurueck")
+    assert emulator.rejected_429 == 1
+    service.assert_running()
+
+
+@pytest.mark.slow
+def test_a_kill_during_a_burst_loses_no_reply_and_repeats_at_most_one(
+    emulator: Emulator, service: Lotse
+) -> None:
+    service.start()
+    users = list(range(20_001, 20_101))
+    _consented(emulator, users)
+    before = {user: len(emulator.messages_to(user)) for user in users}
+    for user in users:
+        question = last_with_buttons(emulator, user)
+        assert question is not None
+        emulator.press(user, question, buttons(question)[1][1])  # "no" danger
+    emulator.wait(lambda: sum(len(emulator.messages_to(u)) > before[u] for u in users) >= 5, 60)
+    assert service.stop(kill=True) == -9
+    answered_at_kill = sum(len(emulator.messages_to(u)) > before[u] for u in users)
+    assert answered_at_kill < len(users)  # the kill came in the middle of the burst
+    service.start()
+    emulator.wait(
+        lambda: all(len(emulator.messages_to(u)) > before[u] for u in users), 90, "every answer"
+    )
+    time.sleep(2)
+    replies = [
+        sent.text for user in users for sent in emulator.messages_to(user)[before[user] :]
+    ]
+    assert all("Rolle" in text for text in replies)
+    assert len(replies) - len(users) <= 1  # at most the one under way at the kill
+    assert emulator.violations == []

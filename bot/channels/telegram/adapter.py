@@ -134,7 +134,7 @@ class TelegramChannel:
                     )
                 else:
                     await self.dispatch(update, sink)
-                offset = update_id + 1
+                offset = max(offset or 0, update_id + 1)
 
     async def _serve_webhook(self, sink: InboundSink, hook: Webhook) -> None:
         queue: asyncio.Queue[object] = asyncio.Queue()
