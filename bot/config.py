@@ -89,7 +89,7 @@ class TelegramConfig(_Section):
     @model_validator(mode="after")
     def _webhook_complete(self) -> TelegramConfig:
         if self.enabled and self.mode == "webhook" and not self.public_url.startswith("http"):
-            raise ValueError("public_url must be an https URL when mode is 'webhook'")
+            raise ValueError("public_url must be the https URL Telegram posts to in webhook mode")
         return self
 
     @property

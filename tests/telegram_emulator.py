@@ -12,6 +12,7 @@ instead of hiding it; `fail_next(method, retry_after)` answers the next call wit
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import socket
@@ -94,7 +95,7 @@ class Emulator:
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="telegram-emulator")
 
-    # -- running --------------------------------------------------------------------------------
+    # -- running -----------------------------------------------------------------------------------
 
     def start(self) -> Emulator:
         self._thread.start()
@@ -127,7 +128,7 @@ class Emulator:
         if loop is not None and event is not None:
             loop.call_soon_threadsafe(event.set)
 
-    # -- what people do ------------------------------------------------------------------------------
+    # -- what people do ----------------------------------------------------------------------------
 
     def user(self, user_id: int, language: str = "de") -> dict[str, Any]:
         return {
@@ -253,7 +254,7 @@ class Emulator:
         }
         return self.inject({"callback_query": query})
 
-    # -- what the bot did -------------------------------------------------------------------------------
+    # -- what the bot did --------------------------------------------------------------------------
 
     def messages_to(self, chat: int) -> list[Sent]:
         with self.lock:
@@ -276,7 +277,7 @@ class Emulator:
         with self.lock:
             self.fail.setdefault(method, []).append(retry_after)
 
-    # -- the limits ------------------------------------------------------------------------------------
+    # -- the limits --------------------------------------------------------------------------------
 
     def _count(self, chat: int, method: str) -> None:
         now = time.monotonic()
@@ -302,7 +303,7 @@ class Emulator:
             self.violations.append(f"private chat: too fast ({method})")
         bucket.tokens -= 1.0
 
-    # -- the methods -------------------------------------------------------------------------------------
+    # -- the methods -------------------------------------------------------------------------------
 
     async def call(
         self, method: str, params: dict[str, Any], files: dict[str, bytes]
@@ -353,10 +354,8 @@ class Emulator:
             remaining = deadline - time.monotonic()
             if pending or remaining <= 0:
                 return pending
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._new_update.wait(), min(remaining, 1.0))
-            except TimeoutError:
-                pass
 
     def _bot_user(self) -> dict[str, Any]:
         return {
@@ -512,7 +511,8 @@ class Emulator:
             name: True
             for name in (
                 "can_be_edited", "can_manage_chat", "can_delete_messages", "can_manage_video_chats",
-                "can_restrict_members", "can_promote_members", "can_change_info", "can_invite_users",
+                "can_restrict_members", "can_promote_members", "can_change_info",
+                "can_invite_users",
                 "can_post_stories", "can_edit_stories", "can_delete_stories", "can_manage_topics",
             )
         }  # fmt: skip

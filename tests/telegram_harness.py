@@ -15,10 +15,17 @@ from tests.telegram_emulator import STAFF_GROUP, TOKEN, Emulator, Sent
 
 PASSPHRASE = "passphrase-123"
 COUNSELLOR_ID = 501
-LOTSE_ENVIRONMENT = ("LOTSE_PASSPHRASE", "LOTSE_CONFIG", "LOTSE_SERVER_SECRET", "LOTSE_TELEGRAM_TOKEN")
+LOTSE_ENVIRONMENT = (
+    "LOTSE_PASSPHRASE",
+    "LOTSE_CONFIG",
+    "LOTSE_SERVER_SECRET",
+    "LOTSE_TELEGRAM_TOKEN",
+)
 
 
-def lotse(*arguments: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def lotse(
+    *arguments: str | Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     environment = {k: v for k, v in os.environ.items() if k not in LOTSE_ENVIRONMENT}
     return subprocess.run(
         [sys.executable, "-m", "bot", *map(str, arguments)],
@@ -55,7 +62,8 @@ class Lotse:
 
     def write_config(self, extra: str = "", staff: bool = True) -> None:
         staff_section = (
-            f'[staff]\nchannel = "telegram"\nroom = "{STAFF_GROUP}"\nunencrypted_detail = "summary"\n'
+            f'[staff]\nchannel = "telegram"\nroom = "{STAFF_GROUP}"\n'
+            'unencrypted_detail = "summary"\n'
             if staff
             else ""
         )

@@ -75,9 +75,14 @@ def answer_until(
             evidence()
         keys = {data.split("|", 1)[1]: data for _, data in choices}
         if any(key.startswith("+") for key in keys):
-            for data in list(keys.values())[:2]:
-                emulator.press(user, emulator.current(user, last.message_id), data)
-                emulator.wait(lambda: "✓" in str(emulator.current(user, last.message_id).markup))
+            question = last.message_id
+            for ticked, data in enumerate(list(keys.values())[:2], start=1):
+                emulator.press(user, emulator.current(user, question), data)
+                emulator.wait(
+                    lambda q=question, n=ticked: (
+                        str(emulator.current(user, q).markup).count("✓") == n
+                    )
+                )
             emulator.press(user, emulator.current(user, last.message_id), keys["="])
         else:
             chosen = keys.get(PREFERRED.get(step, ""), choices[0][1])
@@ -140,7 +145,9 @@ def test_an_official_reports_on_telegram_and_a_counsellor_answers_in_the_case_to
     # both ways
     emulator.message(OFFICIAL, CANARIES["official_relay"])
     emulator.wait(
-        lambda: any(CANARIES["official_relay"] in s.text for s in emulator.messages_to(STAFF_GROUP)),
+        lambda: any(
+            CANARIES["official_relay"] in s.text for s in emulator.messages_to(STAFF_GROUP)
+        ),
         what="the official's words in the topic",
     )
     emulator.staff_message(COUNSELLOR_ID, CANARIES["staff_relay"], thread=topic)
@@ -164,9 +171,18 @@ def test_an_official_reports_on_telegram_and_a_counsellor_answers_in_the_case_to
         env={"LOTSE_PASSPHRASE": PASSPHRASE},
     )  # fmt: skip
     assert shown.returncode == 0, shown.stderr
-    for what in ("description", "forward_text", "forward_origin", "official_relay", "staff_relay", "note"):
+    for what in (
+        "description",
+        "forward_text",
+        "forward_origin",
+        "official_relay",
+        "staff_relay",
+        "note",
+    ):
         assert CANARIES[what] in shown.stdout, what
-    order = [shown.stdout.index(CANARIES[w]) for w in ("description", "official_relay", "staff_relay")]
+    order = [
+        shown.stdout.index(CANARIES[w]) for w in ("description", "official_relay", "staff_relay")
+    ]
     assert order == sorted(order)
     assert "photo-" in shown.stdout and "image/jpeg" in shown.stdout
     log = service.log()
@@ -180,7 +196,8 @@ def test_a_missing_or_rejected_token_stops_start_up_with_one_line_and_code_2(
     missing = lotse("run", "--config", service.config)
     assert missing.returncode == 2
     assert missing.stderr.strip().splitlines() == [
-        "lotse: the environment variable LOTSE_TELEGRAM_TOKEN (telegram.token_env) holds no bot token"
+        "lotse: the environment variable LOTSE_TELEGRAM_TOKEN (telegram.token_env) "
+        "holds no bot token"
     ]
     rejected = lotse("run", "--config", service.config, env={"LOTSE_TELEGRAM_TOKEN": "1:wrong"})
     assert rejected.returncode == 2
@@ -305,9 +322,7 @@ def test_a_burst_of_300_officials_stays_within_the_limits_and_everyone_is_answer
     for user in users:
         emulator.message(user, "/start")
     assert time.monotonic() - started < 1.0
-    emulator.wait(
-        lambda: all(emulator.messages_to(user) for user in users), 90, "every welcome"
-    )
+    emulator.wait(lambda: all(emulator.messages_to(user) for user in users), 90, "every welcome")
     assert emulator.violations == []
     assert all(len(emulator.messages_to(user)) == 1 for user in users)
     # a 429 the server asks for is honoured, not lost
@@ -339,9 +354,7 @@ def test_a_kill_during_a_burst_loses_no_reply_and_repeats_at_most_one(
         lambda: all(len(emulator.messages_to(u)) > before[u] for u in users), 90, "every answer"
     )
     time.sleep(2)
-    replies = [
-        sent.text for user in users for sent in emulator.messages_to(user)[before[user] :]
-    ]
+    replies = [sent.text for user in users for sent in emulator.messages_to(user)[before[user] :]]
     assert all("Rolle" in text for text in replies)
     assert len(replies) - len(users) <= 1  # at most the one under way at the kill
     assert emulator.violations == []

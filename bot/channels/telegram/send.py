@@ -16,10 +16,12 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import warnings
 from collections.abc import Awaitable, Callable
 
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, InputFile, Message
 from telegram import error as tg
+from telegram.warnings import PTBDeprecationWarning
 
 from bot.channels.telegram.limits import ChatLimits
 from bot.channels.text import reply_as_text
@@ -80,7 +82,9 @@ def callback(prompt: str, key: str) -> str:
 
 
 def retry_seconds(error: tg.RetryAfter) -> float:
-    value = error.retry_after
+    with warnings.catch_warnings():  # an int now, a timedelta in a later version: both read
+        warnings.simplefilter("ignore", PTBDeprecationWarning)
+        value = error.retry_after
     return value.total_seconds() if isinstance(value, dt.timedelta) else float(value)
 
 
