@@ -86,7 +86,9 @@ class Lotse:
         )  # fmt: skip
         assert added.returncode == 0, added.stderr
 
-    def start(self, token: str = TOKEN) -> subprocess.Popen[str]:
+    def start(
+        self, token: str = TOKEN, extra_env: dict[str, str] | None = None, polling: bool = True
+    ) -> subprocess.Popen[str]:
         environment = {k: v for k, v in os.environ.items() if k not in LOTSE_ENVIRONMENT}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "bot", "-v", "run", "--config", str(self.config)],
@@ -95,10 +97,11 @@ class Lotse:
             stdout=subprocess.DEVNULL,
             stderr=open(self.folder / f"run-{len(self.logs)}.log", "w"),  # noqa: SIM115
             text=True,
-            env={**environment, "LOTSE_TELEGRAM_TOKEN": token},
+            env={**environment, "LOTSE_TELEGRAM_TOKEN": token, **(extra_env or {})},
         )
         self.logs.append(str(self.folder / f"run-{len(self.logs)}.log"))
-        self.emulator.wait(lambda: "getUpdates" in self.emulator.calls[-5:], what="polling")
+        if polling:
+            self.emulator.wait(lambda: "getUpdates" in self.emulator.calls[-5:], what="polling")
         return self.process
 
     def log(self) -> str:

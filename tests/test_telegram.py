@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.telegram_emulator import STAFF_GROUP, Emulator, Sent
+from tests.telegram_emulator import STAFF_GROUP, Emulator, Sent, free_port
 from tests.telegram_harness import (
     COUNSELLOR_ID,
     PASSPHRASE,
@@ -358,3 +361,45 @@ def test_a_kill_during_a_burst_loses_no_reply_and_repeats_at_most_one(
     assert all("Rolle" in text for text in replies)
     assert len(replies) - len(users) <= 1  # at most the one under way at the kill
     assert emulator.violations == []
+
+
+@pytest.mark.slow
+def test_webhook_mode_takes_updates_posted_with_the_secret_token(
+    emulator: Emulator, service: Lotse
+) -> None:
+    port = free_port()
+    service.write_config(
+        f'mode = "webhook"\nlisten = "127.0.0.1"\nport = {port}\npath = "hook"\n'
+        f'public_url = "http://127.0.0.1:{port}"\n'
+    )
+    service.start(extra_env={"LOTSE_TELEGRAM_WEBHOOK_SECRET": "s3cret-hook"}, polling=False)
+    emulator.wait(lambda: "setWebhook" in emulator.calls, what="setWebhook")
+    update = {"update_id": 77, "message": emulator._message(OFFICIAL, text="/start")}
+    url = f"http://127.0.0.1:{port}/hook"
+
+    def post(secret: str) -> int:
+        request = urllib.request.Request(
+            url,
+            data=json.dumps(update).encode(),
+            headers={"Content-Type": "application/json", "X-Telegram-Bot-Api-Secret-Token": secret},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as error:
+            return error.code
+
+    deadline = time.monotonic() + 20
+    while True:  # the web server may still be starting
+        try:
+            assert post("wrong") == 403
+            break
+        except urllib.error.URLError:
+            assert time.monotonic() < deadline
+            time.sleep(0.3)
+    assert post("s3cret-hook") == 200
+    said_to(emulator, OFFICIAL, "Guten Tag")
+    assert post("s3cret-hook") == 200  # Telegram retries: handled once
+    time.sleep(1.5)
+    assert len(emulator.messages_to(OFFICIAL)) == 1
+    assert service.stop() == 0
