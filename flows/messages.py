@@ -61,6 +61,9 @@ class UserInput:
     files: tuple[StoredFile, ...] = ()  # already stored encrypted by the core; handles only
     dropped_files: int = 0  # files the core refused to store (no consent yet)
     pick: Pick | None = None
+    # The language the official's app is set to, if the platform says: the language a new
+    # conversation starts in (when the texts have it). Ignored once a conversation exists.
+    language: str | None = None
 
 
 class Effect(Enum):

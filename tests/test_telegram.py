@@ -302,6 +302,8 @@ def test_an_update_delivered_twice_is_handled_once_also_after_a_restart(
     assert len(emulator.messages_to(OFFICIAL)) == count  # nothing handled twice
     emulator.message(OFFICIAL, "1")  # the role question is still the one asked
     said_to(emulator, OFFICIAL, "Bundesland")
+    emulator.message(OFFICIAL + 1, "/start", language="en-GB")  # an English app
+    said_to(emulator, OFFICIAL + 1, "Hello. This is Lotse")
     assert emulator.violations == []
 
 

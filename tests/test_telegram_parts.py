@@ -5,9 +5,15 @@ from __future__ import annotations
 import pytest
 from telegram import error as tg
 
+from bot.channels.telegram.adapter import language_of
 from bot.channels.telegram.limits import ChatLimits
 from bot.channels.telegram.send import MAX_CALLBACK, keyboard, split_text, translated
 from bot.core.types import ChatBusy, Choice, PermanentFailure, Reply, RetryAfter
+from flows.engine import Engine
+from flows.messages import UserInput
+from flows.offers import SHIPPED_OFFERS
+from flows.questionnaire import SHIPPED_QUESTIONNAIRE
+from flows.texts import SHIPPED_TEXTS
 
 
 def test_long_text_is_split_at_paragraphs_and_nothing_is_lost() -> None:
@@ -75,3 +81,18 @@ def test_telegram_failures_become_the_cores(raised: Exception, expected: type[Ex
     if isinstance(caught.value, RetryAfter):
         assert caught.value.seconds == 7
     assert not isinstance(caught.value, ChatBusy)
+
+
+def test_a_new_conversation_starts_in_the_apps_language_when_the_texts_have_it() -> None:
+    engine = Engine.from_files(SHIPPED_QUESTIONNAIRE, SHIPPED_OFFERS, SHIPPED_TEXTS)
+    english = engine.handle(None, UserInput("/start", language="en"))
+    assert english.state is not None and english.state.language == "en"
+    assert english.replies[0].text.startswith("Hello.")
+    for unknown in ("fr", None):
+        german = engine.handle(None, UserInput("/start", language=unknown))
+        assert german.state is not None and german.state.language == "de"
+    # an existing conversation keeps its language
+    again = engine.handle(german.state, UserInput("/hilfe", language="en"))
+    assert again.state is not None and again.state.language == "de"
+    assert language_of("de-AT") == "de" and language_of("en-GB") == "en"
+    assert language_of(None) == "de" and language_of("uk") == "en"

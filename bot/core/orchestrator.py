@@ -194,7 +194,7 @@ class Core:
             logger.debug("message on %s handled by the handoff", inbound.channel)
             return _Step(turn.replies, durable=True)
 
-        given = UserInput(inbound.text, tuple(files), dropped, inbound.pick)
+        given = UserInput(inbound.text, tuple(files), dropped, inbound.pick, inbound.language)
         outcome = self.engine.handle(state, given)
         result = _Step(list(outcome.replies))
         new_state = outcome.state

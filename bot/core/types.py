@@ -50,6 +50,7 @@ class Inbound:
     event_id: str
     attachments: tuple[Attachment, ...] = ()
     pick: Pick | None = None
+    language: str | None = None  # the official's app language ("de", "en"), if known
 
 
 @dataclass(frozen=True, slots=True)

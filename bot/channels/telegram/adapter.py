@@ -229,6 +229,7 @@ class TelegramChannel:
                 text=text,
                 event_id=event,
                 attachments=(attachment,) if isinstance(attachment, Attachment) else (),
+                language=language,
             )
         )
 
@@ -290,6 +291,7 @@ class TelegramChannel:
                 text="",
                 event_id=event,
                 pick=Pick(prompt, keys),
+                language=language,
             )
         )
 
