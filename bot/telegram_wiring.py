@@ -9,7 +9,11 @@ from bot.core.handoff import staff_member
 from flows.messages import Reply
 from flows.problems import Problem
 from flows.texts import COMMANDS
+from storage import chat_messages
 from storage.keyring import active_counsellors
+from storage.repository import Store
+
+CHANNEL = "telegram"
 
 
 async def start_telegram(config: Config, app: App) -> Telegram:
@@ -27,11 +31,13 @@ async def start_telegram(config: Config, app: App) -> Telegram:
             members = [staff_member(c) for c in await active_counsellors(unit.session)]
         return {member.handles["telegram"] for member in members if "telegram" in member.handles}
 
+    clear = {"de": "chat_leeren", "en": "clear_chat"}
     commands = {
         language: [
             (texts.command(name, language).lstrip("/"), texts.commands[name].description[language])
             for name in COMMANDS
         ]
+        + [(clear.get(language, "clear_chat"), texts.get("telegram_clear_menu", language))]
         for language in languages
     }
     staff_chat = None
@@ -43,7 +49,7 @@ async def start_telegram(config: Config, app: App) -> Telegram:
                 "configuration",
                 [Problem("staff.room", "must be the staff group's numeric chat id, e.g. -100123…")],
             ) from None
-    return await connect(
+    telegram = await connect(
         config.telegram,
         say=texts.get,
         done_label=done_label,
@@ -52,3 +58,29 @@ async def start_telegram(config: Config, app: App) -> Telegram:
         counsellor_ids=counsellor_ids,
         staff_language=config.staff.language,
     )
+    telegram.channel.sender.chat_log = StoredChatLog(app.store)
+    return telegram
+
+
+class StoredChatLog:
+    """The ids of officials' Telegram chats for /chat_leeren: sealed, 48 hours (storage)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._writes = 0
+
+    async def remember(self, chat: int, message_ids: list[int]) -> None:
+        async with self.store.unit() as unit:
+            await chat_messages.remember(unit, CHANNEL, str(chat), message_ids)
+            self._writes += 1
+            if self._writes % 500 == 1:
+                await chat_messages.purge(unit)
+
+    async def recall(self, chat: int) -> list[int]:
+        async with self.store.unit() as unit:
+            await chat_messages.purge(unit)
+            return await chat_messages.recall(unit, CHANNEL, str(chat))
+
+    async def forget(self, chat: int) -> None:
+        async with self.store.unit() as unit:
+            await chat_messages.forget(unit, CHANNEL, str(chat))

@@ -405,3 +405,30 @@ def test_webhook_mode_takes_updates_posted_with_the_secret_token(
     time.sleep(1.5)
     assert len(emulator.messages_to(OFFICIAL)) == 1
     assert service.stop() == 0
+
+
+@pytest.mark.slow
+def test_clearing_the_chat_deletes_both_sides_also_after_a_restart_and_keeps_the_intake(
+    emulator: Emulator, service: Lotse
+) -> None:
+    service.start()
+    emulator.message(OFFICIAL, "/start")
+    emulator.press(OFFICIAL, said_to(emulator, OFFICIAL, "Guten Tag"), "welcome.0|agree")
+    emulator.press(OFFICIAL, said_to(emulator, OFFICIAL, "akuter Gefahr?"), "danger.1|no")
+    said_to(emulator, OFFICIAL, "Rolle")
+    assert service.stop() == 0
+    service.start()  # the ids are kept (sealed) across a restart
+    emulator.message(OFFICIAL, "/chat_leeren")
+    question = said_to(emulator, OFFICIAL, "48 Stunden")
+    assert [data for _, data in buttons(question)] == ["clear|yes", "clear|no"]
+    emulator.press(OFFICIAL, question, "clear|yes")
+    done = said_to(emulator, OFFICIAL, "gelöscht")
+    ours = {(OFFICIAL, sent.message_id) for sent in emulator.messages_to(OFFICIAL)}
+    official = {key for key in emulator.messages if key[0] == OFFICIAL} - ours
+    assert official and official <= set(emulator.deleted)  # the official's own messages
+    assert ours - {(OFFICIAL, done.message_id)} <= set(emulator.deleted)
+    assert str(len(ours) + len(official) - 1) in done.text
+    # the intake is untouched: the role question still answers
+    emulator.message(OFFICIAL, "1")
+    said_to(emulator, OFFICIAL, "Bundesland")
+    assert "chat_leeren" in emulator.commands["de"] and "clear_chat" in emulator.commands["en"]

@@ -43,6 +43,8 @@ CHANNEL = "telegram"
 POLL_SECONDS = 25
 MAX_BACKOFF = 60.0
 ALLOWED_UPDATES = ["message", "edited_message", "callback_query", "my_chat_member"]
+CLEAR_COMMANDS = ("/chat_leeren", "/clear_chat")
+CLEAR_PROMPT = "clear"  # engine prompts always have a "." (flows/picks.py): no clash
 REFERENCE = re.compile(r"\bL-\d{4}-\d{4,}\b")
 Say = Callable[..., str]  # say(key, language, **fields): a text of flows/texts.toml
 
@@ -213,6 +215,10 @@ class TelegramChannel:
         text = message.text or message.caption or ""
         if message.text and message.text.startswith("/"):
             text = _without_bot_name(message.text)
+        await self.sender.log(message.chat.id, [message.message_id])
+        if text.strip().casefold() in CLEAR_COMMANDS and self.sender.chat_log is not None:
+            await self._ask_to_clear(message.chat.id, language)
+            return
         attachment = await self._attachment(message, language)
         origin = _origin(message)
         if origin is not None:
@@ -280,6 +286,11 @@ class TelegramChannel:
         if key.startswith(TOGGLE):
             await self._toggle(query, message)
             return
+        if prompt == CLEAR_PROMPT:
+            await self._answer(query, None)
+            await self.sender.forget_keyboard(message.chat.id, message.message_id)
+            await self._clear(message.chat.id, language, key == "yes")
+            return
         keys = tuple(_ticked(message.reply_markup, prompt)) if key == DONE else (key,)
         await self._answer(query, None)
         await self.sender.forget_keyboard(message.chat.id, message.message_id)
@@ -324,7 +335,9 @@ class TelegramChannel:
         except tg.TelegramError as error:  # too late (15 s) or the network: nothing to do
             logger.debug("telegram: a button press was not acknowledged (%s)", type(error).__name__)
 
-    async def _notice(self, chat: int, text: str) -> None:
+    async def _notice(
+        self, chat: int, text: str, markup: InlineKeyboardMarkup | None = None
+    ) -> None:
         """One of the adapter's own short notices, within the chat's limit."""
         wait = self.sender.limits.delay(chat)
         if wait > 5:
@@ -333,10 +346,51 @@ class TelegramChannel:
         try:
             await self.sender.limits.overall()
             self.sender.limits.spend(chat)
-            sent = await self.bot.send_message(chat, text)
-            self.sender.sent(chat, sent.message_id)
+            sent = await self.bot.send_message(chat, text, reply_markup=markup)
+            await self.sender.log(chat, [sent.message_id])
         except tg.TelegramError as error:
             logger.warning("telegram: a notice could not be sent (%s)", type(error).__name__)
+
+    # -- clearing the chat on the official's phone -------------------------------------------
+
+    async def _ask_to_clear(self, chat: int, language: str) -> None:
+        markup = InlineKeyboardMarkup(
+            [
+                [
+                    InlineKeyboardButton(
+                        self._say("telegram_clear_yes", language),
+                        callback_data=f"{CLEAR_PROMPT}{SEPARATOR}yes",
+                    )
+                ],
+                [
+                    InlineKeyboardButton(
+                        self._say("telegram_clear_no", language),
+                        callback_data=f"{CLEAR_PROMPT}{SEPARATOR}no",
+                    )
+                ],
+            ]
+        )
+        await self._notice(chat, self._say("telegram_clear_confirm", language), markup)
+
+    async def _clear(self, chat: int, language: str, confirmed: bool) -> None:
+        """Delete every message of this chat Telegram still lets a bot delete (48 hours)."""
+        log = self.sender.chat_log
+        if not confirmed or log is None:
+            await self._notice(chat, self._say("telegram_clear_kept", language))
+            return
+        ids = sorted(set(await log.recall(chat)))
+        deleted = 0
+        for start in range(0, len(ids), 100):
+            chunk = ids[start : start + 100]
+            try:
+                await self.bot.delete_messages(chat, chunk)
+                deleted += len(chunk)
+            except tg.TelegramError as error:
+                logger.warning("telegram: messages could not be deleted (%s)", type(error).__name__)
+        await log.forget(chat)
+        key = "telegram_clear_done" if deleted == len(ids) else "telegram_clear_partly"
+        await self._notice(chat, self._say(key, language, count=deleted))
+        await log.forget(chat)  # not even the last notice's id stays
 
     # -- the staff group ------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ import datetime as dt
 import logging
 import warnings
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, InputFile, Message
 from telegram import error as tg
@@ -35,6 +36,16 @@ TOGGLE = "+"
 DONE = "="
 CHECK = "✓ "
 DoneLabel = Callable[[Reply], str]  # the Done button's label, in the reply's language
+
+
+class ChatLog(Protocol):
+    """The message ids of officials' chats of the last 48 hours (kept by the composition)."""
+
+    async def remember(self, chat: int, message_ids: list[int]) -> None: ...
+
+    async def recall(self, chat: int) -> list[int]: ...
+
+    async def forget(self, chat: int) -> None: ...
 
 
 def split_text(text: str, limit: int = MAX_TEXT) -> list[str]:
@@ -96,7 +107,7 @@ class Sender:
         self.limits = limits
         self._done_label = done_label
         self._keyboards: dict[int, int] = {}  # chat -> the message whose buttons are live
-        self.sent: Callable[[int, int], None] = lambda chat, message: None  # for /clear_chat
+        self.chat_log: ChatLog | None = None  # remembers private chats' ids for /chat_leeren
 
     async def send(self, chat: str, reply: Reply, thread: int | None = None) -> list[Message]:
         chat_id = int(chat)
@@ -130,7 +141,17 @@ class Sender:
                 )
         if markup is not None:
             self._keyboards[chat_id] = sent[-1 - len(reply.files)].message_id
+        await self.log(chat_id, [message.message_id for message in sent])
         return sent
+
+    async def log(self, chat_id: int, message_ids: list[int]) -> None:
+        """Remember a private chat's message ids for /chat_leeren; a failure loses only that."""
+        if self.chat_log is None or chat_id < 0 or not message_ids:
+            return
+        try:
+            await self.chat_log.remember(chat_id, message_ids)
+        except Exception as error:
+            logger.warning("telegram: message ids not remembered (%s)", type(error).__name__)
 
     async def _one(self, chat_id: int, call: Awaitable[Message]) -> Message:
         """One API call that posts a message; `call` is not awaited before the limits allow."""
@@ -139,9 +160,7 @@ class Sender:
             await asyncio.sleep(wait)
         await self.limits.overall()
         self.limits.spend(chat_id)
-        message = await call
-        self.sent(chat_id, message.message_id)
-        return message
+        return await call
 
     async def forget_keyboard(self, chat_id: int, message_id: int | None = None) -> None:
         """Remove the buttons of the chat's live question (or of `message_id`); best effort."""
