@@ -432,3 +432,25 @@ def test_clearing_the_chat_deletes_both_sides_also_after_a_restart_and_keeps_the
     emulator.message(OFFICIAL, "1")
     said_to(emulator, OFFICIAL, "Bundesland")
     assert "chat_leeren" in emulator.commands["de"] and "clear_chat" in emulator.commands["en"]
+
+
+@pytest.mark.slow
+def test_an_unreachable_bot_api_at_start_is_waited_for_not_a_crash(tmp_path: Path) -> None:
+    emulator = Emulator()  # its port is chosen, but nothing listens yet
+    service = Lotse(tmp_path, emulator)
+    service.setup()
+    try:
+        service.start(polling=False)
+        time.sleep(4)
+        service.assert_running()
+        assert "cannot reach the Bot API (NetworkError), again in" in service.log()
+        emulator.start()
+        emulator.wait(lambda: "getUpdates" in emulator.calls, 60, "polling once reachable")
+        emulator.message(OFFICIAL, "/start")
+        said_to(emulator, OFFICIAL, "Guten Tag", 60)
+        assert "Traceback" not in service.log()
+        assert service.stop() == 0
+    finally:
+        if service.process is not None:
+            service.stop(kill=True)
+        emulator.stop()
