@@ -26,15 +26,12 @@ from telegram import (
     InlineKeyboardButton,
     InlineKeyboardMarkup,
     Message,
-    MessageOriginChannel,
-    MessageOriginChat,
-    MessageOriginHiddenUser,
-    MessageOriginUser,
     Update,
 )
 from telegram import error as tg
 from telegram.ext import Updater
 
+from bot.channels.telegram.evidence import file_of, origin_of
 from bot.channels.telegram.send import CHECK, DONE, SEPARATOR, TOGGLE, Sender, retry_seconds
 from bot.core.types import Attachment, Inbound, InboundSink, Pick, Reply, StaffInbound
 
@@ -220,7 +217,7 @@ class TelegramChannel:
             await self._ask_to_clear(message.chat.id, language)
             return
         attachment = await self._attachment(message, language)
-        origin = _origin(message)
+        origin = origin_of(message)
         if origin is not None:
             text = self._say("telegram_forwarded", language, origin=origin[0], date=origin[1]) + (
                 f"\n{text}" if text else ""
@@ -241,7 +238,7 @@ class TelegramChannel:
 
     async def _attachment(self, message: Message, language: str) -> Attachment | bool | None:
         """The message's file, downloaded into memory; None: it has none; False: refused."""
-        found = _file_of(message)
+        found = file_of(message)
         if found is None:
             return None
         file_id, size, name, media_type = found
@@ -452,48 +449,6 @@ def _ticked(markup: InlineKeyboardMarkup | None, prompt: str) -> list[str]:
                 if owner == prompt and key.startswith(TOGGLE):
                     keys.append(key[len(TOGGLE) :])
     return keys
-
-
-def _file_of(message: Message) -> tuple[str, int | None, str, str] | None:
-    """(file id, size, name, media type) of the message's file, if it has one."""
-    if message.photo:
-        photo = message.photo[-1]  # the largest size
-        return photo.file_id, photo.file_size, f"photo-{message.message_id}.jpg", "image/jpeg"
-    for kind, default_type, suffix in (
-        ("document", "application/octet-stream", ""),
-        ("voice", "audio/ogg", ".ogg"),
-        ("audio", "audio/mpeg", ".mp3"),
-        ("video", "video/mp4", ".mp4"),
-        ("video_note", "video/mp4", ".mp4"),
-    ):
-        item = getattr(message, kind)
-        if item is not None:
-            name = getattr(item, "file_name", None) or f"{kind}-{message.message_id}{suffix}"
-            media_type = getattr(item, "mime_type", None) or default_type
-            return item.file_id, item.file_size, name, media_type
-    return None
-
-
-def _origin(message: Message) -> tuple[str, str] | None:
-    """Who a forwarded message came from and when (it is sealed with the evidence)."""
-    origin = message.forward_origin
-    if origin is None:
-        return None
-    if isinstance(origin, MessageOriginUser):
-        who = origin.sender_user.full_name
-        if origin.sender_user.username:
-            who += f" (@{origin.sender_user.username})"
-    elif isinstance(origin, MessageOriginHiddenUser):
-        who = origin.sender_user_name
-    elif isinstance(origin, MessageOriginChat):
-        who = origin.sender_chat.title or str(origin.sender_chat.id)
-    elif isinstance(origin, MessageOriginChannel):
-        who = origin.chat.title or str(origin.chat.id)
-        if origin.chat.username:
-            who += f" (@{origin.chat.username})"
-    else:
-        who = "?"
-    return who, origin.date.strftime("%Y-%m-%d %H:%M UTC")
 
 
 async def _retrying(what: str, call: Callable[[], object]) -> None:
