@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from telegram import error as tg
 
@@ -68,16 +70,19 @@ def test_a_private_chat_bursts_three_then_waits_and_a_group_twenty_a_minute() ->
 @pytest.mark.parametrize(
     ("raised", "expected"),
     [
-        (tg.RetryAfter(7), RetryAfter),
-        (tg.Forbidden("Forbidden: bot was blocked by the user"), PermanentFailure),
-        (tg.BadRequest("Bad Request: chat not found"), PermanentFailure),
-        (tg.NetworkError("connection reset"), tg.NetworkError),  # temporary: as it is
-        (tg.TimedOut(), tg.TimedOut),
+        (lambda: tg.RetryAfter(7), RetryAfter),
+        (lambda: tg.Forbidden("Forbidden: bot was blocked by the user"), PermanentFailure),
+        (lambda: tg.BadRequest("Bad Request: chat not found"), PermanentFailure),
+        (lambda: tg.NetworkError("connection reset"), tg.NetworkError),  # temporary: as it is
+        (tg.TimedOut, tg.TimedOut),
     ],
 )
-def test_telegram_failures_become_the_cores(raised: Exception, expected: type[Exception]) -> None:
+@pytest.mark.filterwarnings("ignore::telegram.warnings.PTBDeprecationWarning")
+def test_telegram_failures_become_the_cores(
+    raised: Callable[[], Exception], expected: type[Exception]
+) -> None:
     with pytest.raises(expected) as caught, translated():
-        raise raised
+        raise raised()
     if isinstance(caught.value, RetryAfter):
         assert caught.value.seconds == 7
     assert not isinstance(caught.value, ChatBusy)
