@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -12,6 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from bot.app import open_app
+from bot.config import load_config
+from bot.core.types import Reply
+from storage import outbox
 from tests.telegram_emulator import STAFF_GROUP, Emulator, Sent, free_port
 from tests.telegram_harness import (
     COUNSELLOR_ID,
@@ -454,3 +459,34 @@ def test_an_unreachable_bot_api_at_start_is_waited_for_not_a_crash(tmp_path: Pat
         if service.process is not None:
             service.stop(kill=True)
         emulator.stop()
+
+
+async def _queue_backlog(config: Path, chats: list[tuple[int, bool]]) -> None:
+    """Replies waiting in the outbox (as after a restart): one per chat, some urgent."""
+    async with open_app(load_config(config)) as app, app.store.unit() as unit:
+        for chat, urgent in chats:
+            await outbox.to_official(
+                unit,
+                sender_key=f"sender-{chat}",
+                channel="telegram",
+                address=str(chat),
+                reply=Reply(f"Antwort {chat}"),
+                urgent=urgent,
+            )
+
+
+@pytest.mark.slow
+def test_a_backlog_goes_out_urgent_first_within_the_limits(
+    emulator: Emulator, service: Lotse
+) -> None:
+    chats = [(30_000 + n, n % 3 == 2) for n in range(90)]  # every third urgent, interleaved
+    asyncio.run(_queue_backlog(service.config, chats))
+    service.start()
+    emulator.wait(lambda: len(emulator.sent) >= len(chats), 60, "the backlog")
+    order = [sent.chat for sent in emulator.sent]
+    urgent = {chat for chat, is_urgent in chats if is_urgent}
+    last_urgent = max(order.index(chat) for chat in urgent)
+    first_other = min(order.index(chat) for chat, is_urgent in chats if not is_urgent)
+    assert last_urgent < first_other
+    assert sorted(order) == sorted(chat for chat, _ in chats)  # each once
+    assert emulator.violations == []
