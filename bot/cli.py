@@ -17,7 +17,7 @@ from bot import admin, handles, logs
 from bot.app import App, demo_config, load_engine, open_app
 from bot.casebook import ExportError
 from bot.channels.matrix import MatrixStartError
-from bot.config import Config, ConfigError, load_config
+from bot.config import Config, ConfigError, StartupError, load_config
 from bot.demo import DEFAULT_DEMO_DIR, run_demo
 from bot.instance import InstanceError
 from bot.runner import run_service
@@ -183,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure(logging.DEBUG if arguments.verbose else logging.WARNING)
     try:
         return _dispatch(arguments)
-    except MatrixStartError as error:
+    except (MatrixStartError, StartupError) as error:
         print(f"lotse: {error}", file=sys.stderr)
         return CHANNEL_START_FAILED
     except OPERATOR_ERRORS as error:

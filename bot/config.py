@@ -36,6 +36,10 @@ class ConfigError(Exception):
         super().__init__(f"{source}: the configuration has {len(problems)} problem(s):\n{lines}")
 
 
+class StartupError(Exception):
+    """A channel cannot start: its credentials are missing or refused (exit code 2)."""
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -67,8 +71,35 @@ class StorageConfig(_Section):
 class TelegramConfig(_Section):
     enabled: bool = False
     token_env: EnvName = "LOTSE_TELEGRAM_TOKEN"  # noqa: S105  (a variable name, not a secret)
-    api_base_url: str = ""
+    api_base_url: str = ""  # root of a self-hosted Bot API server; empty = Telegram's
     mode: Literal["polling", "webhook"] = "polling"
+    listen: str = "127.0.0.1"  # webhook mode: where the local web server listens
+    port: int = Field(default=8443, ge=1, le=65535)
+    path: str = "telegram"
+    public_url: str = ""  # webhook mode: the https URL Telegram posts to (without the path)
+    secret_token_env: EnvName = "LOTSE_TELEGRAM_WEBHOOK_SECRET"  # noqa: S105  (a variable name)
+    max_file_mb: int = Field(default=20, ge=1, le=2000)
+
+    @field_validator("api_base_url")
+    @classmethod
+    def _http_root(cls, value: str) -> str:
+        if value and not value.startswith(("https://", "http://")):
+            raise ValueError("must be an http(s) URL like http://127.0.0.1:8081, or empty")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _webhook_complete(self) -> TelegramConfig:
+        if self.enabled and self.mode == "webhook" and not self.public_url.startswith("http"):
+            raise ValueError("public_url must be the https URL Telegram posts to in webhook mode")
+        return self
+
+    @property
+    def base_url(self) -> str | None:
+        return f"{self.api_base_url}/bot" if self.api_base_url else None
+
+    @property
+    def base_file_url(self) -> str | None:
+        return f"{self.api_base_url}/file/bot" if self.api_base_url else None
 
 
 class MatrixConfig(_Section):
@@ -178,11 +209,7 @@ def config_from_dict(raw: dict[str, object], base: Path, source: str = "configur
 
 def _cross_checks(config: Config) -> list[Problem]:
     """What needs more than one key, or the disk: checked here so `config check` and `run` agree."""
-    problems = [
-        Problem(f"{name}.enabled", f"the {name} channel is not part of this version yet")
-        for name in ("telegram",)
-        if getattr(config, name).enabled
-    ]
+    problems: list[Problem] = []
     staff = config.staff
     if staff.channel != "console":
         if not getattr(config, staff.channel).enabled:

@@ -14,6 +14,7 @@ from bot.housekeeping import purge_daily
 from bot.instance import only_instance
 from bot.matrix_wiring import build_matrix
 from bot.service import Service
+from bot.telegram_wiring import start_telegram
 from flows.problems import Problem
 from storage.keyring import current_team
 from storage.lease import Lease
@@ -44,12 +45,6 @@ class NoStaffRoom:
 
 
 async def run_service(config: Config) -> int:
-    for name in ("telegram",):
-        if getattr(config, name).enabled:
-            raise ConfigError(
-                "configuration",
-                [Problem(f"{name}.enabled", f"the {name} channel is not part of this version yet")],
-            )
     async with open_app(config) as app:
         async with app.store.unit() as unit:
             if await current_team(unit.session) is None:
@@ -68,6 +63,11 @@ async def run_service(config: Config) -> int:
             async with contextlib.AsyncExitStack() as channels:
                 adapters: list[Adapter] = []
                 staff_room: StaffRoom = NoStaffRoom()
+                if config.telegram.enabled:
+                    telegram = await start_telegram(config, app)  # StartupError: exit 2
+                    channels.push_async_callback(telegram.close)
+                    adapters.append(telegram.channel)
+                    staff_room = telegram.staff_room or staff_room
                 if config.matrix.enabled:
                     matrix = build_matrix(config, app)
                     channels.push_async_callback(matrix.close)

@@ -193,7 +193,11 @@ class Engine:
 
     def handle(self, state: IntakeState | None, given: UserInput) -> Outcome:
         fresh = state is None
-        current = self.new_state() if state is None else state.model_copy(deep=True)
+        if state is None:
+            known = given.language in self.texts.languages
+            current = self.new_state(given.language if known else None)
+        else:
+            current = state.model_copy(deep=True)
         text = "" if given.pick is not None else clean(given.text)  # a button says only its pick
         command, argument, spelled = self._command(text)
         at_evidence = (

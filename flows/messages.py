@@ -63,6 +63,9 @@ class UserInput:
     pick: Pick | None = None
     too_big_files: int = 0  # files the core refused because they exceed the limit
     file_limit_mb: int = 20  # that limit, to name it
+    # The language the official's app is set to, if the platform says: the language a new
+    # conversation starts in (when the texts have it). Ignored once a conversation exists.
+    language: str | None = None
 
 
 class Effect(Enum):

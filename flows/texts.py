@@ -104,6 +104,13 @@ REQUIRED: dict[str, frozenset[str]] = {
         "file_too_big": ("limit",), "staff_holder_revoked": ("name",),
         "staff_taken_over": ("name", "holder"), "staff_take_over_needs_reason": (),
         "staff_case_deleted": ("reference",), "evidence_yes": (),
+        # the Telegram channel's own notices
+        "telegram_done": (), "telegram_file_too_big": ("limit",), "telegram_file_failed": (),
+        "telegram_edited": (), "telegram_button_unknown": (),
+        "telegram_forwarded": ("origin", "date"), "telegram_room_alert": ("problems",),
+        "telegram_clear_confirm": (), "telegram_clear_yes": (), "telegram_clear_no": (),
+        "telegram_clear_kept": (), "telegram_clear_done": ("count",),
+        "telegram_clear_partly": ("count",), "telegram_clear_menu": (),
     }.items()
 }  # fmt: skip
 WORD_LISTS = ("yes_words", "no_words", "submit_words", "done_words", "later_words", "weekdays")

@@ -142,6 +142,19 @@ class ProcessedEvent(Base):
     seen_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
 
 
+class ChatMessage(Base):
+    """One message id of an official's chat (theirs or the bot's), so `/chat_leeren` can
+    delete it from their phone: the chat as an HMAC, the id encrypted with the server
+    secret, forgotten after 48 hours (when Telegram no longer lets a bot delete it)."""
+
+    __tablename__ = "chat_messages"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    chat_key: Mapped[str] = mapped_column(String(64), index=True)
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    sent_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
 class Counsellor(Base):
     """A counsellor: the public half of their key, and how the staff room knows them."""
 

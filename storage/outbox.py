@@ -150,15 +150,18 @@ async def to_staff(
     urgent: bool = False,
     opens: bool = False,
     thread: str | None = None,
+    thread_open: bool | None = None,
 ) -> None:
-    """A post in a case's thread (or the room at large); `opens`: the case's first post.
-
-    `thread` (with no reference): a thread whose case is gone, e.g. deleted on request."""
+    """A post in a case's thread (or the room at large); `opens`: the case's first post;
+    `thread` (with no reference): a thread whose case is gone, e.g. deleted on request;
+    `thread_open`: after this post the thread is closed (False) or open again (True)."""
     content: dict[str, Any] = {"text": text}
     if opens:
         content["urgent"] = urgent
     if thread is not None:
         content["thread"] = thread
+    if thread_open is not None:
+        content["thread_open"] = thread_open
     kind = OPEN_THREAD if opens else STAFF
     stream = staff_stream(reference)
     _add(unit, kind, STAFF_CHANNEL, stream, reference=reference, content=content, urgent=urgent)

@@ -122,3 +122,26 @@ def test_missing_file_and_broken_toml_are_explained(tmp_path: Path) -> None:
     broken.write_text("[storage\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="is not valid TOML"):
         load_config(broken)
+
+
+def test_telegram_keys_and_the_bot_api_root() -> None:
+    config = config_from_dict(
+        _minimal(
+            telegram={
+                "enabled": True,
+                "api_base_url": "http://127.0.0.1:8081/",
+                "mode": "webhook",
+                "public_url": "https://lotse.example.org",
+                "max_file_mb": 10,
+            }
+        ),
+        Path("."),
+    )
+    assert config.telegram.base_url == "http://127.0.0.1:8081/bot"
+    assert config.telegram.base_file_url == "http://127.0.0.1:8081/file/bot"
+    assert config.telegram.max_file_mb == 10
+    assert config_from_dict(_minimal(), Path(".")).telegram.base_url is None
+    [problem] = _problems(_minimal(telegram={"api_base_url": "127.0.0.1:8081"}))
+    assert problem.startswith("telegram.api_base_url: must be an http(s) URL")
+    [problem] = _problems(_minimal(telegram={"enabled": True, "mode": "webhook"}))
+    assert "public_url must be the https URL Telegram posts to" in problem

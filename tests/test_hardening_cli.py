@@ -167,8 +167,8 @@ def _configuration(folder: Path, extra: str) -> Path:
             ],
         ),
         (
-            "[telegram]\nenabled = true\n",
-            ["telegram.enabled: the telegram channel is not part of this version yet"],
+            '[telegram]\nenabled = true\nmode = "webhook"\n',
+            ["telegram: public_url must be the https URL Telegram posts to in webhook mode"],
         ),
     ],
 )

@@ -87,9 +87,10 @@ def test_run_refuses_to_start_without_a_counsellor_key(tmp_path: Path) -> None:
 
 
 def test_run_refuses_a_channel_this_version_does_not_have(tmp_path: Path) -> None:
-    result = _lotse("run", "--config", str(_configured(tmp_path, "[telegram]\nenabled = true\n")))
+    matrix = '[matrix]\nenabled = true\nhomeserver = "https://m.example.org"\nuser_id = "@l:m"\n'
+    result = _lotse("run", "--config", str(_configured(tmp_path, matrix)))
     assert result.returncode == 1
-    assert "telegram.enabled" in result.stderr
+    assert "matrix.enabled" in result.stderr
 
 
 @pytest.mark.slow

@@ -5,8 +5,9 @@ messages), so a platform that asks to wait stalls only itself. Within a channel,
 messages of one stream (an official, a case thread) go out in the order they were
 written; streams of urgent cases first.
 
-A send ends in one of four ways: delivered (the message is deleted); `RetryAfter`
+A send ends in one of five ways: delivered (the message is deleted); `RetryAfter`
 (the whole channel waits exactly that long, the message is not counted as failed);
+`ChatBusy` (only that stream waits that long, not counted as failed either);
 `PermanentFailure` (a dead letter: audited, a content-free notice in the staff room –
 once a day per official –, and the stream goes on); anything else is temporary (a
 growing pause for that message and its stream). Before anything about a case is
@@ -29,7 +30,16 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
-from bot.core.types import Attachment, Channel, PermanentFailure, Reply, RetryAfter, StaffRoom
+from bot.core.types import (
+    Attachment,
+    Channel,
+    ChatBusy,
+    PermanentFailure,
+    Reply,
+    RetryAfter,
+    StaffRoom,
+    ThreadCloser,
+)
 from bot.logs import log_failure
 from storage import outbox
 from storage.audit import SYSTEM, Action
@@ -215,6 +225,9 @@ class Delivery:
                         logger.warning("%s asks to wait %.1f s", worker.name, wait.seconds)
                         done.pause = wait.seconds
                         return done
+                    except ChatBusy as busy:  # only this stream waits, nothing failed
+                        await self._postpone(stream[position:], dt.timedelta(seconds=busy.seconds))
+                        break
                     if sent:
                         done.delivered += 1
                         continue
@@ -244,6 +257,10 @@ class Delivery:
                 worker.volatile.clear()
                 done.pause = wait.seconds
                 break
+            except ChatBusy as busy:
+                item.due = now + busy.seconds
+                waiting.add(item.stream)
+                kept.append(item)
             except PermanentFailure as failure:
                 logger.warning("a reply on %s cannot be delivered: %s", worker.name, failure.why)
             except Exception as error:
@@ -289,7 +306,7 @@ class Delivery:
             thread = await self._deliver(message)
         except _Gone:  # the case was deleted meanwhile: there is nothing left to post to
             thread = None
-        except RetryAfter:
+        except (RetryAfter, ChatBusy):
             raise
         except PermanentFailure as failure:
             await self._dead(message, failure.why)
@@ -335,7 +352,11 @@ class Delivery:
             )
         if message.kind == outbox.STAFF:
             thread = content.get("thread") or await self._thread_of(message.reference)
+            if content.get("thread_open") is True and isinstance(self.staff_room, ThreadCloser):
+                await self.staff_room.set_thread_open(thread or "", True)  # to post in it
             await self.staff_room.post(thread, content["text"])
+            if content.get("thread_open") is False and isinstance(self.staff_room, ThreadCloser):
+                await self.staff_room.set_thread_open(thread or "", False)
             return None
         channel = self.channels.get(message.channel)
         if channel is None:

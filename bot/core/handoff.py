@@ -248,7 +248,8 @@ class Handoff:
         if case.status == queue.CLOSED:
             await queue.reopen(unit, case.reference, OFFICIAL, self.settings.escalate_after)
             actor = self._staff("staff_official_returned")
-            await self._post(unit, case.reference, self._staff("staff_reopened", actor=actor))
+            reopened_post = self._staff("staff_reopened", actor=actor)
+            await self._post(unit, case.reference, reopened_post, thread_open=True)
         position = await queue.position(unit, case.reference)
         reopened = self.texts.get("reopened_notice", language, reference=case.reference)
         note = self.waiting_note(position, language, unit.now)
@@ -274,8 +275,10 @@ class Handoff:
 
     # -- the staff room ----------------------------------------------------------------------
 
-    async def _post(self, unit: Unit, reference: str | None, text: str) -> None:
-        await outbox.to_staff(unit, reference, text)
+    async def _post(
+        self, unit: Unit, reference: str | None, text: str, thread_open: bool | None = None
+    ) -> None:
+        await outbox.to_staff(unit, reference, text, thread_open=thread_open)
 
     async def _tell_official(self, unit: Unit, case: Case, key: str, **fields: object) -> None:
         loaded = await unit.load(case.sender_key)
@@ -403,13 +406,16 @@ class Handoff:
             outcome = self._outcomes.get(argument.casefold().strip(), argument)
             case = await queue.close(unit, reference, counsellor, outcome)
             shown = self.texts.outcomes[outcome].shown[self.settings.staff_language]
-            await self._post(unit, reference, self._staff("staff_closed", name=name, outcome=shown))
+            closed = self._staff("staff_closed", name=name, outcome=shown)
+            await self._post(unit, reference, closed, thread_open=False)
             await self._tell_official(unit, case, "closed_notice", reference=reference)
         else:  # reopen
             case = await queue.reopen(
                 unit, reference, counsellor.name, self.settings.escalate_after
             )
-            await self._post(unit, reference, self._staff("staff_reopened", actor=name))
+            await self._post(
+                unit, reference, self._staff("staff_reopened", actor=name), thread_open=True
+            )
             await self._tell_official(unit, case, "reopened_notice", reference=reference)
 
     async def _relay_backlog(self, unit: Unit, case: Case) -> None:

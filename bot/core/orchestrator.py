@@ -225,6 +225,7 @@ class Core:
             inbound.pick,
             too_big_files=too_big,
             file_limit_mb=self.settings.max_file_bytes // (1024 * 1024),
+            language=inbound.language,
         )
         outcome = self.engine.handle(state, given)
         result = _Step([*notes, *outcome.replies])

@@ -12,7 +12,8 @@ The contract between an adapter and the core:
 - An adapter's `send` delivers one `Reply` and splits it at the platform's length limit
   itself. It reports a failure by raising `RetryAfter` (the platform asks to wait: the
   channel's worker waits exactly that long, only for this channel), `PermanentFailure`
-  (the official blocked the bot or left: the message becomes a dead letter) or anything
+  (the official blocked the bot or left: the message becomes a dead letter), `ChatBusy`
+  (nothing was sent, that one chat is at its limit: only its messages wait) or anything
   else (temporary: tried again after a growing pause).
 - An adapter imports from the core only this module.
 """
@@ -21,14 +22,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from flows.messages import Attachment, Choice, Pick, Reply
 
 __all__ = [
-    "Adapter", "Attachment", "Channel", "Choice", "DeliveryFailure", "Inbound", "InboundSink",
-    "PermanentFailure", "Pick", "Reply", "RetryAfter", "StaffInbound", "StaffMember",
-    "StaffRoom",
+    "Adapter", "Attachment", "Channel", "ChatBusy", "Choice", "DeliveryFailure", "Inbound",
+    "InboundSink", "PermanentFailure", "Pick", "Reply", "RetryAfter", "StaffInbound", "StaffMember",
+    "StaffRoom", "ThreadCloser",
 ]  # fmt: skip
 
 
@@ -49,6 +50,7 @@ class Inbound:
     event_id: str
     attachments: tuple[Attachment, ...] = ()
     pick: Pick | None = None
+    language: str | None = None  # the official's app language ("de", "en"), if known
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +76,16 @@ class RetryAfter(DeliveryFailure):
 
     def __init__(self, seconds: float) -> None:
         super().__init__(f"retry after {seconds} s")
+        self.seconds = max(0.0, float(seconds))
+
+
+class ChatBusy(DeliveryFailure):
+    """Nothing was sent: this one chat must wait `seconds` (the platform's per-chat limit).
+    Only this message's stream waits; the channel's other chats go on, and it does not
+    count as a failed attempt."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"chat busy for {seconds} s")
         self.seconds = max(0.0, float(seconds))
 
 
@@ -151,3 +163,12 @@ class StaffRoom(Protocol):
         ...
 
     def mention(self, member: StaffMember) -> str: ...
+
+
+@runtime_checkable
+class ThreadCloser(Protocol):
+    """A staff room whose threads can be closed and reopened (Telegram's forum topics)."""
+
+    async def set_thread_open(self, thread: str, open_: bool) -> None:
+        """Close (`open_` False) or reopen a case's thread; never raises."""
+        ...
