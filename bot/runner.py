@@ -7,8 +7,10 @@ import logging
 from bot.app import open_app, settings_from_config
 from bot.config import Config, ConfigError
 from bot.core.orchestrator import Core
-from bot.core.types import StaffMember
+from bot.core.types import Adapter, StaffMember
 from bot.housekeeping import purge_daily
+from bot.metrics import PrometheusMetrics
+from bot.ops import start_ops
 from bot.service import Service
 from flows.problems import Problem
 from storage.keyring import current_team
@@ -58,7 +60,16 @@ async def run_service(config: Config) -> int:
                         )
                     ],
                 )
-        core = Core(app.engine, app.store, NoStaffRoom(), settings_from_config(config))
+        settings = settings_from_config(config)
+        metrics = PrometheusMetrics(settings.escalate_after)
+        core = Core(app.engine, app.store, NoStaffRoom(), settings, metrics)
+        adapters: list[Adapter] = []
+        jobs = [lambda: purge_daily(app.store, config.counselling)]
+        if config.service.listen:
+            ops = await start_ops(
+                config.service.listen, app.store, core.staff_room, adapters, metrics
+            )
+            jobs.append(ops.serve)
         logger.warning("no channel is enabled: only the daily retention job runs")
-        await Service(core, [], jobs=[lambda: purge_daily(app.store, config.counselling)]).run()
+        await Service(core, adapters, jobs=jobs).run()
     return 0

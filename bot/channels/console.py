@@ -19,6 +19,7 @@ import re
 import secrets
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import TextIO
 
@@ -84,6 +85,10 @@ class ConsoleChannel:
     def is_author(self, member: StaffMember, author: str) -> bool:
         """In the terminal a counsellor writes under their name or display name."""
         return author.casefold() in (member.name.casefold(), member.display_name.casefold())
+
+    def last_reachable(self) -> float:
+        """The terminal is always there (the health check's optional hook)."""
+        return time.monotonic()
 
     def mention(self, member: StaffMember) -> str:
         return f"@{member.display_name}"
