@@ -20,6 +20,7 @@ from bot.listen import parse_listen
 from bot.logs import log_failure
 from bot.metrics import CONTENT_TYPE, PrometheusMetrics
 from flows.problems import Problem
+from storage.outbox import STAFF_CHANNEL
 from storage.repository import Store
 
 logger = logging.getLogger(__name__)
@@ -83,6 +84,11 @@ class OpsServer:
                 await self._metrics(writer)
         except (ConnectionError, OSError):
             pass  # the client went away
+        except Exception as error:  # never a traceback (it could quote anything) to the log
+            log_failure(logger, "answering a health or metrics request", error)
+            self.metrics.failed(type(error).__name__)
+            with contextlib.suppress(Exception):
+                await _respond(writer, 500, TEXT, b"internal error\n")
         finally:
             writer.close()
             with contextlib.suppress(Exception):
@@ -108,7 +114,7 @@ async def start_ops(
 ) -> OpsServer:
     """Bind the `[service] listen` address for a `Service` (its `serve` is the job)."""
     host, port = parse_listen(listen)
-    metrics.expect_channels([channel.name for channel in channels])
+    metrics.expect_channels([*(channel.name for channel in channels), STAFF_CHANNEL])
     server = OpsServer(host, port, store, HealthCheck(store, staff_room, channels), metrics)
     try:
         await server.start()
