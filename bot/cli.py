@@ -18,6 +18,7 @@ from bot.app import App, demo_config, load_engine, open_app
 from bot.casebook import ExportError
 from bot.config import Config, ConfigError, load_config
 from bot.demo import DEFAULT_DEMO_DIR, run_demo
+from bot.instance import InstanceError
 from bot.runner import run_service
 from flows.graph import mermaid
 from flows.offers import SHIPPED_OFFERS, DirectoryError, check_directory
@@ -40,7 +41,7 @@ from storage.server_secret import DecryptionError, SecretError
 OPERATOR_ERRORS = (
     ConfigError, QuestionnaireError, DirectoryError, TextsError, SecretError, DatabaseError,
     KeyFileError, KeyringError, CaseError, DecryptionError, admin.CommandError, AuditError,
-    KeyBindingError, ExportError, handles.HandleError,
+    KeyBindingError, ExportError, handles.HandleError, InstanceError,
 )  # fmt: skip
 CONFIG_ENV = "LOTSE_CONFIG"
 

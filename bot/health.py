@@ -3,15 +3,17 @@
 Three parts are checked, each by name: the database answers, the staff room's own
 check passes, and every running channel reached its platform within the last minute
 (a channel that implements the optional `last_reachable()` of the adapter contract,
-see `bot.core.types.Reachable`; one that does not is taken at its word). What a failing
-part says is an exception type or the staff room check's operator text: no content.
+see `bot.core.types.Reachable`; one that does not is taken at its word). A standby
+instance (another one holds the lease) polls no channel: its channels are not checked.
+What a failing part says is an exception type or the staff room check's operator text:
+no content.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import text
@@ -26,7 +28,7 @@ CHECK_SECONDS = 5.0  # a check that takes longer fails
 @dataclass(frozen=True)
 class Verdict:
     failing: dict[str, str]  # part -> why
-    passing: list[str]
+    passing: dict[str, str]  # part -> "ok" or a note
 
     @property
     def healthy(self) -> bool:
@@ -35,7 +37,7 @@ class Verdict:
     def text(self) -> str:
         head = "ok" if self.healthy else "unhealthy: " + ", ".join(self.failing)
         lines = [head, *(f"{part}: {why}" for part, why in self.failing.items())]
-        lines += [f"{part}: ok" for part in self.passing]
+        lines += [f"{part}: {note}" for part, note in self.passing.items()]
         return "\n".join(lines) + "\n"
 
 
@@ -46,7 +48,9 @@ class HealthCheck:
         staff_room: StaffRoom,
         channels: Sequence[Adapter],
         within: float = REACHABLE_WITHIN,
+        active: Callable[[], bool] = lambda: True,
     ) -> None:
+        self.active = active
         self.store = store
         self.staff_room = staff_room
         self.channels = channels
@@ -57,12 +61,18 @@ class HealthCheck:
             "database": await self._database(),
             "staff room": await self._staff_room(),
         }
+        active = self.active()
+        passing = {part: "ok" for part, why in results.items() if why is None}
+        failing = {part: why for part, why in results.items() if why is not None}
         for channel in self.channels:
-            results[f"channel {channel.name}"] = self._channel(channel)
-        return Verdict(
-            failing={part: why for part, why in results.items() if why is not None},
-            passing=[part for part, why in results.items() if why is None],
-        )
+            part = f"channel {channel.name}"
+            why = self._channel(channel) if active else None
+            if why is None:
+                passing[part] = "ok" if active else "not polled (standby)"
+            else:
+                failing[part] = why
+        passing["role"] = "active" if active else "standby"
+        return Verdict(failing, passing)
 
     async def _database(self) -> str | None:
         try:

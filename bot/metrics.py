@@ -114,7 +114,6 @@ class PrometheusMetrics:
         self.leader = Gauge(
             f"{PREFIX}_leader", "1 when this instance is the active one", registry=r
         )
-        self.leader.set(1)  # one instance for now; the lease comes later
         for state in OPEN_STATES:
             self.open.labels(state=state)
 
@@ -177,6 +176,7 @@ class PrometheusMetrics:
         self.oldest_pending.set(max(oldest).total_seconds() if oldest else 0)
         self.dead.set(dead)
 
-    async def render(self, store: Store) -> bytes:
+    async def render(self, store: Store, leader: bool = True) -> bytes:
+        self.leader.set(1 if leader else 0)
         await self.refresh(store)
         return generate_latest(self.registry)

@@ -11,14 +11,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
 from bot.config import ConfigError
-from bot.core.types import Adapter, StaffRoom
 from bot.health import HealthCheck
 from bot.listen import parse_listen
 from bot.logs import log_failure
 from bot.metrics import CONTENT_TYPE, PrometheusMetrics
+from bot.service import Service
 from flows.problems import Problem
 from storage.outbox import STAFF_CHANNEL
 from storage.repository import Store
@@ -33,9 +34,17 @@ TEXT = "text/plain; charset=utf-8"
 
 class OpsServer:
     def __init__(
-        self, host: str, port: int, store: Store, health: HealthCheck, metrics: PrometheusMetrics
+        self,
+        host: str,
+        port: int,
+        store: Store,
+        health: HealthCheck,
+        metrics: PrometheusMetrics,
+        *,
+        leader: Callable[[], bool] = lambda: True,
     ) -> None:
         self.host, self.port = host, port  # port 0: any free one (tests)
+        self.leader = leader
         self.store = store
         self.health = health
         self.metrics = metrics
@@ -96,7 +105,7 @@ class OpsServer:
 
     async def _metrics(self, writer: asyncio.StreamWriter) -> None:
         try:
-            body = await self.metrics.render(self.store)
+            body = await self.metrics.render(self.store, self.leader())
         except Exception as error:  # the database is away: say so, the health check names it
             log_failure(logger, "reading the metrics", error)
             self.metrics.failed(type(error).__name__)
@@ -105,17 +114,23 @@ class OpsServer:
         await _respond(writer, 200, CONTENT_TYPE, body)
 
 
-async def start_ops(
-    listen: str,
-    store: Store,
-    staff_room: StaffRoom,
-    channels: Sequence[Adapter],
-    metrics: PrometheusMetrics,
-) -> OpsServer:
-    """Bind the `[service] listen` address for a `Service` (its `serve` is the job)."""
+@asynccontextmanager
+async def serving_ops(
+    listen: str, service: Service, metrics: PrometheusMetrics
+) -> AsyncIterator[OpsServer | None]:
+    """Serve `[service] listen` (nothing when empty) while the block runs, on a standby too.
+
+    The address is bound before the block starts, so a taken port stops the start.
+    """
+    if not listen:
+        yield None
+        return
     host, port = parse_listen(listen)
+    channels = service.adapters
     metrics.expect_channels([*(channel.name for channel in channels), STAFF_CHANNEL])
-    server = OpsServer(host, port, store, HealthCheck(store, staff_room, channels), metrics)
+    store = service.core.store
+    health = HealthCheck(store, service.core.staff_room, channels, active=service.active.is_set)
+    server = OpsServer(host, port, store, health, metrics, leader=service.active.is_set)
     try:
         await server.start()
     except OSError as error:
@@ -123,7 +138,13 @@ async def start_ops(
             "configuration",
             [Problem("service.listen", f"cannot listen on {listen}: {error.strerror or error}")],
         ) from None
-    return server
+    serving = asyncio.create_task(server.serve(), name="ops")
+    try:
+        yield server
+    finally:
+        serving.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await serving
 
 
 async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str]:

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from bot.app import open_app, settings_from_config
 from bot.config import Config, ConfigError
 from bot.core.orchestrator import Core
-from bot.core.types import Adapter, StaffMember
+from bot.core.types import StaffMember
 from bot.housekeeping import purge_daily
+from bot.instance import only_instance
 from bot.metrics import PrometheusMetrics
-from bot.ops import start_ops
+from bot.ops import serving_ops
 from bot.service import Service
 from flows.problems import Problem
 from storage.keyring import current_team
+from storage.lease import Lease
 
 logger = logging.getLogger(__name__)
 
@@ -63,13 +66,16 @@ async def run_service(config: Config) -> int:
         settings = settings_from_config(config)
         metrics = PrometheusMetrics(settings.escalate_after)
         core = Core(app.engine, app.store, NoStaffRoom(), settings, metrics)
-        adapters: list[Adapter] = []
-        jobs = [lambda: purge_daily(app.store, config.counselling)]
-        if config.service.listen:
-            ops = await start_ops(
-                config.service.listen, app.store, core.staff_room, adapters, metrics
-            )
-            jobs.append(ops.serve)
         logger.warning("no channel is enabled: only the daily retention job runs")
-        await Service(core, adapters, jobs=jobs).run()
+        postgres = app.store.database.dialect.name == "postgresql"
+        with contextlib.nullcontext() if postgres else only_instance(config.storage.data_dir):
+            service = Service(
+                core,
+                [],
+                jobs=[lambda: purge_daily(app.store, config.counselling)],
+                leadership=Lease(app.store) if postgres else None,
+            )
+            # /healthz and /metrics answer on a standby too (lotse_leader 0)
+            async with serving_ops(config.service.listen, service, metrics):
+                await service.run()
     return 0

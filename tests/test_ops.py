@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import asyncpg
@@ -24,8 +26,8 @@ from bot.core.settings import Settings
 from bot.core.types import Attachment, Inbound, InboundSink
 from bot.health import HealthCheck
 from bot.metrics import FAMILIES, PrometheusMetrics
-from bot.ops import MAX_REQUEST, OpsServer
-from bot.service import Service
+from bot.ops import MAX_REQUEST, OpsServer, serving_ops
+from bot.service import Leadership, Service
 from flows.engine import Engine
 from storage.db import open_database, upgrade
 from storage.keyfile import UnlockedKey
@@ -61,6 +63,14 @@ class Running:
     metrics: PrometheusMetrics
     server: OpsServer
 
+    async def wait_active(self) -> None:
+        for _ in range(100):
+            _, body = await self.get("/healthz")
+            if "role: active" in body:
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(body)
+
     async def get(self, path: str, method: str = "GET") -> tuple[int, str]:
         return await request(self.server.port, f"{method} {path} HTTP/1.1\r\nHost: x\r\n\r\n")
 
@@ -87,18 +97,33 @@ async def request(port: int, raw: str | bytes) -> tuple[int, str]:
     return int(head.split(" ")[1]), body
 
 
-@pytest.fixture
-async def running(store: Store, flow_engine: Engine) -> AsyncIterator[Running]:
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@asynccontextmanager
+async def run_service(
+    store: Store, flow_engine: Engine, leadership: Leadership | None = None
+) -> AsyncIterator[Running]:
     channel = Fake(reached=time.monotonic())
     metrics = PrometheusMetrics()
     core = Core(flow_engine, store, channel, Settings.defaults(), metrics)
-    server = OpsServer("127.0.0.1", 0, store, HealthCheck(store, channel, [channel]), metrics)
-    await server.start()
-    service = Service(core, [channel], jobs=[server.serve])
-    task = asyncio.create_task(service.run(handle_signals=False))
-    yield Running(core, channel, metrics, server)
-    service.stopping.set()
-    await asyncio.wait_for(task, 30)
+    service = Service(core, [channel], leadership=leadership)
+    async with serving_ops(f"127.0.0.1:{free_port()}", service, metrics) as server:
+        assert server is not None
+        task = asyncio.create_task(service.run(handle_signals=False))
+        yield Running(core, channel, metrics, server)
+        service.stopping.set()
+        await asyncio.wait_for(task, 30)
+
+
+@pytest.fixture
+async def running(store: Store, flow_engine: Engine) -> AsyncIterator[Running]:
+    async with run_service(store, flow_engine) as running:
+        await running.wait_active()
+        yield running
 
 
 async def test_healthz_is_ok_when_database_staff_room_and_channels_answer(
@@ -107,7 +132,9 @@ async def test_healthz_is_ok_when_database_staff_room_and_channels_answer(
     status, body = await running.get("/healthz")
     assert status == 200, body
     assert body.splitlines()[0] == "ok"
-    assert {"database: ok", "staff room: ok", "channel test: ok"} <= set(body.splitlines())
+    assert {"database: ok", "staff room: ok", "channel test: ok", "role: active"} <= set(
+        body.splitlines()
+    )
 
 
 async def test_healthz_names_a_channel_unreachable_for_a_minute_and_recovers(
@@ -124,6 +151,33 @@ async def test_healthz_names_a_channel_unreachable_for_a_minute_and_recovers(
     running.channel.reached = time.monotonic()
     status, body = await running.get("/healthz")
     assert status == 200, body
+
+
+class NeverLeader:
+    """Another instance holds the lease."""
+
+    seconds = 10.0
+
+    def valid(self) -> bool:
+        return False
+
+    async def acquire(self) -> bool:
+        return False
+
+    async def release(self) -> None:
+        return None
+
+
+async def test_a_standby_answers_too_and_says_it_is_not_the_leader(
+    store: Store, flow_engine: Engine
+) -> None:
+    async with run_service(store, flow_engine, NeverLeader()) as standby:
+        standby.channel.reached = None  # a standby polls nothing
+        status, body = await standby.get("/healthz")
+        assert status == 200, body
+        assert {"role: standby", "channel test: not polled (standby)"} <= set(body.splitlines())
+        families = _families((await standby.get("/metrics"))[1])
+        assert _value(families, "lotse_leader") == 0
 
 
 async def test_healthz_names_the_staff_room_when_its_check_fails(running: Running) -> None:

@@ -88,6 +88,9 @@ class Delivery:
         self.channels = channels
         self._dead_notice = dead_notice
         self.room_recheck = ROOM_RECHECK
+        # Whether this process may send now (the active instance's lease); checked before
+        # every send, so a paused or cut-off former leader sends nothing more.
+        self.may_send: Callable[[], bool] = lambda: True
         self._workers: dict[str, _Worker] = {}
 
     def _worker(self, name: str) -> _Worker:
@@ -178,6 +181,8 @@ class Delivery:
     async def _pass(self, worker: _Worker) -> _Pass:
         async with worker.lock:
             done = _Pass()
+            if not self.may_send():
+                return done
             blocked = await self._send_volatile(worker, done)
             if done.pause:
                 return done
@@ -195,6 +200,11 @@ class Delivery:
                         await self._postpone(stream, self.room_recheck)
                         continue
                 for position, message in enumerate(stream):
+                    if not self.may_send():
+                        logger.error("not sending: this instance no longer holds the lease")
+                        rest = [*stream[position:], *[m for s in streams[index + 1 :] for m in s]]
+                        await self._postpone(rest, None)
+                        return done
                     try:
                         sent = await self._send(message)
                     except RetryAfter as wait:
@@ -221,7 +231,7 @@ class Delivery:
         kept: deque[_Volatile] = deque()
         while worker.volatile:
             item = worker.volatile.popleft()
-            if item.stream in waiting or item.due > now or channel is None:
+            if item.stream in waiting or item.due > now or channel is None or not self.may_send():
                 waiting.add(item.stream)
                 kept.append(item)
                 continue
