@@ -8,6 +8,7 @@ import logging
 from bot.app import open_app, settings_from_config
 from bot.config import Config, ConfigError
 from bot.core.orchestrator import Core
+from bot.core.pace import Pace
 from bot.core.types import StaffMember
 from bot.housekeeping import purge_daily
 from bot.instance import only_instance
@@ -66,6 +67,7 @@ async def run_service(config: Config) -> int:
         settings = settings_from_config(config)
         metrics = PrometheusMetrics(settings.escalate_after)
         core = Core(app.engine, app.store, NoStaffRoom(), settings, metrics)
+        core.pace = Pace()
         logger.warning("no channel is enabled: only the daily retention job runs")
         postgres = app.store.database.dialect.name == "postgresql"
         with contextlib.nullcontext() if postgres else only_instance(config.storage.data_dir):

@@ -51,6 +51,8 @@ REQUIRED: dict[str, frozenset[str]] = {
         "urgent_submitted": (), "offers_header": (), "offer_hours": ("hours",),
         "next_steps": ("hours",), "already_submitted": ("reference", "command"),
         "new_in_progress": ("command",), "danger_hint": (), "technical_error": (),
+        "state_unreadable": (), "state_unreadable_case": ("reference",),
+        "staff_state_unreadable": (), "slow_down": (),
         "stale_pick": (), "stale_pick_gone": (),
         "staff_new_case": ("reference",),
         "staff_urgent": (), "staff_offers": (), "staff_files": ("count",),

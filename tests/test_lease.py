@@ -14,7 +14,7 @@ import pytest
 
 from bot.core.orchestrator import Core
 from bot.core.settings import Settings
-from bot.core.types import InboundSink, Reply, StaffMember
+from bot.core.types import InboundSink, Reply
 from bot.instance import InstanceError, only_instance
 from bot.service import Service
 from flows.engine import Engine
@@ -23,6 +23,7 @@ from storage.db import open_database
 from storage.lease import Lease
 from storage.repository import Store
 from tests.conftest import ROOT
+from tests.fakes import NullRoom
 
 pytestmark = pytest.mark.postgres
 SECONDS = 2.0  # a short lease, so the tests take seconds
@@ -57,11 +58,10 @@ async def test_one_holder_and_a_takeover_only_after_expiry(store: Store) -> None
 
 
 @dataclass
-class Counter:
+class Counter(NullRoom):
     """An adapter that only counts how often it was started and what it sent."""
 
     name: str = "test"
-    end_to_end_encrypted: bool = True
     started: int = 0
     sent: list[str] = field(default_factory=list)
 
@@ -71,21 +71,6 @@ class Counter:
 
     async def send(self, chat: str, reply: Reply) -> None:
         self.sent.append(reply.text)
-
-    async def check(self) -> list[str]:
-        return []
-
-    async def open_thread(self, reference: str, text: str, urgent: bool) -> str:
-        return reference
-
-    async def post(self, thread: str | None, text: str) -> None:
-        return None
-
-    def is_author(self, member: StaffMember, author: str) -> bool:
-        return False
-
-    def mention(self, member: StaffMember) -> str:
-        return member.display_name
 
 
 class Partitioned(Lease):

@@ -299,7 +299,7 @@ class Delivery:
                 case = await unit.case(message.reference, lock=True)
                 if case is not None:
                     case.thread = thread
-            await outbox.delivered(unit, message.id)
+            await outbox.delivered(unit, message)
         written = message.written_at
         self.metrics.sent(
             message.channel, (unit.now - written).total_seconds() if written else None

@@ -29,6 +29,7 @@ from bot.core.delivery import Delivery
 from bot.core.handoff import Handoff, staff_member
 from bot.core.locks import KeyedLocks
 from bot.core.metrics import NO_METRICS, Metrics
+from bot.core.pace import Pace
 from bot.core.settings import Settings
 from bot.core.types import Channel, Inbound, Reply, StaffInbound, StaffRoom
 from bot.logs import log_failure
@@ -37,7 +38,7 @@ from flows.messages import Effect, UserInput
 from flows.state import IntakeState, StoredFile
 from storage import outbox, queue
 from storage.keyring import active_counsellors
-from storage.repository import Store, Unit
+from storage.repository import Store, Unit, UnreadableConversation
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +86,9 @@ class Core:
         self._unsaved = _Bounded()
         self._recent: OrderedDict[str, None] = OrderedDict()
         self._in_flight: set[asyncio.Task[None]] = set()
+        # Pacing of very fast senders: set by `lotse run` (the demo's one local user and the
+        # tests' scripted officials are not paced).
+        self.pace: Pace | None = None
 
     def attach(self, channel: Channel) -> None:
         self._channels[channel.name] = channel
@@ -127,8 +131,16 @@ class Core:
         if event_key in self._recent:
             return
         self.metrics.received(inbound.channel)
-        started = time.monotonic()
         async with self._locks.hold(sender):
+            wait, notice = self.pace.take(sender) if self.pace else (0.0, False)
+            if notice:  # one polite word, then this sender's messages are answered more slowly
+                logger.warning("one sender writes very fast: slowed down")
+                text = self.engine.texts.get("slow_down", self._language_of(sender))
+                stream = outbox.official_stream(sender)
+                self.delivery.send_volatile(inbound.channel, stream, inbound.chat, [Reply(text)])
+            if wait:
+                await asyncio.sleep(wait)
+            started = time.monotonic()
             try:
                 step = await self._step_with_retry(inbound, sender, event_key)
             except Exception as error:  # a generic apology; the details go to the log only
@@ -181,8 +193,12 @@ class Core:
     async def _step(self, unit: Unit, inbound: Inbound, sender: str, event_key: str) -> _Step:
         if await unit.seen(event_key):
             return _Step()
-        loaded = await unit.load(sender)
-        state = loaded.state if loaded else self._unsaved.get(sender)
+        notes: list[Reply] = []
+        try:
+            loaded = await unit.load(sender)
+            state = loaded.state if loaded else self._unsaved.get(sender)
+        except UnreadableConversation:
+            state, notes = await self._set_aside(unit, sender)
 
         files: list[StoredFile] = []
         dropped = 0
@@ -204,11 +220,11 @@ class Core:
             await unit.save(sender, inbound.channel, inbound.chat, turn.state)
             await unit.mark_seen(event_key)
             logger.debug("message on %s handled by the handoff", inbound.channel)
-            return _Step(turn.replies, durable=True)
+            return _Step([*notes, *turn.replies], durable=True)
 
         given = UserInput(inbound.text, tuple(files), dropped, inbound.pick)
         outcome = self.engine.handle(state, given)
-        result = _Step(list(outcome.replies))
+        result = _Step([*notes, *outcome.replies])
         new_state = outcome.state
 
         if outcome.effect is Effect.SUBMIT and new_state is not None:
@@ -247,6 +263,21 @@ class Core:
             f", {outcome.effect.value}" if outcome.effect else "",
         )
         return result
+
+    async def _set_aside(self, unit: Unit, sender: str) -> tuple[IntakeState | None, list[Reply]]:
+        """A conversation that cannot be read: quarantine it instead of failing every later
+        message; the official goes on with their open case, or starts again."""
+        case = await unit.quarantine(sender)
+        language = self.engine.questionnaire.meta.default_language
+        texts = self.engine.texts
+        logger.error("a conversation could not be read and was set aside (quarantined)")
+        alert = texts.get("staff_state_unreadable", self.settings.staff_language)
+        await outbox.to_staff(unit, case.reference if case else None, alert)
+        if case is None:
+            return None, [Reply(texts.get("state_unreadable", language))]
+        state = IntakeState.submitted(self.engine.new_state(language), case.reference)
+        note = texts.get("state_unreadable_case", language, reference=case.reference)
+        return state, [Reply(note)]
 
     def _for_the_handoff(self, state: IntakeState, text: str) -> bool:
         """Once the intake is a case, words go to the handoff; commands and confirmations
