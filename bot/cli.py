@@ -66,6 +66,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "-v", "--verbose", action="store_true", help="log more (never message content)"
     )
+    parser.add_argument(
+        "--log-format",
+        choices=logs.FORMATS,
+        default="text",
+        help="json: one JSON object per line, for log collectors (default: text)",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = commands.add_parser(
@@ -180,7 +186,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = _parser().parse_args(argv)
-    logs.configure(logging.DEBUG if arguments.verbose else logging.WARNING)
+    logs.configure(logging.DEBUG if arguments.verbose else logging.WARNING, arguments.log_format)
     try:
         return _dispatch(arguments)
     except (MatrixStartError, StartupError) as error:

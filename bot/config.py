@@ -17,6 +17,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bot.core.hours import OpeningHours
+from bot.listen import parse_listen
 from flows.problems import Problem, describe_validation_error
 
 SECRET_HINTS = {
@@ -164,6 +165,18 @@ class FlowConfig(_Section):
     safety: Path | None = None  # default: the shipped flows/safety.toml
 
 
+class ServiceConfig(_Section):
+    # Where `lotse run` serves GET /healthz and GET /metrics ("host:port"); empty: nowhere.
+    listen: str = ""
+
+    @field_validator("listen")
+    @classmethod
+    def _host_and_port(cls, value: str) -> str:
+        if value:
+            parse_listen(value)  # raises ValueError saying what is wrong
+        return value
+
+
 class Config(_Section):
     storage: StorageConfig
     telegram: TelegramConfig = Field(default_factory=TelegramConfig)
@@ -171,6 +184,7 @@ class Config(_Section):
     staff: StaffConfig = Field(default_factory=StaffConfig)
     counselling: CounsellingConfig = Field(default_factory=CounsellingConfig)
     flow: FlowConfig = Field(default_factory=FlowConfig)
+    service: ServiceConfig = Field(default_factory=ServiceConfig)
 
     def secret_from_environment(self) -> str | None:
         return os.environ.get(self.storage.secret_env) or None

@@ -4,10 +4,16 @@ Lotse's own log lines name events, references and counts only. Libraries that
 could log message bodies or request URLs with tokens are held at WARNING, and a
 failure is logged by its type and code location, never by its message (an
 exception text can quote user input).
+
+`--log-format json` writes the same events as one JSON object per line (time,
+level, logger, message) for log collectors; an exception a library attaches to a
+record is given by its type name only.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import logging
 import traceback
 
@@ -17,8 +23,33 @@ QUIET_LIBRARIES = (
 )  # fmt: skip
 
 
-def configure(level: int = logging.INFO) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+FORMATS = ("text", "json")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time (UTC, ISO 8601), level, logger, message."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {
+            "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(
+                timespec="milliseconds"
+            ),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info and record.exc_info[0] is not None:
+            line["exception"] = record.exc_info[0].__name__
+        return json.dumps(line, ensure_ascii=False)
+
+
+def configure(level: int = logging.INFO, log_format: str = "text") -> None:
+    if log_format == "json":
+        handler = logging.StreamHandler()
+        handler.setFormatter(JsonFormatter())
+        logging.basicConfig(level=level, handlers=[handler])
+    else:
+        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     quiet_libraries()
 
 

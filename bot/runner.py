@@ -13,6 +13,8 @@ from bot.core.types import Adapter, StaffMember, StaffRoom
 from bot.housekeeping import purge_daily
 from bot.instance import only_instance
 from bot.matrix_wiring import build_matrix
+from bot.metrics import PrometheusMetrics
+from bot.ops import serving_ops
 from bot.service import Service
 from bot.telegram_wiring import start_telegram
 from flows.problems import Problem
@@ -75,14 +77,19 @@ async def run_service(config: Config) -> int:
                     adapters.append(matrix)
                     if config.staff.channel == "matrix":
                         staff_room = matrix
-                core = Core(app.engine, app.store, staff_room, settings_from_config(config))
+                settings = settings_from_config(config)
+                metrics = PrometheusMetrics(settings.escalate_after)
+                core = Core(app.engine, app.store, staff_room, settings, metrics)
                 core.pace = Pace()
                 if not adapters:
                     logger.warning("no channel is enabled: only the daily retention job runs")
-                await Service(
+                service = Service(
                     core,
                     adapters,
                     jobs=[lambda: purge_daily(app.store, config.counselling)],
                     leadership=Lease(app.store) if postgres else None,
-                ).run()
+                )
+                # /healthz and /metrics answer on a standby too (lotse_leader 0)
+                async with serving_ops(config.service.listen, service, metrics):
+                    await service.run()
     return 0

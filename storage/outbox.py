@@ -54,6 +54,7 @@ class Queued:
     content: dict[str, Any]
     attempts: int
     file_id: str | None
+    written_at: dt.datetime | None = None  # when the change that caused it committed
 
     @property
     def reply(self) -> Reply:
@@ -230,6 +231,7 @@ async def take(unit: Unit, channels: Collection[str]) -> list[list[Queued]]:
                     content,
                     row.attempts,
                     row.file_id,
+                    aware(row.created_at),
                 )
             )
         taken.append(batch)
@@ -315,6 +317,25 @@ async def forget_stream(unit: Unit, stream: str) -> None:
         if row.file_id is not None:
             await unit.session.execute(delete(TransitFile).where(TransitFile.id == row.file_id))
         await unit.session.delete(row)
+
+
+@dataclass(frozen=True)
+class Pending:
+    """What waits to be sent on one channel: metadata only (for the metrics)."""
+
+    channel: str
+    count: int
+    oldest: dt.datetime
+
+
+async def pending(unit: Unit) -> list[Pending]:
+    """Per channel, how many messages wait (dead letters not counted) and the oldest's age."""
+    rows = await unit.session.execute(
+        select(OutboxMessage.channel, func.count(), func.min(OutboxMessage.created_at))
+        .where(OutboxMessage.dead_at.is_(None))
+        .group_by(OutboxMessage.channel)
+    )
+    return [Pending(channel, int(count), aware(oldest)) for channel, count, oldest in rows]
 
 
 async def dead_letters(unit: Unit) -> int:

@@ -22,6 +22,7 @@ import secrets
 import stat
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import TextIO
 
@@ -89,6 +90,10 @@ class ConsoleChannel:
     def is_author(self, member: StaffMember, author: str) -> bool:
         """In the terminal a counsellor writes under their name or display name."""
         return author.casefold() in (member.name.casefold(), member.display_name.casefold())
+
+    def last_reachable(self) -> float:
+        """The terminal is always there (the health check's optional hook)."""
+        return time.monotonic()
 
     def mention(self, member: StaffMember) -> str:
         return f"@{member.display_name}"

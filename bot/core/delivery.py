@@ -30,6 +30,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
+from bot.core.metrics import NO_METRICS, Metrics
 from bot.core.types import (
     Attachment,
     Channel,
@@ -91,8 +92,10 @@ class Delivery:
         staff_room: StaffRoom,
         channels: Mapping[str, Channel],
         notice: Notice,
+        metrics: Metrics = NO_METRICS,
     ) -> None:
         self.store = store
+        self.metrics = metrics
         self.staff_room = staff_room
         self.channels = channels
         self._notice = notice
@@ -162,6 +165,7 @@ class Delivery:
                 done = await self._pass(worker)
             except Exception as error:  # the database may be away for a moment
                 log_failure(logger, f"delivery on {worker.name}", error)
+                self.metrics.failed(type(error).__name__)
                 done = _Pass()
             if done.pause:
                 await asyncio.sleep(done.pause)
@@ -218,6 +222,7 @@ class Delivery:
                     try:
                         sent = await self._send(message)
                     except RetryAfter as wait:
+                        self.metrics.retried(message.channel)
                         await self._postpone(
                             [*stream[position:], *[m for s in streams[index + 1 :] for m in s]],
                             dt.timedelta(seconds=wait.seconds),
@@ -250,7 +255,9 @@ class Delivery:
             try:
                 await channel.send(item.address, item.reply)
                 done.delivered += 1
+                self.metrics.sent(worker.name, None)
             except RetryAfter as wait:
+                self.metrics.retried(worker.name)
                 item.due = now + wait.seconds
                 kept.append(item)
                 kept.extend(worker.volatile)
@@ -266,6 +273,8 @@ class Delivery:
             except Exception as error:
                 item.attempts += 1
                 log_failure(logger, f"delivering a reply on {worker.name}", error)
+                self.metrics.failed(type(error).__name__)
+                self.metrics.retried(worker.name)
                 if item.attempts < VOLATILE_ATTEMPTS:
                     item.due = now + 2.0**item.attempts
                     waiting.add(item.stream)
@@ -313,6 +322,8 @@ class Delivery:
             return True
         except Exception as error:  # a platform may fail in any way: try again later
             log_failure(logger, f"delivering a {message.kind} message", error)
+            self.metrics.failed(type(error).__name__)
+            self.metrics.retried(message.channel)
             async with self.store.unit() as unit:
                 await outbox.failed(unit, message.id)
             return False
@@ -322,6 +333,10 @@ class Delivery:
                 if case is not None:
                     case.thread = thread
             await outbox.delivered(unit, message)
+        written = message.written_at
+        self.metrics.sent(
+            message.channel, (unit.now - written).total_seconds() if written else None
+        )
         return True
 
     async def _dead(self, message: outbox.Queued, why: str) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from bot.core.delivery import Delivery
 from bot.core.handoff import Handoff, staff_member
 from bot.core.hours import describe
 from bot.core.locks import KeyedLocks
+from bot.core.metrics import NO_METRICS, Metrics
 from bot.core.pace import Pace
 from bot.core.settings import Settings
 from bot.core.types import Channel, Inbound, Reply, StaffInbound, StaffRoom
@@ -67,15 +69,21 @@ class _Bounded(OrderedDict[str, IntakeState]):
 
 class Core:
     def __init__(
-        self, engine: Engine, store: Store, staff_room: StaffRoom, settings: Settings
+        self,
+        engine: Engine,
+        store: Store,
+        staff_room: StaffRoom,
+        settings: Settings,
+        metrics: Metrics = NO_METRICS,
     ) -> None:
         self.engine = engine
+        self.metrics = metrics
         self.store = store
         self.staff_room = staff_room
         self.settings = settings
         self._channels: dict[str, Channel] = {}
         self.handoff = Handoff(engine, settings, staff_room)
-        self.delivery = Delivery(store, staff_room, self._channels, self._notice)
+        self.delivery = Delivery(store, staff_room, self._channels, self._notice, metrics)
         self._locks = KeyedLocks()
         self._unsaved = _Bounded()
         self._recent: OrderedDict[str, None] = OrderedDict()
@@ -127,6 +135,7 @@ class Core:
         event_key = self.store.keys.pseudonym(f"event:{inbound.channel}", inbound.event_id)
         if event_key in self._recent:
             return
+        self.metrics.received(inbound.channel)
         async with self._locks.hold(sender):
             wait, notice = self.pace.take(sender) if self.pace else (0.0, False)
             if notice:  # one polite word, then this sender's messages are answered more slowly
@@ -136,10 +145,12 @@ class Core:
                 self.delivery.send_volatile(inbound.channel, stream, inbound.chat, [Reply(text)])
             if wait:
                 await asyncio.sleep(wait)
+            started = time.monotonic()
             try:
                 step = await self._step_with_retry(inbound, sender, event_key)
             except Exception as error:  # a generic apology; the details go to the log only
                 log_failure(logger, "handling a message", error)
+                self.metrics.failed(type(error).__name__)
                 language = self._language_of(sender)
                 step = _Step([Reply(self.engine.texts.get("technical_error", language))])
             self._remember_event(event_key)
@@ -148,6 +159,7 @@ class Core:
             if not step.durable and step.replies:
                 stream = outbox.official_stream(sender)
                 self.delivery.send_volatile(inbound.channel, stream, inbound.chat, step.replies)
+        self.metrics.stepped(time.monotonic() - started)
         self.delivery.wake(step.channels)
 
     def _language_of(self, sender: str) -> str:
@@ -336,6 +348,7 @@ class Core:
         if event_key in self._recent:
             return
         channels: set[str] = set()
+        self.metrics.received(outbox.STAFF_CHANNEL)
         try:
             async with self.store.unit() as unit:
                 if await unit.seen(event_key):
@@ -345,6 +358,7 @@ class Core:
                 channels = unit.outbox_channels
         except Exception as error:
             log_failure(logger, "handling a staff-room message", error)
+            self.metrics.failed(type(error).__name__)
         self._remember_event(event_key)
         self.delivery.wake(channels)
 
@@ -361,3 +375,4 @@ class Core:
             self.delivery.wake(unit.outbox_channels)
         except Exception as error:  # the next tick tries again
             log_failure(logger, "raising urgent cases", error)
+            self.metrics.failed(type(error).__name__)

@@ -15,6 +15,9 @@ The contract between an adapter and the core:
   (the official blocked the bot or left: the message becomes a dead letter), `ChatBusy`
   (nothing was sent, that one chat is at its limit: only its messages wait) or anything
   else (temporary: tried again after a growing pause).
+- An adapter may also implement `last_reachable()` (see `Reachable`): `lotse run`'s
+  `/healthz` then reports the channel as failing when its platform has not answered
+  within the last minute. An adapter without it is taken as reachable.
 - An adapter imports from the core only this module.
 """
 
@@ -28,8 +31,8 @@ from flows.messages import Attachment, Choice, Pick, Reply
 
 __all__ = [
     "Adapter", "Attachment", "Channel", "ChatBusy", "Choice", "DeliveryFailure", "Inbound",
-    "InboundSink", "PermanentFailure", "Pick", "Reply", "RetryAfter", "StaffInbound", "StaffMember",
-    "StaffRoom", "ThreadCloser",
+    "InboundSink", "PermanentFailure", "Pick", "Reachable", "Reply", "RetryAfter", "StaffInbound",
+    "StaffMember", "StaffRoom", "ThreadCloser",
 ]  # fmt: skip
 
 
@@ -125,6 +128,15 @@ class Adapter(Channel, Protocol):
     """A running channel: receives until it is cancelled (or its source ends: the console)."""
 
     async def receive(self, sink: InboundSink) -> None: ...
+
+
+class Reachable(Protocol):
+    """Optional for an adapter: when it last reached its platform, for the health check."""
+
+    def last_reachable(self) -> float | None:
+        """`time.monotonic()` of the last successful call to the platform (a poll, a sync, a
+        send), or None before the first one."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
