@@ -757,14 +757,17 @@ async def test_escalation_survives_a_restart(bench: Bench) -> None:
 # -- the staff room guard -------------------------------------------------------------------------
 
 
-async def test_nothing_is_posted_to_a_room_that_fails_its_check(
+async def test_only_the_reference_and_an_alert_reach_a_room_that_fails_its_check(
     bench: Bench, caplog: pytest.LogCaptureFixture
 ) -> None:
     bench.recorder.problems = ["room is not encrypted"]
     person = bench.person()
     with caplog.at_level(logging.DEBUG):
         reference = await person.submit()
-    assert bench.recorder.posts == [] and bench.recorder.room == []
+    assert bench.recorder.posts == []
+    [(thread, alert)] = bench.recorder.room  # once, in the room at large, no detail
+    assert thread is None and alert.startswith(f"‼️ Neuer Fall {reference}. Die Details werden")
+    assert "CANARY" not in alert
     assert any("Ihr Aktenzeichen" in text for text in person.submitted)  # the official is told
     errors = [record for record in caplog.records if record.levelno >= logging.ERROR]
     assert errors and all("room is not encrypted" in record.getMessage() for record in errors)
@@ -772,8 +775,8 @@ async def test_nothing_is_posted_to_a_room_that_fails_its_check(
     assert await bench.outbox() == 1
 
     bench.clock.advance(minutes=1)
-    await bench.tick()  # still failing: still held
-    assert bench.recorder.posts == []
+    await bench.tick()  # still failing: still held, and not announced twice
+    assert bench.recorder.posts == [] and len(bench.recorder.room) == 1
     bench.recorder.problems = []
     bench.clock.advance(minutes=1)
     await bench.tick()

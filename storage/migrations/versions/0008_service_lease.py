@@ -1,7 +1,7 @@
 """the active instance's lease
 
-Revision ID: 0009
-Revises: 0006
+Revision ID: 0008
+Revises: 0007
 
 One row per lease name: who holds it and until when (the database's own clock),
 so that of two `lotse run` processes on one PostgreSQL database exactly one is
@@ -13,8 +13,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0009"
-down_revision = "0006"
+revision = "0008"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
