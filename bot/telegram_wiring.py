@@ -5,7 +5,7 @@ from __future__ import annotations
 from bot.app import App
 from bot.channels.telegram import Telegram, connect
 from bot.config import Config, ConfigError
-from bot.core.handoff import staff_member
+from bot.core.relay import staff_member
 from flows.messages import Reply
 from flows.problems import Problem
 from flows.texts import COMMANDS

@@ -10,7 +10,7 @@ from alembic.config import Config as AlembicConfig
 from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from bot.core.handoff import staff_member
+from bot.core.relay import staff_member
 from storage.db import MIGRATIONS, open_database, upgrade
 from storage.keyring import active_counsellors
 from storage.repository import Store

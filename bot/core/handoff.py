@@ -1,44 +1,34 @@
 """The handoff: from a submitted case to a counsellor talking with the official through the bot.
 
-Everything here runs inside the core's transaction (`Unit`) and writes what must
-be said to the outbox, which `delivery.py` sends once the change is committed.
-Nothing is relayed before a claim; only the claiming counsellor's messages reach
-the official, signed with their display name; notes are sealed, never relayed.
+Three modules, one reason to change each: this one is the case's lifecycle on the
+official's side (the new case's post, writing while waiting or claimed, the safety
+check after submission, coming back to a closed case); `staff.py` the staff room's
+commands; `relay.py` what is posted, told and passed on. Everything runs inside the
+core's transaction (`Unit`) and writes to the outbox, which `delivery.py` sends once
+the change is committed. Nothing is relayed before a claim; only the claiming
+counsellor's messages reach the official, signed with their display name; notes are
+sealed, never relayed.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from dataclasses import dataclass, replace
-
-from sqlalchemy import select
+from dataclasses import dataclass
 
 from bot.core.hours import describe, describe_moment
-from bot.core.settings import Settings
-from bot.core.types import Attachment, Pick, Reply, StaffInbound, StaffMember, StaffRoom
-from flows.answers import clean, match_one, one_line, parse_command, quoted
-from flows.engine import Engine
+from bot.core.staff import StaffDesk
+from bot.core.types import Pick, Reply
+from flows.answers import match_one, one_line, quoted
 from flows.messages import Choice
 from flows.picks import await_answer, picked, prompt_id
 from flows.state import IntakeState, StoredFile
 from storage import outbox, queue
-from storage.audit import OFFICIAL, Action
-from storage.keyring import active_counsellors
-from storage.models import Case, Counsellor
-from storage.queue import Refusal
+from storage.audit import OFFICIAL
+from storage.models import Case
 from storage.repository import Unit, aware
 
 logger = logging.getLogger(__name__)
-
-FORCE = "--force"  # `/uebernehmen --force GRUND`: take over from a holder who cannot answer
-CASE_COMMANDS = frozenset({"claim", "release", "transfer", "note", "close", "reopen"})
-
-
-def staff_member(counsellor: Counsellor) -> StaffMember:
-    """A counsellor as the staff room sees them."""
-    handles = {held.channel: held.handle for held in counsellor.handles}
-    return StaffMember(counsellor.display_name, counsellor.name, handles)
 
 
 @dataclass(frozen=True)
@@ -49,19 +39,8 @@ class OfficialTurn:
     replies: list[Reply]
 
 
-class Handoff:
-    def __init__(self, engine: Engine, settings: Settings, staff_room: StaffRoom) -> None:
-        self.engine = engine
-        self.texts = engine.texts
-        self.settings = settings
-        self.staff_room = staff_room
-        self._staff_commands = self.texts.command_names("staff_commands")
-        self._outcomes = self.texts.command_names("outcomes")
-
-    def _staff(self, key: str, **fields: object) -> str:
-        return self.texts.get(key, self.settings.staff_language, **fields)
-
-    # -- the official's side -----------------------------------------------------------------
+class Handoff(StaffDesk):
+    """The official's side of a case: waiting, writing after submission, coming back."""
 
     def waiting_note(self, position: int | None, language: str, now: dt.datetime) -> str:
         """Queue position and whether someone is on duty, or when they will be and whom to call."""
@@ -257,316 +236,3 @@ class Handoff:
 
     def _first_question(self, state: IntakeState) -> list[Reply]:
         return [self.engine.ask(state)]
-
-    async def threads_of(self, unit: Unit, sender: str) -> list[tuple[str, str]]:
-        """(reference, thread) of each of this official's cases whose thread is open."""
-        rows = await unit.session.execute(
-            select(Case.reference, Case.thread).where(
-                Case.sender_key == sender, Case.thread.is_not(None)
-            )
-        )
-        return [(reference, thread) for reference, thread in rows if thread]
-
-    async def announce_deleted(self, unit: Unit, threads: list[tuple[str, str]]) -> None:
-        """Tell each thread its case was deleted on request, without a word of its content."""
-        for reference, thread in threads:
-            text = self._staff("staff_case_deleted", reference=reference)
-            await outbox.to_staff(unit, None, text, thread=thread)
-
-    # -- the staff room ----------------------------------------------------------------------
-
-    async def _post(
-        self, unit: Unit, reference: str | None, text: str, thread_open: bool | None = None
-    ) -> None:
-        await outbox.to_staff(unit, reference, text, thread_open=thread_open)
-
-    async def _tell_official(self, unit: Unit, case: Case, key: str, **fields: object) -> None:
-        loaded = await unit.load(case.sender_key)
-        if loaded is None:  # the official deleted everything, or the intake was purged
-            return
-        text = self.texts.get(key, loaded.state.language, **fields)
-        await outbox.to_official(
-            unit,
-            sender_key=case.sender_key,
-            channel=loaded.channel,
-            address=loaded.address,
-            reply=Reply(text),
-            reference=case.reference,
-            urgent=case.urgent,
-        )
-
-    async def counsellor_for(self, unit: Unit, author: str) -> Counsellor | None:
-        """The active counsellor behind a staff-room author, or None: the allow-list.
-        The staff room decides who an author is."""
-        for counsellor in await active_counsellors(unit.session):
-            if self.staff_room.is_author(staff_member(counsellor), author):
-                return counsellor
-        return None
-
-    async def staff_writes(self, unit: Unit, inbound: StaffInbound) -> None:
-        """One staff-room message: a command, or (in a claimed case) words for the official."""
-        text = clean(inbound.text)
-        command, argument, spelled = parse_command(text, self._staff_commands)
-        reference = await self._reference_of(unit, inbound.thread)
-        counsellor = await self.counsellor_for(unit, inbound.author)
-        if inbound.thread is not None and reference is None and counsellor is not None:
-            # A thread Lotse does not know (or of a case since deleted).
-            await self._post(
-                unit, None, self._staff("staff_unknown_case", reference=inbound.thread)
-            )
-            return
-        if reference is not None:
-            # Lock order everywhere: the official's conversation, then the case. An official's
-            # message takes them in this order, so a claim at the same moment must too.
-            await unit.lock_conversation_of(reference)
-        if counsellor is None:
-            if spelled is not None or reference is not None:
-                who = (
-                    "unknown:"
-                    + unit.keys.pseudonym(f"staff:{inbound.channel}", inbound.author)[:12]
-                )
-                await unit.audit(
-                    Action.COMMAND_REFUSED, who, reference, {"command": command or "message"}
-                )
-                await self._post(unit, reference, self._staff("staff_not_allowed"))
-                logger.warning(
-                    "a staff-room message from someone not on the counsellor list was refused"
-                )
-            return
-        if spelled is not None and command is None:
-            shown = self.texts.staff_commands["help"].shown[self.settings.staff_language]
-            await self._post(
-                unit, reference, self._staff("staff_unknown_command", name=spelled, command=shown)
-            )
-            return
-        try:
-            if command in CASE_COMMANDS:
-                if reference is None:
-                    shown = self.texts.staff_commands[command].shown[self.settings.staff_language]
-                    await self._post(unit, None, self._staff("staff_needs_case", command=shown))
-                    return
-                await self._case_command(unit, command, argument, reference, counsellor)
-            elif command == "queue":
-                await self._post(unit, reference, await self._queue_text(unit))
-            elif command == "health":
-                await self._post(unit, reference, await self._health_text(unit))
-            elif command == "help":
-                await self._post(unit, reference, self._help_text())
-            elif reference is not None:
-                await self._relay_to_official(unit, reference, counsellor, text, inbound)
-        except Refusal as refusal:
-            await self._post(unit, reference, self._staff(refusal.key, **refusal.fields))
-
-    async def _reference_of(self, unit: Unit, thread: str | None) -> str | None:
-        if thread is None:
-            return None
-        case = await unit.case_by_thread(thread)
-        return case.reference if case else None
-
-    async def _case_command(
-        self, unit: Unit, command: str, argument: str, reference: str, counsellor: Counsellor
-    ) -> None:
-        name = counsellor.display_name
-        if command == "claim" and argument.split(maxsplit=1)[:1] == [FORCE]:
-            reason = argument[len(FORCE) :].strip()
-            holder = await queue.take_over(unit, reference, counsellor, reason)
-            case = await unit.case(reference)
-            assert case is not None
-            key = "staff_taken_over" if holder else "staff_claimed"
-            await self._post(unit, reference, self._staff(key, name=name, holder=holder))
-            await self._relay_backlog(unit, case)
-            await self._tell_official(unit, case, "claimed_notice", name=name)
-        elif command == "claim":
-            case = await queue.claim(unit, reference, counsellor)
-            await self._post(unit, reference, self._staff("staff_claimed", name=name))
-            await self._relay_backlog(unit, case)
-            await self._tell_official(unit, case, "claimed_notice", name=name)
-        elif command == "release":
-            case = await queue.release(
-                unit, reference, counsellor, argument, self.settings.escalate_after
-            )
-            await self._post(
-                unit, reference, self._staff("staff_released", name=name, reason=quoted(argument))
-            )
-            await self._tell_official(unit, case, "released_notice")
-        elif command == "transfer":
-            case, target = await queue.transfer(unit, reference, counsellor, argument)
-            await self._post(
-                unit,
-                reference,
-                self._staff("staff_transferred", source=name, target=target.display_name),
-            )
-            await self._tell_official(unit, case, "transferred_notice", name=target.display_name)
-        elif command == "note":
-            if not argument:
-                raise Refusal("staff_note_needs_text")
-            await unit.add_item(reference, "note", {"by": counsellor.name, "text": argument})
-            await self._post(unit, reference, self._staff("staff_note_saved"))
-        elif command == "close":
-            outcome = self._outcomes.get(argument.casefold().strip(), argument)
-            case = await queue.close(unit, reference, counsellor, outcome)
-            shown = self.texts.outcomes[outcome].shown[self.settings.staff_language]
-            closed = self._staff("staff_closed", name=name, outcome=shown)
-            await self._post(unit, reference, closed, thread_open=False)
-            await self._tell_official(unit, case, "closed_notice", reference=reference)
-        else:  # reopen
-            case = await queue.reopen(
-                unit, reference, counsellor.name, self.settings.escalate_after
-            )
-            await self._post(
-                unit, reference, self._staff("staff_reopened", actor=name), thread_open=True
-            )
-            await self._tell_official(unit, case, "reopened_notice", reference=reference)
-
-    async def _relay_backlog(self, unit: Unit, case: Case) -> None:
-        """Words a state from before item 7 of issue 11 still holds reach the thread at a claim."""
-        loaded = await unit.load(case.sender_key)
-        if loaded is None or not loaded.state.relay_backlog:
-            return
-        await self._post_backlog(unit, case.reference, loaded.state.relay_backlog)
-        loaded.state.relay_backlog = []
-        await unit.save(case.sender_key, loaded.channel, loaded.address, loaded.state)
-
-    async def _post_backlog(self, unit: Unit, reference: str, backlog: list[str]) -> None:
-        """Words a state from before item 7 of issue 11 still holds: into the thread, once.
-
-        They were sealed into the case when written; only the post was held back."""
-        lines = [self._staff("staff_waiting_messages")]
-        lines += [self._staff("staff_official_says", text=quoted(text)) for text in backlog]
-        await self._post(unit, reference, "\n".join(lines))
-
-    async def _relay_to_official(
-        self, unit: Unit, reference: str, counsellor: Counsellor, text: str, inbound: StaffInbound
-    ) -> None:
-        case = await unit.case(reference, lock=True)
-        assert case is not None
-        if case.status != queue.CLAIMED:
-            claim = self.texts.staff_commands["claim"].shown[self.settings.staff_language]
-            key = "staff_not_relayed" if case.status == queue.WAITING else "staff_is_closed"
-            await self._post(unit, reference, self._staff(key, command=claim, reference=reference))
-            return
-        if case.claimed_by != counsellor.id:
-            holder = await unit.session.get(Counsellor, case.claimed_by)
-            await self._post(
-                unit,
-                reference,
-                self._staff(
-                    "staff_claimed_by_other",
-                    reference=reference,
-                    holder=holder.display_name if holder else "?",
-                ),
-            )
-            return
-        if not text and not inbound.attachments:
-            return
-        loaded = await unit.load(case.sender_key)
-        if loaded is None:  # the official deleted everything meanwhile
-            return
-
-        async def to_official(words: str, file: Attachment | None = None) -> None:
-            assert loaded is not None
-            await outbox.to_official(
-                unit,
-                sender_key=case.sender_key,
-                channel=loaded.channel,
-                address=loaded.address,
-                reply=Reply(words),
-                reference=reference,
-                urgent=case.urgent,
-                file=(file.name, file.media_type, file.data) if file else None,
-            )
-
-        if text:
-            await unit.add_item(reference, "reply", {"from": counsellor.display_name, "text": text})
-            await to_official(f"{counsellor.display_name}: {quoted(text)}")
-        attachments = [replace(file, name=one_line(file.name)) for file in inbound.attachments]
-        limit = self.settings.max_file_bytes
-        files = [attachment for attachment in attachments if len(attachment.data) <= limit]
-        for attachment in attachments:
-            if len(attachment.data) > limit:
-                too_big = self._staff(
-                    "staff_file_too_big", name=attachment.name, limit=limit // (1024 * 1024)
-                )
-                await self._post(unit, reference, too_big)
-        if files:
-            handles = [
-                await unit.store_file(
-                    case.sender_key, attachment.name, attachment.media_type, attachment.data
-                )
-                for attachment in files
-            ]
-            await unit.add_files(
-                reference, case.sender_key, handles, sent_by=counsellor.display_name
-            )
-            for attachment in files:
-                await to_official(f"{counsellor.display_name}: {attachment.name}", attachment)
-        if case.first_reply_at is None:
-            case.first_reply_at = unit.now
-
-    async def _queue_text(self, unit: Unit) -> str:
-        cases = await queue.waiting(unit)
-        if not cases:
-            return self._staff("staff_queue_empty")
-        lines = [self._staff("staff_queue_header", count=len(cases))]
-        for position, case in enumerate(cases, start=1):
-            minutes = int((unit.now - queue.waiting_since(case)).total_seconds() // 60)
-            urgent = self._staff("staff_urgent_mark") if case.urgent else ""
-            lines.append(
-                self._staff(
-                    "staff_queue_line",
-                    position=position,
-                    reference=case.reference,
-                    urgent=urgent,
-                    minutes=minutes,
-                )
-            )
-        return "\n".join(lines)
-
-    async def _health_text(self, unit: Unit) -> str:
-        found = await queue.health(unit)
-        nobody = self._staff("staff_nobody")
-        open_cases = ", ".join(
-            f"{name} {count}" for name, count in found.open_per_counsellor.items()
-        )
-        return self._staff(
-            "staff_health",
-            waiting=found.waiting,
-            oldest=int(found.oldest_wait.total_seconds() // 60) if found.oldest_wait else 0,
-            urgent=found.urgent_unclaimed,
-            open=open_cases or nobody,
-            claim=nobody
-            if found.median_minutes_to_claim is None
-            else f"{found.median_minutes_to_claim} min",
-            reply=nobody
-            if found.median_minutes_to_first_reply is None
-            else f"{found.median_minutes_to_first_reply} min",
-        )
-
-    def _help_text(self) -> str:
-        language = self.settings.staff_language
-        lines = [
-            f"{entry.shown[language]} – {entry.description[language]}"
-            for entry in self.texts.staff_commands.values()
-        ]
-        return self._staff("staff_help", commands="\n".join(lines))
-
-    # -- escalation ------------------------------------------------------------------------------
-
-    async def escalate(self, unit: Unit, mentions: str) -> int:
-        """Raise urgent cases nobody has claimed in time, again at each interval until claimed."""
-        cases = await queue.due_escalations(unit)
-        for case in cases:
-            minutes = int((unit.now - queue.waiting_since(case)).total_seconds() // 60)
-            await self._post(
-                unit,
-                None,
-                self._staff(
-                    "staff_escalation", reference=case.reference, minutes=minutes, mentions=mentions
-                ),
-            )
-            case.escalate_at = unit.now + self.settings.escalate_after
-        if cases:
-            logger.warning(
-                "%d urgent case(s) still unclaimed: raised again in the staff room", len(cases)
-            )
-        return len(cases)

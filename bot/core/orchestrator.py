@@ -26,11 +26,12 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 
 from bot.core.delivery import Delivery
-from bot.core.handoff import Handoff, staff_member
+from bot.core.handoff import Handoff
 from bot.core.hours import describe
 from bot.core.locks import KeyedLocks
 from bot.core.metrics import NO_METRICS, Metrics
 from bot.core.pace import Pace
+from bot.core.relay import staff_member
 from bot.core.settings import Settings
 from bot.core.types import Channel, Inbound, Reply, StaffInbound, StaffRoom
 from bot.logs import log_failure
