@@ -16,11 +16,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from bot import admin, handles, logs
 from bot.app import App, demo_config, load_engine, open_app
 from bot.casebook import ExportError
-from bot.channels.matrix import MatrixStartError
 from bot.config import Config, ConfigError, StartupError, load_config
 from bot.demo import DEFAULT_DEMO_DIR, run_demo
 from bot.instance import InstanceError
-from bot.runner import run_service
 from flows.graph import mermaid
 from flows.offers import SHIPPED_OFFERS, DirectoryError, check_directory
 from flows.problems import Problem
@@ -189,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure(logging.DEBUG if arguments.verbose else logging.WARNING, arguments.log_format)
     try:
         return _dispatch(arguments)
-    except (MatrixStartError, StartupError) as error:
+    except StartupError as error:  # a channel could not start (Telegram, Matrix)
         print(f"lotse: {error}", file=sys.stderr)
         return CHANNEL_START_FAILED
     except OPERATOR_ERRORS as error:
@@ -267,6 +265,10 @@ def _dispatch(arguments: argparse.Namespace) -> int:
         )
         return asyncio.run(run_demo(config))
     if command == "run":
+        # Imported here: the channels' libraries (Telegram, Matrix) load only for `lotse run`,
+        # so the demo and the other commands stay light.
+        from bot.runner import run_service  # noqa: PLC0415
+
         return asyncio.run(run_service(load_config(arguments.config)))
     if command == "keys":
         return admin.generate_keys(arguments.out, arguments.name or arguments.out.stem)

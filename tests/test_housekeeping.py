@@ -86,13 +86,6 @@ def test_run_refuses_to_start_without_a_counsellor_key(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_run_refuses_a_channel_this_version_does_not_have(tmp_path: Path) -> None:
-    matrix = '[matrix]\nenabled = true\nhomeserver = "https://m.example.org"\nuser_id = "@l:m"\n'
-    result = _lotse("run", "--config", str(_configured(tmp_path, matrix)))
-    assert result.returncode == 1
-    assert "matrix.enabled" in result.stderr
-
-
 @pytest.mark.slow
 def test_run_purges_at_start_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     config = _configured(tmp_path)

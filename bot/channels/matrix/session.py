@@ -19,12 +19,14 @@ from typing import Protocol
 from aiohttp import ClientError
 from nio import AsyncClient, AsyncClientConfig, LoginResponse, WhoamiResponse
 
+from bot.config import StartupError
+
 logger = logging.getLogger(__name__)
 SESSION_FILE = "session.bin"
 SYNC_FILE = "sync.bin"
 
 
-class MatrixStartError(Exception):
+class MatrixStartError(StartupError):
     """Start-up stops with this one line (wrong password, unknown server, lost device)."""
 
 
