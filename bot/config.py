@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from bot.core.hours import OpeningHours
 from flows.problems import Problem, describe_validation_error
 
+CREDENTIALS_ENV = "CREDENTIALS_DIRECTORY"  # set by systemd for a unit with LoadCredential=
 SECRET_HINTS = {
     "token": "token_env",
     "password": "password_env",
@@ -48,6 +49,9 @@ class StorageConfig(_Section):
     data_dir: Path
     secret_env: EnvName = "LOTSE_SERVER_SECRET"  # noqa: S105  (a variable name, not a secret)
     secret_file: Path | None = None  # default: server.secret inside data_dir
+    # The name of a systemd credential (LoadCredential=NAME:/etc/lotse/server.secret):
+    # read from $CREDENTIALS_DIRECTORY/NAME, never created. Takes the place of secret_file.
+    secret_credential: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+$")
 
     @field_validator("url")
     @classmethod
@@ -60,7 +64,21 @@ class StorageConfig(_Section):
 
     @property
     def secret_path(self) -> Path:
+        if self.secret_credential:
+            directory = os.environ.get(CREDENTIALS_ENV) or f"${CREDENTIALS_ENV}"
+            return Path(directory) / self.secret_credential
         return self.secret_file or self.data_dir / "server.secret"
+
+    def credential_problem(self) -> str | None:
+        """Why the systemd credential named by secret_credential cannot be read, if it cannot."""
+        if self.secret_credential and not os.environ.get(CREDENTIALS_ENV):
+            return (
+                f"storage.secret_credential is {self.secret_credential!r}, but "
+                f"${CREDENTIALS_ENV} is not set: start Lotse from its systemd unit "
+                f"(LoadCredential={self.secret_credential}:/etc/lotse/server.secret), and run "
+                "commands with systemd-run as the README shows"
+            )
+        return None
 
 
 class TelegramConfig(_Section):
