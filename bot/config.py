@@ -76,7 +76,13 @@ class StorageConfig(_Section):
                 f"storage.secret_credential is {self.secret_credential!r}, but "
                 f"${CREDENTIALS_ENV} is not set: start Lotse from its systemd unit "
                 f"(LoadCredential={self.secret_credential}:/etc/lotse/server.secret), and run "
-                "commands with systemd-run as the README shows"
+                "commands with deploy/lotse-admin as the README shows"
+            )
+        if self.secret_credential and not self.secret_path.is_file():
+            return (
+                f"the systemd credential {self.secret_path} is missing: check the unit's "
+                f"LoadCredential={self.secret_credential}:FILE and that FILE exists "
+                "(head -c 32 /dev/urandom | base64 makes one, for a new installation only)"
             )
         return None
 
