@@ -25,6 +25,7 @@ from sqlalchemy import Connection, inspect, literal, select, table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from storage.db import MIGRATIONS
+from storage.models import Base
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 PG_DUMP_MAGIC = b"PGDMP"
@@ -125,6 +126,12 @@ async def refuse_unless_empty(database: AsyncEngine, where: str) -> list[str]:
     async with database.connect() as connection:
         filled = await connection.run_sync(_tables_with_rows)
         tables = await connection.run_sync(lambda sync: inspect(sync).get_table_names())
+    foreign = [name for name in tables if name not in Base.metadata.tables]
+    if foreign and foreign != ["alembic_version"]:
+        raise BackupError(
+            f"the database {where} holds tables that are not Lotse's ({', '.join(foreign)}): "
+            "restore into a new, empty database of its own; nothing was restored"
+        )
     if filled:
         raise BackupError(
             f"the database {where} is not empty (rows in {', '.join(filled)}): a restore never "

@@ -128,6 +128,11 @@ async def revision(database: AsyncEngine, backup: Path) -> str:
     env = dict(os.environ)
     damaged = f"{backup} is damaged or incomplete (cut off while copying?); use another backup"
     code, _, output = await _run(pg_restore, "--file=/dev/null", str(backup), env=env)
+    if code != 0 and "unsupported version" in output:
+        raise BackupError(
+            f"{backup} was made by a newer pg_dump than {pg_restore} can read: install the "
+            f"PostgreSQL client tools of that version. pg_restore says: {_last_lines(output)}"
+        )
     if code != 0:
         raise BackupError(f"{damaged}. pg_restore says: {_last_lines(output)}")
     code, output, errors = await _run(

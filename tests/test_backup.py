@@ -305,3 +305,20 @@ def test_pg_dump_missing_or_too_old_is_named(
         assert not out.exists()
     finally:
         asyncio.run(_drop_database(postgres_admin_url, name))
+
+
+def test_restore_refuses_a_database_with_tables_of_another_program(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    live, target = tmp_path / "live", tmp_path / "restored"
+    live_config = _config(live, f"sqlite+aiosqlite:///{live / 'lotse.db'}")
+    target_config = _config(target, f"sqlite+aiosqlite:///{target / 'lotse.db'}")
+    asyncio.run(_live_with_data(live_config))
+    out = tmp_path / "b.backup"
+    assert lotse(capsys, "backup", "--out", str(out), "--config", str(live_config))[0] == 0
+    with sqlite3.connect(target / "lotse.db") as connection:
+        connection.execute("CREATE TABLE invoices (id INTEGER)")
+    code, _, err = lotse(capsys, "restore", str(out), "--config", str(target_config))
+    assert code == 1 and "not Lotse's (invoices)" in err
+    with sqlite3.connect(target / "lotse.db") as connection:
+        assert connection.execute("SELECT name FROM sqlite_master").fetchall() == [("invoices",)]
