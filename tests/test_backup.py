@@ -29,7 +29,7 @@ from bot.core.types import Inbound
 from bot.demo import DEMO_PASSPHRASE, demo_counsellor
 from storage.backup import head_revision
 from storage.db import open_database, schema_is_current, upgrade
-from storage.server_secret import ServerKeys
+from storage.server_secret import ServerKeys, _derive
 from tests.bench import ANSWERS, _Sink
 from tests.conftest import _async_url, _create_database, _drop_database
 
@@ -128,7 +128,8 @@ def test_a_backup_taken_during_a_burst_of_intakes_restores_completely(
     secret = base64.b64decode((live / "data" / "server.secret").read_text())
     keys = ServerKeys.from_secret(secret)
     content = out.read_bytes()
-    for needle in (secret, base64.b64encode(secret), keys.audit_key, keys.binding_key):
+    derived = [_derive(secret, purpose) for purpose in ("state", "pseudonym", "check")]
+    for needle in (secret, base64.b64encode(secret), keys.audit_key, keys.binding_key, *derived):
         assert needle not in content
         assert needle.hex().encode() not in content
 
