@@ -19,6 +19,7 @@ from bot.core.settings import Settings
 from flows.engine import Engine
 from flows.offers import SHIPPED_OFFERS
 from flows.questionnaire import SHIPPED_QUESTIONNAIRE
+from flows.safety import SHIPPED_SAFETY
 from flows.texts import SHIPPED_TEXTS
 from storage import secret_check
 from storage.db import DatabaseError, open_database, upgrade
@@ -68,6 +69,7 @@ def load_engine(config: Config) -> Engine:
         flow.questionnaire or SHIPPED_QUESTIONNAIRE,
         flow.offers or SHIPPED_OFFERS,
         flow.texts or SHIPPED_TEXTS,
+        flow.safety or SHIPPED_SAFETY,
     )
 
 

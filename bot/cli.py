@@ -17,9 +17,11 @@ from bot import admin, handles, logs
 from bot.app import App, demo_config, load_engine, open_app
 from bot.backup import restore_backup, take_backup
 from bot.casebook import ExportError
+from bot.channels.matrix import MatrixStartError
 from bot.config import Config, ConfigError, load_config
 from bot.demo import DEFAULT_DEMO_DIR, run_demo
 from bot.doctor import run_doctor
+from bot.instance import InstanceError
 from bot.runner import run_service
 from flows.graph import mermaid
 from flows.offers import SHIPPED_OFFERS, DirectoryError, check_directory
@@ -30,6 +32,7 @@ from flows.questionnaire import (
     check_questionnaire,
     load_questionnaire,
 )
+from flows.safety import SHIPPED_SAFETY, check_safety
 from flows.texts import SHIPPED_TEXTS, TextsError, check_texts
 from storage.audit import AuditError
 from storage.backup import BackupError
@@ -43,8 +46,9 @@ from storage.server_secret import DecryptionError, SecretError
 OPERATOR_ERRORS = (
     ConfigError, QuestionnaireError, DirectoryError, TextsError, SecretError, DatabaseError,
     KeyFileError, KeyringError, CaseError, DecryptionError, admin.CommandError, AuditError,
-    KeyBindingError, ExportError, handles.HandleError, BackupError,
+    KeyBindingError, ExportError, handles.HandleError, InstanceError, BackupError,
 )  # fmt: skip
+CHANNEL_START_FAILED = 2  # a channel could not log in: wrong password, no server, lost device
 CONFIG_ENV = "LOTSE_CONFIG"
 
 
@@ -160,6 +164,7 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("file", nargs="?", type=Path, default=SHIPPED_QUESTIONNAIRE)
     check.add_argument("--offers", type=Path, default=SHIPPED_OFFERS)
     check.add_argument("--texts", type=Path, default=SHIPPED_TEXTS)
+    check.add_argument("--safety", type=Path, default=SHIPPED_SAFETY)
     graph = flow.add_parser("graph", help="print the questionnaire as a Mermaid diagram")
     graph.add_argument("file", nargs="?", type=Path, default=SHIPPED_QUESTIONNAIRE)
     graph.add_argument("--language", choices=["de", "en"])
@@ -197,6 +202,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure(logging.DEBUG if arguments.verbose else logging.WARNING)
     try:
         return _dispatch(arguments)
+    except MatrixStartError as error:
+        print(f"lotse: {error}", file=sys.stderr)
+        return CHANNEL_START_FAILED
     except OPERATOR_ERRORS as error:
         _print_operator_error(error)
         return 1
@@ -276,7 +284,7 @@ def _dispatch(arguments: argparse.Namespace) -> int:
     if command == "keys":
         return admin.generate_keys(arguments.out, arguments.name or arguments.out.stem)
     if command == "flow" and action == "check":
-        return _flow_check(arguments.file, arguments.offers, arguments.texts)
+        return _flow_check(arguments.file, arguments.offers, arguments.texts, arguments.safety)
     if command == "flow":
         print(mermaid(load_questionnaire(arguments.file), arguments.language), end="")
         return 0
@@ -332,11 +340,17 @@ async def _schema_is_current(app: App) -> int:
     return 0
 
 
-def _flow_check(questionnaire_path: Path, offers_path: Path, texts_path: Path) -> int:
+def _flow_check(
+    questionnaire_path: Path, offers_path: Path, texts_path: Path, safety_path: Path
+) -> int:
     questionnaire, problems = check_questionnaire(questionnaire_path)
     reports: list[tuple[Path, list[Problem]]] = [(questionnaire_path, problems)]
     languages = questionnaire.meta.languages if questionnaire else ["de", "en"]
-    reports.append((texts_path, check_texts(texts_path, languages)[1]))
+    texts, text_problems = check_texts(texts_path, languages)
+    reports.append((texts_path, text_problems))
+    # The safety replies may show only numbers the safety file lists with a source.
+    replies = texts.messages if texts is not None else None
+    reports.append((safety_path, check_safety(safety_path, replies)[1]))
     reports.append(
         (offers_path, check_directory(offers_path, questionnaire if not problems else None)[1])
     )

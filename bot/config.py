@@ -101,6 +101,7 @@ class MatrixConfig(_Section):
     password_env: EnvName = "LOTSE_MATRIX_PASSWORD"  # noqa: S105  (a variable name, not a secret)
     device_id: str = "LOTSEBOT"
     store_dir: Path = Path("lotse-data/matrix-store")
+    max_file_mb: int = Field(default=20, ge=1, le=100)
 
     @model_validator(mode="after")
     def _complete_when_enabled(self) -> MatrixConfig:
@@ -152,6 +153,7 @@ class FlowConfig(_Section):
     questionnaire: Path | None = None  # default: the shipped flows/intake.toml
     offers: Path | None = None
     texts: Path | None = None
+    safety: Path | None = None  # default: the shipped flows/safety.toml
 
 
 class Config(_Section):
@@ -201,7 +203,7 @@ def _cross_checks(config: Config) -> list[Problem]:
     """What needs more than one key, or the disk: checked here so `config check` and `run` agree."""
     problems = [
         Problem(f"{name}.enabled", f"the {name} channel is not part of this version yet")
-        for name in ("telegram", "matrix")
+        for name in ("telegram",)
         if getattr(config, name).enabled
     ]
     staff = config.staff

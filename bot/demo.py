@@ -10,6 +10,7 @@ from bot.app import App, open_app, settings_from_config
 from bot.channels.console import ConsoleChannel
 from bot.config import Config
 from bot.core.orchestrator import Core
+from bot.instance import only_instance
 from bot.service import Service
 from storage.keyfile import public_path, read_public_key, write_key_pair
 from storage.keyring import CounsellorEntry, active_counsellors, bootstrap
@@ -74,8 +75,9 @@ async def run_demo(config: Config, source: TextIO = sys.stdin) -> int:
             print(notice, file=sys.stdout if interactive else sys.stderr)
         channel = ConsoleChannel(sys.stdout, source, interactive)
         core = console_core(app, channel)
-        if interactive:
-            print(BANNER.format(data_dir=config.storage.data_dir))
-            await channel.feed(core, "/start")
-        await Service(core, [channel], stop_when_adapters_end=True).run()
+        with only_instance(config.storage.data_dir):
+            if interactive:
+                print(BANNER.format(data_dir=config.storage.data_dir))
+                await channel.feed(core, "/start")
+            await Service(core, [channel], stop_when_adapters_end=True).run()
     return 0

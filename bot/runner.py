@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from bot.app import open_app, settings_from_config
 from bot.config import Config, ConfigError
 from bot.core.orchestrator import Core
-from bot.core.types import StaffMember
+from bot.core.pace import Pace
+from bot.core.types import Adapter, StaffMember, StaffRoom
 from bot.housekeeping import purge_daily
+from bot.instance import only_instance
+from bot.matrix_wiring import build_matrix
 from bot.service import Service
 from flows.problems import Problem
 from storage.keyring import current_team
+from storage.lease import Lease
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +44,7 @@ class NoStaffRoom:
 
 
 async def run_service(config: Config) -> int:
-    for name in ("telegram", "matrix"):
+    for name in ("telegram",):
         if getattr(config, name).enabled:
             raise ConfigError(
                 "configuration",
@@ -58,7 +63,26 @@ async def run_service(config: Config) -> int:
                         )
                     ],
                 )
-        core = Core(app.engine, app.store, NoStaffRoom(), settings_from_config(config))
-        logger.warning("no channel is enabled: only the daily retention job runs")
-        await Service(core, [], jobs=[lambda: purge_daily(app.store, config.counselling)]).run()
+        postgres = app.store.database.dialect.name == "postgresql"
+        with contextlib.nullcontext() if postgres else only_instance(config.storage.data_dir):
+            async with contextlib.AsyncExitStack() as channels:
+                adapters: list[Adapter] = []
+                staff_room: StaffRoom = NoStaffRoom()
+                if config.matrix.enabled:
+                    matrix = build_matrix(config, app)
+                    channels.push_async_callback(matrix.close)
+                    await matrix.start()  # MatrixStartError: one line, exit 2
+                    adapters.append(matrix)
+                    if config.staff.channel == "matrix":
+                        staff_room = matrix
+                core = Core(app.engine, app.store, staff_room, settings_from_config(config))
+                core.pace = Pace()
+                if not adapters:
+                    logger.warning("no channel is enabled: only the daily retention job runs")
+                await Service(
+                    core,
+                    adapters,
+                    jobs=[lambda: purge_daily(app.store, config.counselling)],
+                    leadership=Lease(app.store) if postgres else None,
+                ).run()
     return 0

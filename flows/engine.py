@@ -12,7 +12,6 @@ nothing (the id scheme is described in flows/picks.py).
 from __future__ import annotations
 
 import difflib
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from flows.offers import SHIPPED_OFFERS, Need, load_directory
 from flows.picks import CONFIRMATION_KEYS, await_answer, new_prompt, picked, prompt_id
 from flows.questionnaire import SHIPPED_QUESTIONNAIRE, Questionnaire, Rule, Step, load_questionnaire
 from flows.render import Renderer
+from flows.safety import SHIPPED_SAFETY, SafetyCheck, Verdict, load_safety
 from flows.state import SUBMITTED, Evidence, IntakeState
 from flows.texts import SHIPPED_TEXTS, Texts, load_texts
 
@@ -45,10 +45,17 @@ def _condition(rule: Rule) -> Callable[[Any], bool]:
 
 
 class Engine:
-    def __init__(self, questionnaire: Questionnaire, texts: Texts, renderer: Renderer) -> None:
+    def __init__(
+        self,
+        questionnaire: Questionnaire,
+        texts: Texts,
+        renderer: Renderer,
+        safety: SafetyCheck | None = None,
+    ) -> None:
         self.questionnaire = questionnaire
         self.texts = texts
         self.render = renderer
+        self.safety = safety if safety is not None else load_safety()
         self._machine = self._compile()
         self._commands = texts.command_names()
         yes, no = texts.word_list("yes_words"), texts.word_list("no_words")
@@ -58,17 +65,6 @@ class Engine:
             word: "later" for word in texts.word_list("later_words")
         }
         self._submit_words = texts.word_list("submit_words")
-        keywords = sorted(
-            {
-                word.casefold()
-                for words in questionnaire.emergency.keywords.values()
-                for word in words
-            },
-            key=len,
-            reverse=True,
-        )
-        alternatives = "|".join(re.escape(word) for word in keywords) or "(?!)"
-        self._danger = re.compile(rf"(?<!\w)(?:{alternatives})", re.IGNORECASE)
 
     @classmethod
     def from_files(
@@ -76,11 +72,12 @@ class Engine:
         questionnaire: Path = SHIPPED_QUESTIONNAIRE,
         offers: Path = SHIPPED_OFFERS,
         texts: Path = SHIPPED_TEXTS,
+        safety: Path = SHIPPED_SAFETY,
     ) -> Engine:
         loaded = load_questionnaire(questionnaire)
         phrases = load_texts(texts, loaded.meta.languages)
         directory = load_directory(loaded, offers)
-        return cls(loaded, phrases, Renderer(loaded, phrases, directory))
+        return cls(loaded, phrases, Renderer(loaded, phrases, directory), load_safety(safety))
 
     def _compile(self) -> Machine:
         steps = self.questionnaire.steps
@@ -119,7 +116,16 @@ class Engine:
         )
 
     def is_urgent(self, state: IntakeState) -> bool:
-        return any(step.marks_urgent for step in self.questionnaire.path(state.answers))
+        """An urgent step on the path, or a message that hit the safety layer."""
+        return bool(state.safety) or any(
+            step.marks_urgent for step in self.questionnaire.path(state.answers)
+        )
+
+    def safety_reply(self, verdict: Verdict, language: str) -> str:
+        """What a safety hit says first: the right numbers, most urgent class first."""
+        return "\n\n".join(
+            self.texts.get(self.safety.reply_key(kind), language) for kind in verdict.kinds
+        )
 
     def need(self, state: IntakeState) -> Need:
         profile = self.questionnaire.profile
@@ -168,10 +174,11 @@ class Engine:
         first = self.texts.get("submitted", language, reference=reference)
         if need.urgent:
             first += "\n\n" + self.texts.get("urgent_submitted", language)
+        after = self.texts.get("next_steps", language, hours=hours)
         return [
             Reply(first),
-            Reply(self.render.offers(need, language)),
-            Reply(self.texts.get("next_steps", language, hours=hours)),
+            Reply(self.render.offers(need, language, said_nearby=f"{first}\n{after}")),
+            Reply(after),
         ]
 
     def case_summary(
@@ -193,17 +200,17 @@ class Engine:
             and self.questionnaire.step(current.step).kind == "evidence"
         )
 
-        # Said first, whatever the message is: refused files, kept files, and 110 when
-        # the words sound like danger right now.
+        # Said first, whatever the message is: the safety layer's numbers when the words
+        # sound like danger or a wish to die, refused files, kept files.
         notes: list[Reply] = []
+        if spelled is None:
+            notes += self._safety_hit(current, text)
         if given.dropped_files:
             notes.append(self._say(current, "files_before_consent"))
         if given.files:
             current.files.extend(given.files)
             if not at_evidence:
                 notes.append(self._say(current, "files_received", count=len(current.files)))
-        if spelled is None:
-            notes += self._danger_hint(text, current.language)
 
         outcome = self._dispatch(
             current,
@@ -303,6 +310,8 @@ class Engine:
             if key == "decline":
                 replies.append(Reply(step.declined[language]))
                 return Outcome(state, replies)
+            if self.safety.wants_a_person(text):
+                replies.append(self._say(state, "talk_offer"))
             replies.append(self.ask(state))
             return Outcome(state, replies)
 
@@ -320,7 +329,7 @@ class Engine:
             if bare:
                 replies.append(self._bare_nudge(state, bare))
             else:
-                replies.append(self._nudge(state, "choose_one", count=len(choices)))
+                replies.append(self._unmatched(state, text, "choose_one", count=len(choices)))
             return Outcome(state, replies)
 
         if step.kind == "multi":
@@ -331,11 +340,11 @@ class Engine:
                 return self._accept(state, step, found.keys, replies)
             if bare:
                 replies.append(self._bare_nudge(state, bare))
-            elif found.unknown:
+            elif found.unknown and not self.safety.wants_a_person(text):
                 items = ", ".join(f"„{item}“" for item in found.unknown)
                 replies.append(self._nudge(state, "choose_many", items=items))
             else:
-                replies.append(self._nudge(state, "choose_one", count=len(choices)))
+                replies.append(self._unmatched(state, text, "choose_one", count=len(choices)))
             return Outcome(state, replies)
 
         if step.kind == "text":
@@ -445,6 +454,12 @@ class Engine:
         choices = self.render.choices(step, state.language)
         return Reply(text, choices, multiple=step.kind == "multi", prompt=prompt)
 
+    def _unmatched(self, state: IntakeState, text: str, key: str, **fields: object) -> Reply:
+        """No answer matched: say how to reach a person when that is what they asked for."""
+        if self.safety.wants_a_person(text):
+            return self._nudge(state, "talk_offer")
+        return self._nudge(state, key, **fields)
+
     def _bare_nudge(self, state: IntakeState, command: str) -> Reply:
         shown = self.texts.command(command, state.language)
         return self._nudge(state, "bare_command", command=shown)
@@ -458,15 +473,20 @@ class Engine:
             return Reply(self.texts.get("too_short", language, minimum=step.min_length))
         return None
 
-    def _danger_hint(self, text: str, language: str) -> list[Reply]:
-        """'Call 110' at once when a message sounds like danger right now.
-
-        A keyword counts where a word starts with it ("messer", "messerangriff"), not
-        in the middle of another word.
-        """
-        if text and self._danger.search(text):
-            return [Reply(self.texts.get("danger_hint", language))]
-        return []
+    def _safety_hit(self, state: IntakeState, text: str) -> list[Reply]:
+        """The safety layer, in every phase the engine sees: before consent, in the questions,
+        at the summary. A hit leads with the numbers and marks the intake urgent (kept once
+        the privacy notice is accepted: nothing is stored before)."""
+        verdict = self.safety.check(text)
+        if not verdict:
+            return []
+        for kind in verdict.kinds:
+            if kind not in state.safety:
+                state.safety.append(kind)
+        said = self.safety_reply(verdict, state.language)
+        if state.phase == "intake" and state.consented:
+            said += "\n\n" + self.texts.get("safety_marked", state.language)
+        return [Reply(said)]
 
     # -- special steps ----------------------------------------------------------------------
 
@@ -579,6 +599,10 @@ class Engine:
             "language": lambda: self._language(state, argument),
             "help": lambda: self._help(state),
             "info": lambda: Outcome(state, [self._say(state, "info"), self.ask(state)]),
+            "offers": lambda: Outcome(
+                state,
+                [Reply(self.render.all_offers(self.need(state), state.language)), self.ask(state)],
+            ),
             "start": lambda: self._start(state, fresh),
             "new": lambda: self._new(state),
             "back": lambda: self._back(state),

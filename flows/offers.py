@@ -43,7 +43,10 @@ class Offer(_Strict):
     categories: list[str] = Field(default_factory=list)
     venues: list[Venue] = Field(default_factory=list)
     help: list[str] = Field(default_factory=list)
-    always: bool = False  # shown to every official (the contact point itself)
+    always: bool = False  # the contact point itself: in every list, never as an "other" offer
+    # Motive-specific (e.g. victims of right-wing violence): only on request (/hilfen) as long
+    # as the intake asks nothing that points there.
+    on_request: bool = False
     around_the_clock: bool = False  # reachable 24/7: shown first, and to every urgent case
     source: str = Field(min_length=1)
     checked: dt.date
@@ -92,6 +95,22 @@ class Directory:
             ),
         )
 
+    def select(self, need: Need, limit: int = 3) -> list[Offer]:
+        """The few offers shown after submitting: the Land's 24/7 line first when urgent, then
+        those fitting the most of what the official told (Land, categories, venue, help).
+        Never the contact point itself, never a motive-specific offer."""
+        fitting = [
+            offer
+            for offer in self.offers
+            if not offer.always and not offer.on_request and _fits(offer, need)
+        ]
+
+        def rank(offer: Offer) -> tuple[bool, bool, int]:
+            land_line = need.urgent and offer.around_the_clock and offer.scope == "land"
+            return (not land_line, offer.scope != "land", -_specific(offer, need))
+
+        return sorted(fitting, key=rank)[:limit]
+
     def land_note(self, land: str | None) -> LandNote | None:
         return self.land_notes.get(land) if land else None
 
@@ -106,6 +125,16 @@ def _fits(offer: Offer, need: Need) -> bool:
         and _overlaps(offer.venues, need.venues)
         and _overlaps(offer.help, need.help)
     )
+
+
+def _specific(offer: Offer, need: Need) -> int:
+    """How many of the official's answers the offer names itself (not by accepting any)."""
+    pairs = (
+        (offer.categories, need.categories),
+        (offer.venues, need.venues),
+        (offer.help, need.help),
+    )
+    return sum(1 for accepted, given in pairs if set(accepted) & given)
 
 
 def _overlaps(accepted: Sequence[str], given: frozenset[str]) -> bool:

@@ -158,12 +158,6 @@ class Step(_Strict):
         return None
 
 
-class Emergency(_Strict):
-    """Words in free text that make the bot repeat the emergency numbers at once."""
-
-    keywords: dict[str, list[str]] = Field(default_factory=dict)
-
-
 class Profile(_Strict):
     """Which steps hold what the offer matching needs."""
 
@@ -173,6 +167,30 @@ class Profile(_Strict):
     help: str
     online_values: list[str] = Field(default_factory=lambda: ["online", "both"])
     offline_values: list[str] = Field(default_factory=lambda: ["offline", "both"])
+
+
+class Flag(_Strict):
+    """A line of the staff room's triage card, shown when every condition holds."""
+
+    id: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=ID_MAX_LENGTH)]
+    label: Translated
+    when: list[Condition] = Field(min_length=1)
+    source: str | None = None  # where in the brief a fact in the label comes from
+
+    @model_validator(mode="before")
+    @classmethod
+    def _single_condition(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("when"), dict):
+            return {**data, "when": [data["when"]]}
+        return data
+
+
+class Triage(_Strict):
+    """The triage card: which answers head it, which risk flags and notes follow."""
+
+    headline: list[str] = Field(default_factory=list)  # step ids after urgency and reference
+    flags: list[Flag] = Field(default_factory=list)  # risk flags, on the second line
+    notes: list[Flag] = Field(default_factory=list)  # hints for the counsellor, after them
 
 
 class Meta(_Strict):
@@ -186,7 +204,7 @@ class Meta(_Strict):
 class QuestionnaireFile(_Strict):
     meta: Meta
     profile: Profile
-    emergency: Emergency = Field(default_factory=Emergency)
+    triage: Triage = Field(default_factory=Triage)
     steps: list[Step] = Field(min_length=1)
 
 
@@ -196,8 +214,8 @@ class Questionnaire:
 
     meta: Meta
     profile: Profile
-    emergency: Emergency
     steps: dict[str, Step]
+    triage: Triage
 
     @property
     def first(self) -> Step:
@@ -248,7 +266,7 @@ def check_questionnaire(path: Path) -> tuple[Questionnaire | None, list[Problem]
         return None, problems
     problems = list(_semantic_problems(parsed))
     steps = {step.id: step for step in parsed.steps}
-    return Questionnaire(parsed.meta, parsed.profile, parsed.emergency, steps), problems
+    return Questionnaire(parsed.meta, parsed.profile, steps, parsed.triage), problems
 
 
 def _semantic_problems(parsed: QuestionnaireFile) -> Iterator[Problem]:
@@ -284,11 +302,17 @@ def _semantic_problems(parsed: QuestionnaireFile) -> Iterator[Problem]:
                         f"profile.{field}", f"'{value}' is not a choice of step '{venue.id}'"
                     )
 
-    for language, words in parsed.emergency.keywords.items():
-        if language not in languages:
-            yield Problem(f"emergency.keywords.{language}", "is not one of meta.languages")
-        if any(not word.strip() for word in words):
-            yield Problem(f"emergency.keywords.{language}", "contains an empty keyword")
+    for index, target in enumerate(parsed.triage.headline):
+        if target not in steps:
+            yield Problem(f"triage.headline[{index}]", f"names unknown step '{target}'")
+    for kind in ("flags", "notes"):
+        for flag in getattr(parsed.triage, kind):
+            where = f"triage.{kind}.{flag.id}"
+            yield from _translation_problems(f"{where}.label", flag.label, languages)
+            if "§" in "".join(flag.label.values()) and not flag.source:
+                yield Problem(f"{where}.source", "a label citing a law needs its source")
+            for condition in flag.when:
+                yield from _condition_problems(where, condition, steps)
 
     if parsed.meta.first in steps:
         yield from _graph_problems(parsed.meta.first, steps)

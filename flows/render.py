@@ -8,8 +8,15 @@ from flows.messages import Choice, Reply
 from flows.offers import Directory, Need, Offer
 from flows.picks import prompt_id
 from flows.questionnaire import Questionnaire, Step
+from flows.safety import numbers_in
 from flows.state import Answer, Evidence, IntakeState
 from flows.texts import Texts
+
+
+def _fits_all(offer: Offer, need: Need) -> bool:
+    """For /hilfen: every nationwide offer, and the offers of the official's Land."""
+    return offer.scope == "federal" or (need.land is not None and need.land in offer.lands)
+
 
 SUMMARY_TEXT_LIMIT = 400  # a long description is cut in the summary list, never in the record
 
@@ -100,14 +107,76 @@ class Renderer:
         """The summary's buttons; its items are corrected by typing their number."""
         return (Choice("submit", self.texts.get("submit", language)),)
 
-    def offers(self, need: Need, language: str) -> str:
-        lines = [self.texts.get("offers_header", language)]
-        for offer in self.directory.match(need):
-            lines.append(self._offer(offer, language))
+    def offers(self, need: Need, language: str, said_nearby: str = "") -> str:
+        """At most three offers, one line each; none whose numbers the official reads in the
+        message before or after anyway (`said_nearby`); /hilfen for the rest."""
+        nearby = set(numbers_in(said_nearby))
+        chosen = [
+            offer
+            for offer in self.directory.select(need)
+            if not (numbers_in(offer.contact) and set(numbers_in(offer.contact)) <= nearby)
+        ]
+        lines = [self.texts.get("offers_header", language)] if chosen else []
+        lines += [self._offer_line(offer, language) for offer in chosen]
+        note = self.directory.land_note(need.land)
+        parts = ["\n".join(lines)] if lines else []
+        if note is not None:
+            parts.append(note.note[language])
+        more = self.texts.command("offers", language)
+        parts.append(self.texts.get("offers_more", language, command=more))
+        return "\n\n".join(parts)
+
+    def all_offers(self, need: Need, language: str) -> str:
+        """Every offer that fits (/hilfen), with what it does, the motive-specific ones too."""
+        lines = [self.texts.get("offers_all_header", language)]
+        shown = [offer for offer in self.directory.offers if _fits_all(offer, need)]
+        lines += [self._offer(offer, language) for offer in shown]
         note = self.directory.land_note(need.land)
         if note is not None:
             lines.append(note.note[language])
         return "\n\n".join(lines)
+
+    def _offer_line(self, offer: Offer, language: str) -> str:
+        name = offer.name.split(" – ")[0]
+        hours = offer.hours.get(language)
+        line = f"• {name}: {offer.contact}"
+        return line + (f" ({hours})" if hours else "")
+
+    def _headline(
+        self, state: IntakeState, reference: str, need: Need, language: str, detail: str
+    ) -> str:
+        """The card's first line: urgency, reference, the headline answers, their language."""
+        heading = self.texts.get("staff_new_case", language, reference=reference)
+        if need.urgent:
+            heading = self.texts.get("staff_urgent", language) + " " + heading
+        profile = self.questionnaire.profile
+        parts = [heading]
+        for step_id in self.questionnaire.triage.headline:
+            if detail == "minimal" and step_id not in (profile.land, profile.categories):
+                continue
+            value = state.answers.get(step_id)
+            if value is not None and step_id in self.questionnaire.steps:
+                step = self.questionnaire.step(step_id)
+                parts.append(self.answer(step, value, state, language))
+        shown = self.texts.languages.get(state.language, state.language)
+        parts.append(self.texts.get("staff_official_language", language, name=shown))
+        return " · ".join(parts)
+
+    def _flags(self, state: IntakeState, language: str) -> list[str]:
+        """Risk flags computed from the answers (one line), then notes for the counsellor."""
+        triage = self.questionnaire.triage
+        flags: list[str] = []
+        for flag in triage.flags:
+            label = flag.label[language]
+            if label not in flags and all(rule.holds(state.answers) for rule in flag.when):
+                flags.append(label)
+        lines = [self.texts.get("staff_risks", language, flags=" · ".join(flags))] if flags else []
+        for note in triage.notes:
+            if all(rule.holds(state.answers) for rule in note.when):
+                lines.append(
+                    self.texts.get("staff_triage_note", language, note=note.label[language])
+                )
+        return lines
 
     def _offer(self, offer: Offer, language: str) -> str:
         text = f"• {offer.name}\n{offer.description[language]}\n{offer.contact}"
@@ -125,12 +194,13 @@ class Renderer:
         free text (descriptions, notes, links, phone numbers), "minimal" keeps only what
         sorting the queue needs (Land and categories).
         """
-        lines = []
-        heading = self.texts.get("staff_new_case", language, reference=reference)
-        if need.urgent:
-            heading = self.texts.get("staff_urgent", language) + " " + heading
-        lines.append(heading)
         profile = self.questionnaire.profile
+        lines = [self._headline(state, reference, need, language, detail)]
+        if state.safety:  # the safety layer's hits, named only where the room is encrypted
+            kinds = state.safety if detail == "full" else ["any"]
+            lines += [self.texts.get(f"staff_safety_{kind}", language) for kind in kinds]
+        if detail != "minimal":
+            lines += self._flags(state, language)
         for step in self.answered_questions(state):
             if detail == "minimal" and step.id not in (profile.land, profile.categories):
                 continue
@@ -138,6 +208,8 @@ class Renderer:
                 continue
             limit = None if detail == "full" else SUMMARY_TEXT_LIMIT
             shown = self.answer(step, state.answers[step.id], state, language, limit=limit)
+            if step.kind == "text":  # the official's own words, marked as theirs
+                shown = self.texts.get("staff_quote", language, text=shown)
             lines.append(f"{step.label[language]}: {shown}")
         if detail == "minimal":
             return "\n".join(lines)

@@ -56,6 +56,8 @@ class IntakeState(BaseModel):
     previous_reference: str | None = None  # the closed case a returning official started over from
     # What the official wrote while their case waited: posted in the thread at the claim.
     relay_backlog: list[str] = Field(default_factory=list)
+    # The safety layer's classes this intake hit ("danger", "suicidal"): makes it urgent.
+    safety: list[str] = Field(default_factory=list)
 
     @classmethod
     def submitted(cls, before: IntakeState, reference: str) -> IntakeState:

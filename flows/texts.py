@@ -21,7 +21,7 @@ SHIPPED_TEXTS = Path(__file__).with_name("texts.toml")
 
 # The commands the engine understands; their names live in texts.toml.
 COMMANDS = (
-    "start", "help", "back", "skip", "cancel", "language", "info", "delete", "new",
+    "start", "help", "back", "skip", "cancel", "language", "info", "delete", "new", "offers",
 )  # fmt: skip
 STAFF_COMMANDS = (
     "claim", "release", "transfer", "note", "close", "reopen", "queue", "health", "help",
@@ -50,7 +50,17 @@ REQUIRED: dict[str, frozenset[str]] = {
         "submitted": ("reference",),
         "urgent_submitted": (), "offers_header": (), "offer_hours": ("hours",),
         "next_steps": ("hours",), "already_submitted": ("reference", "command"),
-        "new_in_progress": ("command",), "danger_hint": (), "technical_error": (),
+        "new_in_progress": ("command",), "technical_error": (),
+        "safety_danger": (), "safety_suicidal": (), "safety_marked": (), "safety_raised": (),
+        "staff_safety_alert": ("reference",), "talk_offer": (), "offers_more": ("command",),
+        "offers_all_header": (), "staff_official_language": ("name",),
+        "staff_risks": ("flags",), "staff_triage_note": ("note",), "staff_quote": ("text",),
+        "hours_days": ("first", "last"), "hours_window": ("days", "start", "end"),
+        "hours_moment": ("weekday", "time"), "hours_clock_whole": ("hour",),
+        "hours_clock": ("hour", "minute"), "staff_safety_danger": (),
+        "staff_safety_suicidal": (), "staff_safety_any": (),
+        "state_unreadable": (), "state_unreadable_case": ("reference",),
+        "staff_state_unreadable": (), "slow_down": (),
         "stale_pick": (), "stale_pick_gone": (),
         "staff_new_case": ("reference",),
         "staff_urgent": (), "staff_offers": (), "staff_files": ("count",),
@@ -79,10 +89,17 @@ REQUIRED: dict[str, frozenset[str]] = {
         "staff_queue_line": ("position", "reference", "urgent", "minutes"),
         "staff_urgent_mark": (),
         "staff_delivery_failed": ("reference",), "staff_delivery_failed_intake": (),
+        "staff_details_held": ("reference",),
         "staff_file_too_big": ("name", "limit"),
         "staff_health": ("waiting", "oldest", "urgent", "open", "claim", "reply"),
         "staff_escalation": ("reference", "minutes", "mentions"), "staff_help": ("commands",),
         "staff_nobody": (),
+        # the Matrix channel (bot/channels/matrix)
+        "matrix_encryption_on": (), "matrix_encryption_needed": (), "matrix_group_room": (),
+        "matrix_undecryptable": (),
+        "matrix_file_too_large": ("limit",), "matrix_staff_room_unsafe": (),
+        "matrix_new_device": ("who",), "matrix_clear_confirm": (), "matrix_clear_done": (),
+        "matrix_clear_kept": (),
     }.items()
 }  # fmt: skip
 WORD_LISTS = ("yes_words", "no_words", "submit_words", "done_words", "later_words", "weekdays")

@@ -54,6 +54,7 @@ class Action(StrEnum):
     COMMAND_REFUSED = "command refused"
     PURGED = "retention purge"
     DELIVERY_FAILED = "delivery failed"
+    CONVERSATION_QUARANTINED = "conversation quarantined"
     SERVER_CHECK_SET = "server check set"
 
 

@@ -287,3 +287,14 @@ class TransitFile(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     content: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ServiceLease(Base):
+    """Which instance is active: the holder, until `expires_at` by the database's clock."""
+
+    __tablename__ = "service_lease"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    generation: Mapped[int] = mapped_column(BigInteger)

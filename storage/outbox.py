@@ -192,10 +192,17 @@ async def take(unit: Unit, channels: Collection[str]) -> list[list[Queued]]:
         ),
     )
     taken: list[list[Queued]] = []
+    taken_ids = [row.id for rows in ordered for row in rows]
+    if taken_ids:  # one statement, not one flush per row
+        await unit.session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id.in_(taken_ids))
+            .values(leased_until=now + LEASE)
+            .execution_options(synchronize_session=False)
+        )
     for stream_rows in ordered:
         batch = []
         for row in stream_rows:
-            row.leased_until = now + LEASE
             content = json.loads(unit.keys.decrypt(row.content, _context(row.kind)))
             batch.append(
                 Queued(
@@ -223,13 +230,10 @@ async def next_due(unit: Unit, channels: Collection[str]) -> dt.datetime | None:
     return aware(found) if found is not None else None
 
 
-async def delivered(unit: Unit, message_id: int) -> None:
-    row = await unit.session.get(OutboxMessage, message_id)
-    if row is None:
-        return
-    if row.file_id is not None:
-        await unit.session.execute(delete(TransitFile).where(TransitFile.id == row.file_id))
-    await unit.session.delete(row)
+async def delivered(unit: Unit, message: Queued) -> None:
+    if message.file_id is not None:
+        await unit.session.execute(delete(TransitFile).where(TransitFile.id == message.file_id))
+    await unit.session.execute(delete(OutboxMessage).where(OutboxMessage.id == message.id))
 
 
 async def postpone(unit: Unit, message_ids: Iterable[int], until: dt.datetime) -> None:

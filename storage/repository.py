@@ -36,7 +36,7 @@ from storage.models import (
     StoredBlob,
 )
 from storage.sealing import PrivateKey, case_key_info, file_info, item_info, seal
-from storage.server_secret import ServerKeys
+from storage.server_secret import DecryptionError, ServerKeys
 
 Clock = Callable[[], dt.datetime]
 REFERENCE_PREFIX = "L"
@@ -52,6 +52,10 @@ def utc_now() -> dt.datetime:
 
 def format_reference(year: int, number: int) -> str:
     return f"{REFERENCE_PREFIX}-{year}-{number:04d}"
+
+
+class UnreadableConversation(Exception):
+    """A conversation's row does not open or does not parse (damaged or tampered with)."""
 
 
 @dataclass(frozen=True)
@@ -136,6 +140,7 @@ class Unit:
         self.keys = keys
         self.now = now
         self.outbox_channels: set[str] = set()  # channels with messages to send once committed
+        self._conversations: dict[str, Conversation | None] = {}  # rows locked so far
 
     # -- delivery bookkeeping -----------------------------------------------------------------
 
@@ -149,8 +154,13 @@ class Unit:
     # -- conversations ----------------------------------------------------------------------
 
     async def _conversation(self, sender_key: str) -> Conversation | None:
+        """The conversation's row, locked; asked of the database once per transaction."""
+        if sender_key in self._conversations:
+            return self._conversations[sender_key]
         query = select(Conversation).where(Conversation.sender_key == sender_key).with_for_update()
-        return (await self.session.scalars(query)).one_or_none()
+        row = (await self.session.scalars(query)).one_or_none()
+        self._conversations[sender_key] = row
+        return row
 
     async def lock_conversation_of(self, reference: str) -> None:
         """Take the lock on a case's conversation first (see Handoff.staff_writes)."""
@@ -162,30 +172,52 @@ class Unit:
         row = await self._conversation(sender_key)
         if row is None:
             return None
-        state = IntakeState.from_bytes(self.keys.decrypt(row.state, f"state:{sender_key}"))
-        address = self.keys.decrypt(row.address, f"address:{sender_key}").decode()
+        try:
+            state = IntakeState.from_bytes(self.keys.decrypt(row.state, f"state:{sender_key}"))
+            address = self.keys.decrypt(row.address, f"address:{sender_key}").decode()
+        except (DecryptionError, ValueError) as error:  # pydantic's errors are ValueErrors
+            raise UnreadableConversation from error
         return LoadedConversation(state, address, row.channel)
+
+    async def quarantine(self, sender_key: str) -> Case | None:
+        """Set a conversation that cannot be read aside, so it no longer stops every later
+        message: renamed out of reach (kept for the operator until the purge), audited.
+        Returns the sender's open case, if any, so the official can go on with it."""
+        row = await self._conversation(sender_key)
+        if row is not None:
+            row.sender_key = f"quarantine-{secrets.token_hex(8)}"
+            row.updated_at = self.now
+            await self.session.flush()
+        self._conversations.pop(sender_key, None)
+        await self.audit(Action.CONVERSATION_QUARANTINED, SYSTEM)
+        query = (
+            select(Case)
+            .where(Case.sender_key == sender_key, Case.status != "closed")
+            .order_by(Case.created_at.desc())
+        )
+        return (await self.session.scalars(query)).first()
 
     async def save(self, sender_key: str, channel: str, address: str, state: IntakeState) -> None:
         sealed_state = self.keys.encrypt(state.to_bytes(), f"state:{sender_key}")
         sealed_address = self.keys.encrypt(address.encode(), f"address:{sender_key}")
         row = await self._conversation(sender_key)
         if row is None:
-            self.session.add(
-                Conversation(
-                    sender_key=sender_key,
-                    channel=channel,
-                    address=sealed_address,
-                    state=sealed_state,
-                    created_at=self.now,
-                    updated_at=self.now,
-                )
+            row = Conversation(
+                sender_key=sender_key,
+                channel=channel,
+                address=sealed_address,
+                state=sealed_state,
+                created_at=self.now,
+                updated_at=self.now,
             )
+            self.session.add(row)
+            self._conversations[sender_key] = row
             return
         row.state, row.address, row.updated_at = sealed_state, sealed_address, self.now
 
     async def discard(self, sender_key: str) -> None:
         """Forget the intake in progress and its files; submitted cases stay."""
+        self._conversations.pop(sender_key, None)
         await self.session.execute(
             delete(Conversation).where(Conversation.sender_key == sender_key)
         )
@@ -197,6 +229,7 @@ class Unit:
 
     async def delete_person(self, sender_key: str) -> int:
         """Forget everything about one sender: intake, files, cases and their records."""
+        self._conversations.pop(sender_key, None)
         cases = list(await self.session.scalars(select(Case).where(Case.sender_key == sender_key)))
         await self._delete_cases(cases, OFFICIAL, "deleted on request")
         await self.session.execute(delete(StoredBlob).where(StoredBlob.sender_key == sender_key))

@@ -16,7 +16,7 @@ from pathlib import Path
 from bot.app import demo_config, open_app
 from bot.core.orchestrator import Core
 from bot.core.settings import Settings
-from bot.core.types import Inbound, Reply, StaffMember
+from bot.core.types import Inbound, Reply
 from bot.demo import DEMO_PASSPHRASE, demo_counsellor
 from flows.engine import Engine
 from flows.messages import UserInput
@@ -26,6 +26,7 @@ from storage.keyfile import unlock
 from storage.keyring import CounsellorEntry, active_counsellors, add
 from storage.models import Counsellor
 from storage.sealing import PrivateKey
+from tests.fakes import NullRoom
 
 ANSWERS = [
     "/start", "1", "nein", "1", "by", "1, 3", "Beschreibung des Vorfalls", "1", "online", "1, 2",
@@ -33,9 +34,8 @@ ANSWERS = [
 ]  # fmt: skip
 
 
-class _Sink:
+class _Sink(NullRoom):
     name = "bench"
-    end_to_end_encrypted = True
 
     def __init__(self, apology: str) -> None:
         self.apology = apology
@@ -45,21 +45,6 @@ class _Sink:
     async def send(self, chat: str, reply: Reply) -> None:
         self.replies += 1
         self.apologies += reply.text == self.apology
-
-    async def check(self) -> list[str]:
-        return []
-
-    async def open_thread(self, reference: str, text: str, urgent: bool) -> str:
-        return reference
-
-    async def post(self, thread: str | None, text: str) -> None:
-        return None
-
-    def is_author(self, member: StaffMember, author: str) -> bool:
-        return author in (member.name, member.display_name)
-
-    def mention(self, member: StaffMember) -> str:
-        return member.display_name
 
 
 def bench_engine(engine: Engine, rounds: int) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
+import secrets
 import subprocess
 import sys
 import uuid
@@ -21,6 +22,7 @@ from storage.keyring import CounsellorEntry, bootstrap
 from storage.repository import Store
 from storage.sealing import PrivateKey
 from storage.server_secret import ServerKeys
+from tests.synapse import Synapse, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -208,3 +210,17 @@ def run_demo(
 @pytest.fixture
 def demo_dir(tmp_path: Path) -> Iterator[Path]:
     yield tmp_path / "demo-data"
+
+
+# -- a real Matrix homeserver (tests/synapse.py), one per test session -------------------------
+
+
+@pytest.fixture(scope="session")
+def synapse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Synapse]:
+    server = Synapse(tmp_path_factory.mktemp("synapse"), free_port(), secrets.token_hex(16))
+    try:
+        server.start()
+    except Exception as error:
+        pytest.fail(f"Synapse (dev dependency matrix-synapse) could not start: {error}")
+    yield server
+    server.stop()

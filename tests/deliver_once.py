@@ -19,15 +19,15 @@ from pathlib import Path
 from bot.app import demo_config, open_app
 from bot.core.orchestrator import Core
 from bot.core.settings import Settings
-from bot.core.types import Inbound, Reply, StaffMember
+from bot.core.types import Inbound, Reply
 from bot.demo import demo_counsellor
+from tests.fakes import NullRoom
 
 CHANNEL = "file"
 
 
-class FileChannel:
+class FileChannel(NullRoom):
     name = CHANNEL
-    end_to_end_encrypted = True
 
     def __init__(self, log: Path, kill_on: str | None) -> None:
         self.log = log
@@ -38,21 +38,6 @@ class FileChannel:
             os.kill(os.getpid(), signal.SIGKILL)
         with self.log.open("a", encoding="utf-8") as out:
             out.write(json.dumps({"chat": chat, "text": reply.text}) + "\n")
-
-    async def check(self) -> list[str]:
-        return []
-
-    async def open_thread(self, reference: str, text: str, urgent: bool) -> str:
-        return reference
-
-    async def post(self, thread: str | None, text: str) -> None:
-        return None
-
-    def is_author(self, member: StaffMember, author: str) -> bool:
-        return False
-
-    def mention(self, member: StaffMember) -> str:
-        return member.display_name
 
 
 async def main(data_dir: Path, mode: str) -> None:

@@ -213,17 +213,20 @@ def test_german_intake_with_back_and_a_correction_reaches_a_case(demo_dir: Path)
     # the confirmation: reference, offers that fit the corrected answers, hours
     assert re.search(r"Ihr Aktenzeichen: L-\d{4}-0001\b", text)
     assert "Diese Stellen können Ihnen außerdem helfen:" in said
-    assert "• starke Stelle – Ansprechstelle zum Schutz kommunaler Amts- und Mandatsträger" in said
+    # at most three, one line each; the contact point itself is not listed as another offer
+    assert not any(line.startswith("• starke Stelle") for line in said)
+    assert "Weitere Stellen und was sie tun: /hilfen" in said
     assert any("Landeskriminalamt Berlin" in line for line in said)
     assert "Konsequent gegen Hass" not in text  # the Bavarian offer went with the correction
-    assert "Beratungszeiten: Mo-Fr 09:00-16:00" in text
+    assert "Beratungszeiten: Montag–Freitag 9–16 Uhr" in text
     assert "dringend" not in text.split("Ihr Aktenzeichen")[1]
 
     # the staff room gets the case with the answers
     posted = staff_room(result.stdout)
-    assert re.fullmatch(rf"Neuer Fall {REFERENCE}", posted[0])
-    assert re.search(r"-0001$", posted[0])
-    assert f"Beschreibung: {description}" in posted
+    assert re.match(rf"Neuer Fall {REFERENCE} · Berlin · ", posted[0])
+    assert re.search(r"-0001 · ", posted[0])
+    assert posted[0].endswith(" · Sprache: Deutsch")
+    assert f"Beschreibung: „{description}“" in posted
     assert "Bundesland: Berlin" in posted
     assert "Rolle: Mitglied in Gemeinderat, Stadtrat oder Kreistag" in posted
     assert any(line.startswith("Passende Angebote: ") for line in posted)
@@ -254,7 +257,7 @@ def test_german_urgent_branch(demo_dir: Path) -> None:
     assert "Rufen Sie jetzt 110" in text.split("Ihr Aktenzeichen")[1]
 
     posted = staff_room(result.stdout)
-    assert re.fullmatch(rf"‼️ DRINGEND – Neuer Fall {REFERENCE}", posted[0])
+    assert re.match(rf"‼️ DRINGEND – Neuer Fall {REFERENCE} · ", posted[0])
     assert "Akute Gefahr: Ja" in posted
 
 
@@ -286,13 +289,14 @@ def test_english_intake(demo_dir: Path) -> None:
     assert shown["Call back"] == callback
     assert re.search(r"Your reference: L-\d{4}-0001\b", text)
     assert "These services can also help you (most of them in German):" in said
-    assert "Counselling hours: Mo-Fr 09:00-16:00" in text
+    assert "counselling hours: Monday–Friday 9:00–16:00" in text
     assert "Ihr Aktenzeichen" not in text
 
     posted = staff_room(result.stdout)
-    assert re.fullmatch(rf"Neuer Fall {REFERENCE}", posted[0])  # the staff room speaks German
-    assert f"Beschreibung: {description}" in posted
-    assert f"Rückruf: {callback}" in posted
+    assert re.match(rf"Neuer Fall {REFERENCE} · ", posted[0])  # the staff room speaks German
+    assert posted[0].endswith(" · Sprache: English")  # and says which language the person uses
+    assert f"Beschreibung: „{description}“" in posted
+    assert f"Rückruf: „{callback}“" in posted
 
 
 def test_english_urgent_branch(demo_dir: Path) -> None:
@@ -308,8 +312,8 @@ def test_english_urgent_branch(demo_dir: Path) -> None:
     (summary,) = summaries(said)
     assert summary_entries(summary)["Acute danger"] == "Yes"
     assert re.search(rf"Your reference: {REFERENCE}", text)
-    assert "Your report is marked urgent and will be handled first." in text
-    assert re.fullmatch(rf"‼️ DRINGEND – Neuer Fall {REFERENCE}", staff_room(result.stdout)[0])
+    assert "Your report is marked urgent and is at the front of our queue." in text
+    assert re.match(rf"‼️ DRINGEND – Neuer Fall {REFERENCE} · ", staff_room(result.stdout)[0])
 
 
 # -- mistakes on the way --------------------------------------------------------------------

@@ -808,9 +808,10 @@ def test_new_while_in_progress_points_to_cancel(consented):
 
 
 def test_emergency_words_in_a_description_add_the_danger_hint(consented):
+    # The safety layer's reply (flows/safety.toml) replaced the questionnaire's keyword hint.
     consented.answer_until("description")
     text = consented.say("Er steht gerade mit einem Messer vor meiner Tür")
-    assert "Wenn Sie gerade in Gefahr sind: Rufen Sie sofort 110." in text
+    assert text.startswith("Rufen Sie jetzt die 110 (Polizei) an.")
     assert consented.answers["description"] == "Er steht gerade mit einem Messer vor meiner Tür"
     assert consented.step == "when"
 
@@ -818,7 +819,7 @@ def test_emergency_words_in_a_description_add_the_danger_hint(consented):
 def test_no_danger_hint_for_an_ordinary_description(consented):
     consented.answer_until("description")
     text = consented.say("Auf Facebook wurde ich als Volksverräter beschimpft.")
-    assert "Rufen Sie sofort 110" not in text
+    assert "Rufen Sie jetzt die 110" not in text
 
 
 def test_emergency_words_at_a_choice_step_add_the_danger_hint(consented):
@@ -869,7 +870,7 @@ def test_evidence_later(consented):
 def test_evidence_note_with_emergency_words_adds_the_hint(consented):
     consented.answer_until("evidence")
     text = consented.say("Er hat geschrieben, dass er eine Waffe hat")
-    assert "Rufen Sie sofort 110" in text
+    assert "Rufen Sie jetzt die 110" in text
 
 
 def test_files_outside_the_evidence_step_are_counted(consented):
@@ -944,11 +945,12 @@ def test_confirmation_lists_offers_and_the_land_note(at_summary, flow_engine):
     texts = [reply.text for reply in replies]
     assert "Ihr Aktenzeichen: L-2026-0007" in texts[0]
     assert "dringend" not in texts[0]
-    assert "starke Stelle" in texts[1]
+    assert "• starke Stelle" not in texts[1]  # the contact point is not "another" offer
     assert "Meldestelle REspect!" in texts[1]  # insult and threat online
     assert "Für Bremen ist uns noch kein eigenes Landesangebot bekannt" in texts[1]
+    assert "/hilfen" in texts[1]
     assert "Beratungszeiten: Mo–Fr 9–16 Uhr" in texts[2]
-    assert "110" in texts[2]
+    assert "0800 300 99 44" in texts[2]
 
 
 def test_confirmation_for_a_land_with_offers_lists_them_first(consented, flow_engine):
@@ -956,7 +958,7 @@ def test_confirmation_for_a_land_with_offers_lists_them_first(consented, flow_en
     consented.say("absenden")
     offers = flow_engine.confirmation(consented.now, "L-1", "Mo–Fr")[1].text
     assert "ZAMAT" in offers
-    assert offers.index("ZAMAT") < offers.index("starke Stelle")
+    assert offers.index("ZAMAT") < offers.index("REspect")
     assert "Bremen" not in offers
 
 

@@ -17,10 +17,16 @@ import pytest
 from bot.cli import main
 from flows.offers import SHIPPED_OFFERS
 from flows.questionnaire import SHIPPED_QUESTIONNAIRE
+from flows.safety import SHIPPED_SAFETY
 from flows.texts import SHIPPED_TEXTS
 
 ROOT = Path(__file__).resolve().parent.parent
-SHIPPED = {"intake": SHIPPED_QUESTIONNAIRE, "texts": SHIPPED_TEXTS, "offers": SHIPPED_OFFERS}
+SHIPPED = {
+    "intake": SHIPPED_QUESTIONNAIRE,
+    "texts": SHIPPED_TEXTS,
+    "offers": SHIPPED_OFFERS,
+    "safety": SHIPPED_SAFETY,
+}
 
 
 def _copies(tmp_path: Path) -> dict[str, Path]:
@@ -53,6 +59,8 @@ def _check(paths: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> tuple[
             str(paths["offers"]),
             "--texts",
             str(paths["texts"]),
+            "--safety",
+            str(paths["safety"]),
         ]
     )
     captured = capsys.readouterr()
@@ -82,13 +90,14 @@ def test_shipped_files_pass(capsys):
     assert f"{SHIPPED_QUESTIONNAIRE}: ok" in output
     assert f"{SHIPPED_TEXTS}: ok" in output
     assert f"{SHIPPED_OFFERS}: ok" in output
+    assert f"{SHIPPED_SAFETY}: ok" in output
     assert _problem_lines(output) == []
 
 
 def test_unchanged_copies_pass(tmp_path, capsys):
     code, output = _check(_copies(tmp_path), capsys)
     assert code == 0, output
-    assert output.count(": ok") == 3
+    assert output.count(": ok") == 4
 
 
 def test_entry_point_runs_as_a_module():
@@ -253,12 +262,42 @@ def test_every_problem_is_reported_at_once(tmp_path, capsys):
 
 def test_texts_missing_message_key(tmp_path, capsys):
     block = (
-        '[messages.danger_hint]\nde = "Wenn Sie gerade in Gefahr sind: Rufen Sie sofort 110."\n'
-        'en = "If you are in danger right now: call 110 immediately."\n'
+        '[messages.safety_marked]\nde = "Ihre Meldung ist jetzt als dringend markiert."\n'
+        'en = "Your report is now marked urgent."\n'
     )
     code, output = _check(_edited(tmp_path, "texts", block, ""), capsys)
     assert code == 1
-    _assert_reports(output, "messages.danger_hint", "required but missing")
+    _assert_reports(output, "messages.safety_marked", "required but missing")
+
+
+# -- broken safety file -----------------------------------------------------------------------
+
+
+def test_a_safety_reply_with_an_unsourced_number_is_named(tmp_path, capsys):
+    old = "Bei Verletzten oder Feuer: 112."
+    paths = _edited(tmp_path, "texts", old, "Bei Verletzten oder Feuer: 112 oder 0800 300 99 44.")
+    code, output = _check(paths, capsys)
+    assert code == 1
+    _assert_reports(output, "classes.danger.reply", "safety_danger.de", "08003009944", "source")
+
+
+def test_a_safety_fact_without_a_source_is_named(tmp_path, capsys):
+    text = SHIPPED_SAFETY.read_text(encoding="utf-8")
+    start = text.index("source = ", text.index("[[facts]]"))
+    old = text[start : text.index("\n", start) + 1]
+    code, output = _check(_edited(tmp_path, "safety", old, ""), capsys)
+    assert code == 1
+    _assert_reports(output, "facts[0].source", "required but missing")
+
+
+def test_a_safety_class_without_patterns_is_named(tmp_path, capsys):
+    text = SHIPPED_SAFETY.read_text(encoding="utf-8")
+    start = text.index("patterns.en = [", text.index("[classes.suicidal]"))
+    end = text.index("]", text.index('"self harm"', start)) + 1
+    paths = _edited(tmp_path, "safety", text[start:end], "patterns.en = []")
+    code, output = _check(paths, capsys)
+    assert code == 1
+    _assert_reports(output, "classes.suicidal.patterns.en", "is empty")
 
 
 def test_texts_placeholder_mismatch(tmp_path, capsys):
@@ -358,3 +397,29 @@ def test_graph_of_a_broken_file_names_the_problem(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "steps.role.next[0].goto: names unknown step 'lnad'" in captured.err
     assert "flowchart" not in captured.out
+
+
+# -- the triage card --------------------------------------------------------------------------
+
+
+def test_a_triage_flag_on_an_unknown_choice_is_named(tmp_path, capsys):
+    old = 'when = { answer = "offline_place", is = "home" }'
+    paths = _edited(tmp_path, "intake", old, old.replace('"home"', '"hoem"'))
+    code, output = _check(paths, capsys)
+    assert code == 1
+    _assert_reports(output, "triage.flags.home", "'hoem' is not a choice of step")
+
+
+def test_a_triage_note_citing_a_law_without_source_is_named(tmp_path, capsys):
+    text = SHIPPED_QUESTIONNAIRE.read_text(encoding="utf-8")
+    start = text.index("source = ", text.index('id = "complaint_deadline"'))
+    old = text[start : text.index("\n", start) + 1]
+    edited = _edited(tmp_path, "intake", old, "")
+    text = edited["intake"].read_text(encoding="utf-8")
+    edited["intake"].write_text(
+        text.replace("eine Antragsfrist von drei Monaten", "eine Antragsfrist (§ 77b StGB)"),
+        encoding="utf-8",
+    )
+    code, output = _check(edited, capsys)
+    assert code == 1
+    _assert_reports(output, "triage.notes.complaint_deadline.source", "needs its source")

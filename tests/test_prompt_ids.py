@@ -342,8 +342,9 @@ def test_text_in_a_pick_is_not_read(buttons: Buttons) -> None:
     buttons.send(UserInput("/loeschen Messer", pick=Pick(buttons.prompt, ("no",))))
     assert buttons.answers["danger"] == "no"
     assert buttons.now.pending is None
-    danger_hint = buttons.engine.texts.get("danger_hint", "de")
-    assert danger_hint not in [reply.text for reply in buttons.replies]
+    danger_reply = buttons.engine.texts.get("safety_danger", "de")
+    assert not any(danger_reply in reply.text for reply in buttons.replies)
+    assert buttons.now.safety == []
 
 
 # -- picked(), the rule itself ---------------------------------------------------------------

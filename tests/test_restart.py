@@ -210,5 +210,8 @@ def test_killed_in_the_urgent_branch_stays_urgent(demo_dir: Path) -> None:
     assert_at_most_the_last_message_again(said[:back], asked)
     said = said[back:]
     assert "Wie möchten Sie weitermachen, wenn Sie in Sicherheit sind?" in said[:5]
-    assert "Ihre Meldung ist als dringend markiert und wird zuerst bearbeitet." in text_of(said)
+    assert (
+        "Ihre Meldung ist als dringend markiert und steht in unserer Warteschlange ganz vorn."
+        in text_of(said)
+    )
     assert staff_room(result.stdout)[0].startswith("‼️ DRINGEND – Neuer Fall L-")

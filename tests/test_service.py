@@ -9,11 +9,12 @@ from sqlalchemy import func, select
 
 from bot.core.orchestrator import Core, _Step
 from bot.core.settings import Settings
-from bot.core.types import Inbound, InboundSink, Reply, StaffMember
+from bot.core.types import Inbound, InboundSink, Reply
 from bot.service import STOP_SECONDS, Service
 from flows.engine import Engine
 from storage.models import Conversation
 from storage.repository import Store
+from tests.fakes import NullRoom
 
 
 class SlowCore(Core):
@@ -28,11 +29,10 @@ class SlowCore(Core):
 
 
 @dataclass
-class OneShot:
+class OneShot(NullRoom):
     """An adapter that receives one message (the consent) after the welcome, then waits."""
 
     name: str = "test"
-    end_to_end_encrypted: bool = True
     sent: list[str] = field(default_factory=list)
 
     async def receive(self, sink: InboundSink) -> None:
@@ -42,21 +42,6 @@ class OneShot:
 
     async def send(self, chat: str, reply: Reply) -> None:
         self.sent.append(reply.text)
-
-    async def check(self) -> list[str]:
-        return []
-
-    async def open_thread(self, reference: str, text: str, urgent: bool) -> str:
-        return reference
-
-    async def post(self, thread: str | None, text: str) -> None:
-        return None
-
-    def is_author(self, member: StaffMember, author: str) -> bool:
-        return False
-
-    def mention(self, member: StaffMember) -> str:
-        return member.display_name
 
 
 async def test_a_stop_finishes_the_step_in_flight_and_delivers_its_reply(

@@ -12,7 +12,7 @@ from flows.state import IntakeState
 from storage.casefile import open_case
 from storage.keyfile import UnlockedKey
 from storage.models import Case, CaseItem, Conversation, StoredBlob
-from storage.repository import Store
+from storage.repository import Store, UnreadableConversation
 from storage.server_secret import DecryptionError, ServerKeys
 
 
@@ -43,9 +43,10 @@ async def test_state_does_not_open_with_another_secret(store: Store) -> None:
     async with store.unit() as unit:
         await unit.save("sender-a", "console", "chat-a", _state(description="x"))
     other = Store(store.database, ServerKeys.from_secret(b"\x08" * 32))
-    with pytest.raises(DecryptionError):
+    with pytest.raises(UnreadableConversation) as raised:
         async with other.unit() as unit:
             await unit.load("sender-a")
+    assert isinstance(raised.value.__cause__, DecryptionError)
 
 
 async def test_state_moved_to_another_sender_does_not_open(store: Store) -> None:
@@ -58,9 +59,10 @@ async def test_state_moved_to_another_sender_does_not_open(store: Store) -> None
         await unit.session.execute(
             update(Conversation).where(Conversation.sender_key == "sender-b").values(state=stolen)
         )
-    with pytest.raises(DecryptionError):
+    with pytest.raises(UnreadableConversation) as raised:
         async with store.unit() as unit:
             await unit.load("sender-b")
+    assert isinstance(raised.value.__cause__, DecryptionError)
 
 
 async def test_references_count_up_per_year(store: Store) -> None:

@@ -39,7 +39,9 @@ logger = logging.getLogger(__name__)
 IDLE_SECONDS = 5.0  # a worker looks again this often even when nobody wakes it
 ROOM_RECHECK = dt.timedelta(seconds=30)  # a failed staff-room check is tried again after this
 VOLATILE_ATTEMPTS = 5
-DeadNotice = Callable[[str | None], str]  # the staff-room text for a dead letter of a case
+# The staff room's content-free words for a situation ("dead": a dead letter; "held": a new
+# case's details held back by a failed room check) about a case reference.
+Notice = Callable[[str, str | None], str]
 
 
 class _Gone(Exception):
@@ -78,13 +80,17 @@ class Delivery:
         store: Store,
         staff_room: StaffRoom,
         channels: Mapping[str, Channel],
-        dead_notice: DeadNotice,
+        notice: Notice,
     ) -> None:
         self.store = store
         self.staff_room = staff_room
         self.channels = channels
-        self._dead_notice = dead_notice
+        self._notice = notice
+        self._held: set[str] = set()  # new cases whose held-back details were announced
         self.room_recheck = ROOM_RECHECK
+        # Whether this process may send now (the active instance's lease); checked before
+        # every send, so a paused or cut-off former leader sends nothing more.
+        self.may_send: Callable[[], bool] = lambda: True
         self._workers: dict[str, _Worker] = {}
 
     def _worker(self, name: str) -> _Worker:
@@ -174,6 +180,8 @@ class Delivery:
     async def _pass(self, worker: _Worker) -> _Pass:
         async with worker.lock:
             done = _Pass()
+            if not self.may_send():
+                return done
             blocked = await self._send_volatile(worker, done)
             if done.pause:
                 return done
@@ -188,9 +196,15 @@ class Delivery:
                     if room_problems is None:
                         room_problems = await self._check_room()
                     if room_problems:
+                        await self._announce_held(stream[0])
                         await self._postpone(stream, self.room_recheck)
                         continue
                 for position, message in enumerate(stream):
+                    if not self.may_send():
+                        logger.error("not sending: this instance no longer holds the lease")
+                        rest = [*stream[position:], *[m for s in streams[index + 1 :] for m in s]]
+                        await self._postpone(rest, None)
+                        return done
                     try:
                         sent = await self._send(message)
                     except RetryAfter as wait:
@@ -216,7 +230,7 @@ class Delivery:
         kept: deque[_Volatile] = deque()
         while worker.volatile:
             item = worker.volatile.popleft()
-            if item.stream in waiting or item.due > now or channel is None:
+            if item.stream in waiting or item.due > now or channel is None or not self.may_send():
                 waiting.add(item.stream)
                 kept.append(item)
                 continue
@@ -241,6 +255,18 @@ class Delivery:
                     kept.append(item)
         worker.volatile = kept
         return waiting | {item.stream for item in kept}
+
+    async def _announce_held(self, message: outbox.Queued) -> None:
+        """A new case whose details are held back: the reference and an alert reach the room
+        (content-free), once per case and process, so nobody waits for a post that cannot come."""
+        reference = message.reference
+        if message.kind != outbox.OPEN_THREAD or reference is None or reference in self._held:
+            return
+        try:
+            await self.staff_room.post(None, self._notice("held", reference))
+            self._held.add(reference)
+        except Exception as error:  # the room may fail in any way: the next pass tries again
+            log_failure(logger, "announcing a held-back case", error)
 
     async def _check_room(self) -> list[str]:
         problems = await self.staff_room.check()
@@ -278,7 +304,7 @@ class Delivery:
                 case = await unit.case(message.reference, lock=True)
                 if case is not None:
                     case.thread = thread
-            await outbox.delivered(unit, message.id)
+            await outbox.delivered(unit, message)
         return True
 
     async def _dead(self, message: outbox.Queued, why: str) -> None:
@@ -297,7 +323,8 @@ class Delivery:
                 {"channel": message.channel, "kind": message.kind, "why": why[:80]},
             )
             if message.kind == outbox.OFFICIAL and first:
-                await outbox.to_staff(unit, message.reference, self._dead_notice(message.reference))
+                notice = self._notice("dead", message.reference)
+                await outbox.to_staff(unit, message.reference, notice)
         self.wake(unit.outbox_channels)
 
     async def _deliver(self, message: outbox.Queued) -> str | None:

@@ -12,6 +12,7 @@ import datetime as dt
 import logging
 from dataclasses import dataclass
 
+from bot.core.hours import describe, describe_moment
 from bot.core.settings import Settings
 from bot.core.types import Attachment, Pick, Reply, StaffInbound, StaffMember, StaffRoom
 from flows.answers import match_one, parse_command
@@ -68,20 +69,18 @@ class Handoff:
         if opening is None:
             parts.append(self.texts.get("hours_open", language))
         else:
-            hours = self.settings.hours.text
+            hours = describe(self.settings.hours, self.texts, language)
             parts.append(
                 self.texts.get("hours_closed", language, hours=hours, next_opening=opening)
             )
         return " ".join(parts)
 
     def _next_opening(self, language: str, now: dt.datetime) -> str | None:
-        """None during counselling hours; otherwise when they next begin, e.g. 'Montag 09:00'."""
+        """None during counselling hours; otherwise when they next begin, e.g. 'Montag, 9 Uhr'."""
         local = now.astimezone(self.settings.timezone)
         if self.settings.hours.is_open(local):
             return None
-        opening = self.settings.hours.next_opening(local)
-        weekday = self.texts.words["weekdays"][language][opening.weekday()]
-        return f"{weekday} {opening:%H:%M}"
+        return describe_moment(self.settings.hours.next_opening(local), self.texts, language)
 
     async def case_submitted(self, unit: Unit, reference: str, summary: str, urgent: bool) -> None:
         """Queue the new case's post in the staff room, and arm the escalation timer."""
@@ -102,7 +101,54 @@ class Handoff:
         *,
         pick: Pick | None = None,
     ) -> OfficialTurn:
-        """An official writes after submitting: keep it, relay it, or help them come back."""
+        """An official writes after submitting: the safety layer first, then the turn."""
+        hit = await self._safety_first(unit, state, text) if pick is None else None
+        turn = await self._official_turn(unit, sender, state, text, files, pick=pick)
+        if hit is None:
+            return turn
+        said, replaces = hit
+        return OfficialTurn(turn.state, [said] if replaces else [said, *turn.replies])
+
+    async def _safety_first(
+        self, unit: Unit, state: IntakeState, text: str
+    ) -> tuple[Reply, bool] | None:
+        """Words of danger or of a wish to die while the case waits or is being answered:
+        the numbers first, the case raised to urgent (escalation applies) and a content-free
+        alert in the staff room, claimed or not. Returns the reply and whether it replaces
+        the usual "kept" note (which would thank them)."""
+        verdict = self.engine.safety.check(text)
+        if not verdict:
+            return None
+        language = state.language
+        said = self.engine.safety_reply(verdict, language)
+        case = await unit.case(state.case_reference or "", lock=True)
+        if case is None or case.status not in (queue.WAITING, queue.CLAIMED):
+            return Reply(said), False
+        case.urgent = True
+        due = unit.now + self.settings.escalate_after
+        case.escalate_at = min(aware(case.escalate_at), due) if case.escalate_at else due
+        alert = self._staff("staff_safety_alert", reference=case.reference)
+        await outbox.to_staff(unit, None, alert, urgent=True)
+        logger.warning("a message on a submitted case hit the safety layer: raised to urgent")
+        said += "\n\n" + self.texts.get("safety_raised", language)
+        if case.status == queue.CLAIMED:
+            return Reply(said), False
+        opening = self._next_opening(language, unit.now)
+        if opening is not None:
+            said += " " + self.texts.get("hours_closed_short", language, next_opening=opening)
+        return Reply(said), True
+
+    async def _official_turn(
+        self,
+        unit: Unit,
+        sender: str,
+        state: IntakeState,
+        text: str,
+        files: list[StoredFile],
+        *,
+        pick: Pick | None = None,
+    ) -> OfficialTurn:
+        """Keep what an official writes after submitting, relay it, or help them come back."""
         reference = state.case_reference or ""
         language = state.language
         case = await unit.case(reference, lock=True)

@@ -1,10 +1,13 @@
-"""Counselling hours as operators write them: `Mo-Fr 09:00-16:00; Sa 10:00-12:00`."""
+"""Counselling hours as operators write them: `Mo-Fr 09:00-16:00; Sa 10:00-12:00`,
+and as an official reads them, in their language: "Montag–Freitag 9–16 Uhr"."""
 
 from __future__ import annotations
 
 import datetime as dt
 import re
 from dataclasses import dataclass
+
+from flows.texts import Texts
 
 _DAYS = {
     name: index
@@ -81,6 +84,42 @@ class OpeningHours:
             local.weekday() in window.days and window.start <= moment < window.end
             for window in self.windows
         )
+
+
+def describe(hours: OpeningHours, texts: Texts, language: str) -> str:
+    """The hours in the official's language, never the raw configuration string."""
+    names = texts.words["weekdays"][language]
+    parts = []
+    for window in hours.windows:
+        days = sorted(window.days)
+        # parse() makes each window one run of days, possibly across Sunday: start after a gap
+        first = next(day for day in days if (day - 1) % 7 not in window.days or len(days) == 7)
+        last = (first + len(days) - 1) % 7
+        shown = (
+            names[first]
+            if first == last
+            else texts.get("hours_days", language, first=names[first], last=names[last])
+        )
+        start, end = _clock(window.start, texts, language), _clock(window.end, texts, language)
+        parts.append(texts.get("hours_window", language, days=shown, start=start, end=end))
+    return "; ".join(parts)
+
+
+def describe_moment(moment: dt.datetime, texts: Texts, language: str) -> str:
+    """A moment such as the next opening, e.g. "Dienstag, 9 Uhr" or "Tuesday, 9:00"."""
+    weekday = texts.words["weekdays"][language][moment.weekday()]
+    return texts.get(
+        "hours_moment", language, weekday=weekday, time=_clock(moment.time(), texts, language)
+    )
+
+
+def _clock(moment: dt.time, texts: Texts, language: str) -> str:
+    if moment >= dt.time(23, 59, 59):
+        # written as 24:00
+        return texts.get("hours_clock_whole", language, hour=24)
+    if moment.minute == 0:
+        return texts.get("hours_clock_whole", language, hour=moment.hour)
+    return texts.get("hours_clock", language, hour=moment.hour, minute=f"{moment.minute:02d}")
 
 
 def _time(text: str, part: str) -> dt.time:

@@ -26,7 +26,9 @@ from sqlalchemy.exc import IntegrityError
 
 from bot.core.delivery import Delivery
 from bot.core.handoff import Handoff, staff_member
+from bot.core.hours import describe
 from bot.core.locks import KeyedLocks
+from bot.core.pace import Pace
 from bot.core.settings import Settings
 from bot.core.types import Channel, Inbound, Reply, StaffInbound, StaffRoom
 from bot.logs import log_failure
@@ -35,7 +37,7 @@ from flows.messages import Effect, UserInput
 from flows.state import IntakeState, StoredFile
 from storage import outbox, queue
 from storage.keyring import active_counsellors
-from storage.repository import Store, Unit
+from storage.repository import Store, Unit, UnreadableConversation
 
 logger = logging.getLogger(__name__)
 
@@ -72,11 +74,14 @@ class Core:
         self.settings = settings
         self._channels: dict[str, Channel] = {}
         self.handoff = Handoff(engine, settings, staff_room)
-        self.delivery = Delivery(store, staff_room, self._channels, self._dead_notice)
+        self.delivery = Delivery(store, staff_room, self._channels, self._notice)
         self._locks = KeyedLocks()
         self._unsaved = _Bounded()
         self._recent: OrderedDict[str, None] = OrderedDict()
         self._in_flight: set[asyncio.Task[None]] = set()
+        # Pacing of very fast senders: set by `lotse run` (the demo's one local user and the
+        # tests' scripted officials are not paced).
+        self.pace: Pace | None = None
 
     def attach(self, channel: Channel) -> None:
         self._channels[channel.name] = channel
@@ -85,8 +90,11 @@ class Core:
         """The pseudonym the core keeps for a platform user id (an HMAC of `channel:user id`)."""
         return self.store.keys.pseudonym(channel, user_id)
 
-    def _dead_notice(self, reference: str | None) -> str:
+    def _notice(self, situation: str, reference: str | None) -> str:
+        """The staff room's content-free words for a delivery situation ("dead", "held")."""
         language = self.settings.staff_language
+        if situation == "held":
+            return self.engine.texts.get("staff_details_held", language, reference=reference)
         if reference is None:
             return self.engine.texts.get("staff_delivery_failed_intake", language)
         return self.engine.texts.get("staff_delivery_failed", language, reference=reference)
@@ -119,6 +127,14 @@ class Core:
         if event_key in self._recent:
             return
         async with self._locks.hold(sender):
+            wait, notice = self.pace.take(sender) if self.pace else (0.0, False)
+            if notice:  # one polite word, then this sender's messages are answered more slowly
+                logger.warning("one sender writes very fast: slowed down")
+                text = self.engine.texts.get("slow_down", self._language_of(sender))
+                stream = outbox.official_stream(sender)
+                self.delivery.send_volatile(inbound.channel, stream, inbound.chat, [Reply(text)])
+            if wait:
+                await asyncio.sleep(wait)
             try:
                 step = await self._step_with_retry(inbound, sender, event_key)
             except Exception as error:  # a generic apology; the details go to the log only
@@ -169,8 +185,12 @@ class Core:
     async def _step(self, unit: Unit, inbound: Inbound, sender: str, event_key: str) -> _Step:
         if await unit.seen(event_key):
             return _Step()
-        loaded = await unit.load(sender)
-        state = loaded.state if loaded else self._unsaved.get(sender)
+        notes: list[Reply] = []
+        try:
+            loaded = await unit.load(sender)
+            state = loaded.state if loaded else self._unsaved.get(sender)
+        except UnreadableConversation:
+            state, notes = await self._set_aside(unit, sender)
 
         files: list[StoredFile] = []
         dropped = 0
@@ -192,18 +212,17 @@ class Core:
             await unit.save(sender, inbound.channel, inbound.chat, turn.state)
             await unit.mark_seen(event_key)
             logger.debug("message on %s handled by the handoff", inbound.channel)
-            return _Step(turn.replies, durable=True)
+            return _Step([*notes, *turn.replies], durable=True)
 
         given = UserInput(inbound.text, tuple(files), dropped, inbound.pick)
         outcome = self.engine.handle(state, given)
-        result = _Step(list(outcome.replies))
+        result = _Step([*notes, *outcome.replies])
         new_state = outcome.state
 
         if outcome.effect is Effect.SUBMIT and new_state is not None:
             reference = await self._submit(unit, inbound, sender, new_state)
-            result.replies += self.engine.confirmation(
-                new_state, reference, self.settings.hours.text
-            )
+            hours = describe(self.settings.hours, self.engine.texts, new_state.language)
+            result.replies += self.engine.confirmation(new_state, reference, hours)
             position = await queue.position(unit, reference)
             note = self.handoff.waiting_note(position, new_state.language, unit.now)
             result.replies.append(Reply(note))
@@ -236,6 +255,21 @@ class Core:
         )
         return result
 
+    async def _set_aside(self, unit: Unit, sender: str) -> tuple[IntakeState | None, list[Reply]]:
+        """A conversation that cannot be read: quarantine it instead of failing every later
+        message; the official goes on with their open case, or starts again."""
+        case = await unit.quarantine(sender)
+        language = self.engine.questionnaire.meta.default_language
+        texts = self.engine.texts
+        logger.error("a conversation could not be read and was set aside (quarantined)")
+        alert = texts.get("staff_state_unreadable", self.settings.staff_language)
+        await outbox.to_staff(unit, case.reference if case else None, alert)
+        if case is None:
+            return None, [Reply(texts.get("state_unreadable", language))]
+        state = IntakeState.submitted(self.engine.new_state(language), case.reference)
+        note = texts.get("state_unreadable_case", language, reference=case.reference)
+        return state, [Reply(note)]
+
     def _for_the_handoff(self, state: IntakeState, text: str) -> bool:
         """Once the intake is a case, words go to the handoff; commands and confirmations
         (a /loeschen's "ja") stay with the engine."""
@@ -252,6 +286,7 @@ class Core:
             "questionnaire_version": self.engine.questionnaire.meta.version,
             "language": state.language,
             "urgent": urgent,
+            "safety": list(state.safety),  # the safety layer's hits during the intake
             "submitted_at": unit.now.astimezone(dt.UTC).isoformat(),
             "answers": state.model_dump(mode="json")["answers"],
             "files": [file.model_dump() for file in state.files],

@@ -1,0 +1,289 @@
+"""The safety layer: does a message say that someone may be in danger right now?
+
+Pure and small: `SafetyCheck.check(text)` returns the classes a message hits
+("danger", "suicidal"), read from `safety.toml`. It runs on every message an
+official writes, in every phase (before consent, during the intake, at the
+summary, while the case waits, during relay), and errs on the side of a hint:
+a false alarm costs a line, a miss can cost a life.
+
+Matching, on words rather than characters:
+- text and patterns are folded the same way: lower case, ä/ö/ü/ß as ae/oe/ue/ss,
+  apostrophes dropped ("don't" = "dont"), everything else not a letter or digit
+  a word break;
+- a pattern is a few words in order, at most `gap` other words between them;
+  a word ending in `*` matches every word that starts with it ("suizid*":
+  "Suizidgedanken"), `a|b` matches either;
+- words of at least `typo_min` letters also match with one letter wrong, missing,
+  extra or two swapped (the first letter must be right);
+- `neutral` phrases (look-alikes such as "Waffenstillstand") are blanked out
+  before the patterns are tried; they match exactly, never with a typo.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from flows.problems import Problem
+from flows.tomlfile import read_toml
+
+SHIPPED_SAFETY = Path(__file__).with_name("safety.toml")
+
+Kind = Literal["danger", "suicidal"]
+KINDS: tuple[Kind, ...] = ("danger", "suicidal")  # the order replies lead with
+
+_FOLD = str.maketrans({"ä": "ae", "ö": "oe", "ü": "ue", "ß": "ss", "'": "", "’": ""})
+_WORD_BREAK = re.compile(r"[^0-9a-z*|]+")
+_NUMBER = re.compile(r"\+?\d[\d ]*\d|\d")
+
+
+def fold(text: str) -> list[str]:
+    """The words of a text as the patterns see them."""
+    folded = text.casefold().translate(_FOLD)
+    return [word for word in _WORD_BREAK.split(folded.replace("*", " ").replace("|", " ")) if word]
+
+
+def _fold_pattern(pattern: str) -> list[str]:
+    folded = pattern.casefold().translate(_FOLD)
+    return [word for word in _WORD_BREAK.split(folded) if word]
+
+
+def _one_edit(a: str, b: str) -> bool:
+    """Whether a and b differ by at most one letter changed, missing, extra or two swapped."""
+    if a == b:
+        return True
+    if abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) == len(b):
+        diffs = [index for index, (x, y) in enumerate(zip(a, b, strict=True)) if x != y]
+        if len(diffs) == 1:
+            return True
+        first, *rest = diffs
+        return (
+            len(diffs) == 2
+            and rest[0] == first + 1
+            and a[first] == b[first + 1]
+            and a[first + 1] == b[first]
+        )
+    short, long = (a, b) if len(a) < len(b) else (b, a)
+    return any(long[:index] + long[index + 1 :] == short for index in range(len(long)))
+
+
+@dataclass(frozen=True)
+class _Word:
+    """One word of a pattern: alternatives, each exact or a prefix."""
+
+    options: tuple[tuple[str, bool], ...]  # (stem, is_prefix)
+
+    @classmethod
+    def parse(cls, text: str) -> _Word:
+        options = []
+        for option in text.split("|"):
+            prefix = option.endswith("*")
+            stem = option.rstrip("*")
+            if stem:
+                options.append((stem, prefix))
+        return cls(tuple(options))
+
+    def matches(self, word: str, typo_min: int | None) -> bool:
+        for stem, prefix in self.options:
+            if word == stem or (prefix and word.startswith(stem)):
+                return True
+            if typo_min is None or len(stem) < typo_min or word[:1] != stem[:1]:
+                continue
+            if not prefix:
+                if _one_edit(word, stem):
+                    return True
+                continue
+            lengths = (len(stem) - 1, len(stem), len(stem) + 1)
+            if any(len(word) >= length and _one_edit(word[:length], stem) for length in lengths):
+                return True
+        return False
+
+
+@dataclass(frozen=True)
+class _Pattern:
+    words: tuple[_Word, ...]
+
+    @classmethod
+    def parse(cls, text: str) -> _Pattern:
+        return cls(tuple(_Word.parse(word) for word in _fold_pattern(text)))
+
+    def spans(self, words: Sequence[str], gap: int, typo_min: int | None) -> Iterator[list[int]]:
+        """The word positions of every place the pattern matches (masked words are '')."""
+
+        def extend(found: list[int], index: int) -> Iterator[list[int]]:
+            if index == len(self.words):
+                yield found
+                return
+            start = found[-1] + 1
+            stop = min(len(words), start + gap + 1)
+            for position in range(start, stop):
+                if words[position] and self.words[index].matches(words[position], typo_min):
+                    yield from extend([*found, position], index + 1)
+
+        for position, word in enumerate(words):
+            if word and self.words and self.words[0].matches(word, typo_min):
+                yield from extend([position], 1)
+
+
+# -- the file ------------------------------------------------------------------------------
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Settings(_Strict):
+    gap: int = Field(default=2, ge=0, le=5)
+    typo_min: int = Field(default=6, ge=4)
+
+
+class Fact(_Strict):
+    """A number the safety replies may show, and where in the brief it comes from."""
+
+    value: str = Field(min_length=1)
+    meaning: str = Field(min_length=1)
+    source: str = Field(min_length=1)
+
+
+class SafetyClass(_Strict):
+    reply: str = Field(min_length=1)  # the texts.toml key of the reply that leads
+    patterns: dict[str, list[str]] = Field(min_length=1)
+
+
+class SafetyFile(_Strict):
+    settings: Settings = Field(default_factory=Settings)
+    facts: list[Fact] = Field(min_length=1)
+    classes: dict[Kind, SafetyClass]
+    neutral: dict[str, list[str]] = Field(default_factory=dict)
+    # Words asking for a person rather than a form ("mit einem Menschen sprechen").
+    talk: dict[str, list[str]] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The classes a message hit, most urgent first; empty when it sounds safe."""
+
+    kinds: tuple[Kind, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.kinds)
+
+    @property
+    def first(self) -> Kind | None:
+        return self.kinds[0] if self.kinds else None
+
+
+class SafetyCheck:
+    def __init__(self, loaded: SafetyFile) -> None:
+        self.file = loaded
+        self._gap = loaded.settings.gap
+        self._typo_min = loaded.settings.typo_min
+        self._neutral = [
+            _Pattern.parse(phrase) for phrases in loaded.neutral.values() for phrase in phrases
+        ]
+        self._classes = {
+            kind: [
+                _Pattern.parse(pattern)
+                for patterns in loaded.classes[kind].patterns.values()
+                for pattern in patterns
+            ]
+            for kind in KINDS
+            if kind in loaded.classes
+        }
+        self._talk = [
+            _Pattern.parse(pattern) for patterns in loaded.talk.values() for pattern in patterns
+        ]
+
+    def wants_a_person(self, text: str) -> bool:
+        """Whether a message asks to talk to a person (same matching, no look-alikes)."""
+        words = fold(text)
+        return any(self._hits(pattern, words) for pattern in self._talk)
+
+    def reply_key(self, kind: Kind) -> str:
+        return self.file.classes[kind].reply
+
+    def check(self, text: str) -> Verdict:
+        words = fold(text)
+        if not words:
+            return Verdict()
+        for neutral in self._neutral:  # look-alikes: exact, consecutive, never a typo
+            for span in list(neutral.spans(words, 0, None)):
+                for position in span:
+                    words[position] = ""
+        return Verdict(
+            tuple(
+                kind
+                for kind, patterns in self._classes.items()
+                if any(self._hits(pattern, words) for pattern in patterns)
+            )
+        )
+
+    def _hits(self, pattern: _Pattern, words: list[str]) -> bool:
+        return next(pattern.spans(words, self._gap, self._typo_min), None) is not None
+
+
+def load_safety(path: Path = SHIPPED_SAFETY) -> SafetyCheck:
+    checked, problems = check_safety(path)
+    if checked is None or problems:
+        raise ValueError("; ".join(str(problem) for problem in problems))
+    return checked
+
+
+def numbers_in(text: str) -> list[str]:
+    """Phone-number-like runs of digits in a text, spaces removed ("0800 111 0 111")."""
+    return [match.group().replace(" ", "") for match in _NUMBER.finditer(text)]
+
+
+def check_safety(
+    path: Path, replies: dict[str, dict[str, str]] | None = None
+) -> tuple[SafetyCheck | None, list[Problem]]:
+    """The safety file checked; with `replies` (texts by key, then language) also that each
+    reply exists and shows only numbers listed as facts with a source."""
+    parsed, problems = read_toml(path, SafetyFile)
+    if parsed is None:
+        return None, problems
+    for kind in KINDS:
+        if kind not in parsed.classes:
+            problems.append(Problem(f"classes.{kind}", "is required but missing"))
+    for kind, entry in parsed.classes.items():
+        for language, patterns in entry.patterns.items():
+            if not patterns:
+                problems.append(Problem(f"classes.{kind}.patterns.{language}", "is empty"))
+            for pattern in patterns:
+                if not _fold_pattern(pattern) or any(
+                    not _Word.parse(word).options for word in _fold_pattern(pattern)
+                ):
+                    problems.append(
+                        Problem(f"classes.{kind}.patterns.{language}", f"{pattern!r} has no word")
+                    )
+    for language, phrases in parsed.neutral.items():
+        for phrase in phrases:
+            if not _fold_pattern(phrase):
+                problems.append(Problem(f"neutral.{language}", f"{phrase!r} has no word"))
+    if replies is not None:
+        known = {fact.value.replace(" ", "") for fact in parsed.facts}
+        for kind, entry in parsed.classes.items():
+            texts = replies.get(entry.reply)
+            if texts is None:
+                problems.append(
+                    Problem(f"classes.{kind}.reply", f"{entry.reply!r} is not in the texts file")
+                )
+                continue
+            for language, text in texts.items():
+                for number in numbers_in(text):
+                    if number not in known:
+                        problems.append(
+                            Problem(
+                                f"classes.{kind}.reply",
+                                f"{entry.reply}.{language} shows {number}, which is not a fact "
+                                "with a source in this file",
+                            )
+                        )
+    return SafetyCheck(parsed), problems

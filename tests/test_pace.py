@@ -1,0 +1,56 @@
+"""A flood from one sender: one polite notice, slowed down, nothing lost, others unaffected."""
+
+from __future__ import annotations
+
+import asyncio
+
+from bot.core.orchestrator import Core
+from bot.core.pace import Pace
+from bot.core.settings import Settings
+from bot.core.types import Inbound
+from flows.engine import Engine
+from storage.repository import Store
+from tests.test_core import Recorder
+
+SLOW_DOWN = "Sie schreiben sehr schnell"
+
+
+def test_the_bucket_allows_a_burst_then_the_rate() -> None:
+    now = [0.0]
+    pace = Pace(burst=3, per_second=2.0, clock=lambda: now[0])
+    assert [pace.take("a") for _ in range(3)] == [(0.0, False)] * 3
+    assert pace.take("a") == (0.5, True)  # the first one over: wait, and say so once
+    assert pace.take("a") == (1.0, False)
+    assert pace.take("b") == (0.0, False)  # another sender has their own bucket
+    now[0] = 10.0
+    assert pace.take("a") == (0.0, False)  # refilled
+
+
+async def test_a_flooding_sender_is_slowed_and_told_once_while_others_are_answered(
+    store: Store, flow_engine: Engine
+) -> None:
+    recorder = Recorder()
+    core = Core(flow_engine, store, staff_room=recorder, settings=Settings.defaults())
+    core.attach(recorder)
+    core.pace = Pace(burst=5, per_second=10.0)  # the flood takes at least 4.5 s
+    workers = asyncio.create_task(core.delivery.run())
+    flood = [
+        core.handle(Inbound("test", "flooder", "chat-f", f"/hilfe {number}", f"f{number}"))
+        for number in range(50)
+    ]
+    flooding = asyncio.gather(*flood)
+    try:
+        await asyncio.sleep(0.2)
+        await core.handle(Inbound("test", "calm", "chat-c", "/start", "c1"))
+        assert not flooding.done()  # answered while the flood is still being slowed down
+        await flooding
+        await core.settle()
+    finally:
+        workers.cancel()
+        await asyncio.gather(flooding, workers, return_exceptions=True)
+    to_flooder = [reply.text for chat, reply in recorder.sent if chat == "chat-f"]
+    notices = [text for text in to_flooder if text.startswith(SLOW_DOWN)]
+    assert len(notices) == 1
+    answered = [text for text in to_flooder if not text.startswith(SLOW_DOWN)]
+    assert len(answered) == 2 * 50  # none lost: each /hilfe gets the overview and the question
+    assert any(chat == "chat-c" for chat, _ in recorder.sent)
