@@ -24,7 +24,7 @@ from flows.texts import SHIPPED_TEXTS
 from storage import secret_check
 from storage.db import DatabaseError, open_database, upgrade
 from storage.repository import Clock, Store, utc_now
-from storage.server_secret import ServerKeys, load_or_create_secret
+from storage.server_secret import SecretError, ServerKeys, load_or_create_secret
 
 logger = logging.getLogger(__name__)
 
@@ -161,10 +161,15 @@ async def open_app(
     try:
         await upgrade(database)
         from_environment = config.secret_from_environment()
+        unreadable = None if from_environment else config.storage.credential_problem()
+        if unreadable:
+            raise SecretError(unreadable)
         secret = load_or_create_secret(
             config.storage.secret_path,
             from_environment,
-            may_create=not await secret_check.holds_data(database),
+            # a systemd credential is only ever read: it is made by the operator
+            may_create=not config.storage.secret_credential
+            and not await secret_check.holds_data(database),
         )
         store = Store(database, ServerKeys.from_secret(secret), clock)
         source = (

@@ -15,9 +15,11 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bot import admin, handles, logs
 from bot.app import App, demo_config, load_engine, open_app
+from bot.backup import restore_backup, take_backup
 from bot.casebook import ExportError
 from bot.config import Config, ConfigError, StartupError, load_config
 from bot.demo import DEFAULT_DEMO_DIR, run_demo
+from bot.doctor import run_doctor
 from bot.instance import InstanceError
 from flows.graph import mermaid
 from flows.offers import SHIPPED_OFFERS, DirectoryError, check_directory
@@ -31,6 +33,7 @@ from flows.questionnaire import (
 from flows.safety import SHIPPED_SAFETY, check_safety
 from flows.texts import SHIPPED_TEXTS, TextsError, check_texts
 from storage.audit import AuditError
+from storage.backup import BackupError
 from storage.casefile import CaseError
 from storage.db import DatabaseError
 from storage.key_binding import KeyBindingError
@@ -41,7 +44,7 @@ from storage.server_secret import DecryptionError, SecretError
 OPERATOR_ERRORS = (
     ConfigError, QuestionnaireError, DirectoryError, TextsError, SecretError, DatabaseError,
     KeyFileError, KeyringError, CaseError, DecryptionError, admin.CommandError, AuditError,
-    KeyBindingError, ExportError, handles.HandleError, InstanceError,
+    KeyBindingError, ExportError, handles.HandleError, InstanceError, BackupError,
 )  # fmt: skip
 CHANNEL_START_FAILED = 2  # a channel could not log in: wrong password, no server, lost device
 CONFIG_ENV = "LOTSE_CONFIG"
@@ -175,11 +178,27 @@ def _parser() -> argparse.ArgumentParser:
     )
     _with_data(database.add_parser("upgrade", help="apply migrations"))
 
+    _add_operations(commands)
+
     config = commands.add_parser("config", help="configuration").add_subparsers(
         dest="action", required=True, metavar="ACTION"
     )
     config.add_parser("check", help="validate a configuration file").add_argument("file", type=Path)
     return parser
+
+
+def _add_operations(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Backups and the operator's check-up (README: Backups, Running as a service)."""
+    backup = _with_data(
+        commands.add_parser("backup", help="a consistent copy of the database, while it runs")
+    )
+    backup.add_argument("--out", type=Path, required=True, help="a new file (never overwritten)")
+    restore = _with_data(
+        commands.add_parser("restore", help="put a backup back into an empty database")
+    )
+    restore.add_argument("file", type=Path)
+    doctor = commands.add_parser("doctor", help="check a deployment, one line per check")
+    doctor.add_argument("--config", type=Path, required=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -281,6 +300,12 @@ def _dispatch(arguments: argparse.Namespace) -> int:
         load_engine(load_config(arguments.file))  # the questionnaire files, as `run` reads them
         print(f"{arguments.file}: configuration is valid")
         return 0
+    if command == "backup":
+        return asyncio.run(take_backup(_target(arguments), arguments.out))
+    if command == "restore":
+        return asyncio.run(restore_backup(_target(arguments), arguments.file))
+    if command == "doctor":
+        return asyncio.run(run_doctor(arguments.config))
     return _with_app(arguments, _data_command(arguments))
 
 

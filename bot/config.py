@@ -20,6 +20,7 @@ from bot.core.hours import OpeningHours
 from bot.listen import parse_listen
 from flows.problems import Problem, describe_validation_error
 
+CREDENTIALS_ENV = "CREDENTIALS_DIRECTORY"  # set by systemd for a unit with LoadCredential=
 SECRET_HINTS = {
     "token": "token_env",
     "password": "password_env",
@@ -54,6 +55,9 @@ class StorageConfig(_Section):
     secret_env: EnvName = "LOTSE_SERVER_SECRET"  # noqa: S105  (a variable name, not a secret)
     secret_file: Path | None = None  # default: server.secret inside data_dir
     max_file_mb: int = Field(default=20, ge=1, le=1024)  # per attachment, both directions
+    # The name of a systemd credential (LoadCredential=NAME:/etc/lotse/server.secret):
+    # read from $CREDENTIALS_DIRECTORY/NAME, never created. Takes the place of secret_file.
+    secret_credential: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+$")
 
     @field_validator("url")
     @classmethod
@@ -66,7 +70,27 @@ class StorageConfig(_Section):
 
     @property
     def secret_path(self) -> Path:
+        if self.secret_credential:
+            directory = os.environ.get(CREDENTIALS_ENV) or f"${CREDENTIALS_ENV}"
+            return Path(directory) / self.secret_credential
         return self.secret_file or self.data_dir / "server.secret"
+
+    def credential_problem(self) -> str | None:
+        """Why the systemd credential named by secret_credential cannot be read, if it cannot."""
+        if self.secret_credential and not os.environ.get(CREDENTIALS_ENV):
+            return (
+                f"storage.secret_credential is {self.secret_credential!r}, but "
+                f"${CREDENTIALS_ENV} is not set: start Lotse from its systemd unit "
+                f"(LoadCredential={self.secret_credential}:/etc/lotse/server.secret), and run "
+                "commands with deploy/lotse-admin as the README shows"
+            )
+        if self.secret_credential and not self.secret_path.is_file():
+            return (
+                f"the systemd credential {self.secret_path} is missing: check the unit's "
+                f"LoadCredential={self.secret_credential}:FILE and that FILE exists "
+                "(head -c 32 /dev/urandom | base64 makes one, for a new installation only)"
+            )
+        return None
 
 
 class TelegramConfig(_Section):
