@@ -388,6 +388,7 @@ def _variant(deployment: Deployment, name: str, **matrix: str) -> Path:
     text = text.replace(str(deployment.data_dir / "matrix-store"), str(deployment.folder / name))
     data = deployment.folder / f"{name}-data"
     data.mkdir(mode=0o700)
+    os.close(os.open(data / "lotse.db", os.O_WRONLY | os.O_CREAT, 0o600))  # private, as Lotse's
     with (
         sqlite3.connect(deployment.data_dir / "lotse.db") as source,
         sqlite3.connect(data / "lotse.db") as copy,
