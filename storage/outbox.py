@@ -22,14 +22,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 import secrets
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
 
 from flows.messages import Reply, reply_from_data, reply_to_data
-from storage.models import OutboxMessage, TransitFile
+from storage.models import Case, OutboxMessage, TransitFile
 from storage.repository import Unit, aware
 
 OPEN_THREAD = "open_thread"  # a new case's post in the staff room, which opens its thread
@@ -141,6 +141,24 @@ async def to_official(
         urgent=urgent,
         file_id=file_id,
     )
+
+
+async def to_official_of(unit: Unit, case: Case, say: Callable[[str], str]) -> bool:
+    """A notice to a case's official, in their language (`say` gives the text for one);
+    False when nothing is kept about them (they deleted everything, or it was purged)."""
+    loaded = await unit.load(case.sender_key)
+    if loaded is None:
+        return False
+    await to_official(
+        unit,
+        sender_key=case.sender_key,
+        channel=loaded.channel,
+        address=loaded.address,
+        reply=Reply(say(loaded.state.language)),
+        reference=case.reference,
+        urgent=case.urgent,
+    )
+    return True
 
 
 async def to_staff(

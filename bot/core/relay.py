@@ -62,18 +62,8 @@ class Relay:
         await outbox.to_staff(unit, reference, text, thread_open=thread_open)
 
     async def _tell_official(self, unit: Unit, case: Case, key: str, **fields: object) -> None:
-        loaded = await unit.load(case.sender_key)
-        if loaded is None:  # the official deleted everything, or the intake was purged
-            return
-        text = self.texts.get(key, loaded.state.language, **fields)
-        await outbox.to_official(
-            unit,
-            sender_key=case.sender_key,
-            channel=loaded.channel,
-            address=loaded.address,
-            reply=Reply(text),
-            reference=case.reference,
-            urgent=case.urgent,
+        await outbox.to_official_of(
+            unit, case, lambda language: self.texts.get(key, language, **fields)
         )
 
     async def _relay_backlog(self, unit: Unit, case: Case) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from bot.core.settings import Settings
-from bot.core.types import Reply
 from flows.texts import Texts
 from storage import outbox, queue
 from storage.keyfile import UnlockedKey
@@ -40,16 +39,7 @@ async def release_cases_of(
     for case in cases:
         text = texts.get("staff_holder_revoked", settings.staff_language, name=revoked.display_name)
         await outbox.to_staff(unit, case.reference, text, urgent=case.urgent)
-        loaded = await unit.load(case.sender_key)
-        if loaded is not None:
-            notice = texts.get("released_notice", loaded.state.language)
-            await outbox.to_official(
-                unit,
-                sender_key=case.sender_key,
-                channel=loaded.channel,
-                address=loaded.address,
-                reply=Reply(notice),
-                reference=case.reference,
-                urgent=case.urgent,
-            )
+        await outbox.to_official_of(
+            unit, case, lambda language: texts.get("released_notice", language)
+        )
     return [case.reference for case in cases]
