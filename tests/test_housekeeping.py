@@ -86,9 +86,8 @@ def test_run_refuses_to_start_without_a_counsellor_key(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.slow
-def test_run_purges_at_start_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
-    config = _configured(tmp_path)
+def with_first_counsellor(tmp_path: Path, config: Path) -> None:
+    """A key pair and the first counsellor, so `lotse run` can seal cases."""
     env = {"LOTSE_PASSPHRASE": "passphrase-123"}
     assert _lotse("keys", "generate", "--out", str(tmp_path / "b.key"), env=env).returncode == 0
     added = _lotse(
@@ -96,6 +95,12 @@ def test_run_purges_at_start_and_stops_cleanly_on_sigterm(tmp_path: Path) -> Non
         "--config", str(config),
     )  # fmt: skip
     assert added.returncode == 0, added.stderr
+
+
+@pytest.mark.slow
+def test_run_purges_at_start_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    config = _configured(tmp_path)
+    with_first_counsellor(tmp_path, config)
     process = subprocess.Popen(
         [sys.executable, "-m", "bot", "-v", "run", "--config", str(config)],
         cwd=ROOT,

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bot.logs import JsonFormatter
 from bot.metrics import FAMILIES
 from tests.conftest import ROOT
-from tests.test_housekeeping import _configured, _lotse
+from tests.test_housekeeping import _configured, _lotse, with_first_counsellor
 
 KEYS = {"time", "level", "logger", "message"}
 
@@ -45,13 +45,7 @@ def _curl(url: str) -> tuple[int, str]:
 def test_run_serves_health_and_metrics_and_logs_json_lines(tmp_path: Path) -> None:
     port = _free_port()
     config = _configured(tmp_path, f'[service]\nlisten = "127.0.0.1:{port}"\n')
-    env = {"LOTSE_PASSPHRASE": "passphrase-123"}
-    assert _lotse("keys", "generate", "--out", str(tmp_path / "b.key"), env=env).returncode == 0
-    added = _lotse(
-        "counsellor", "add", "B", "--public-key", str(tmp_path / "b.key.pub"), "--first",
-        "--config", str(config),
-    )  # fmt: skip
-    assert added.returncode == 0, added.stderr
+    with_first_counsellor(tmp_path, config)
     process = subprocess.Popen(
         [sys.executable, "-m", "bot", "-v", "--log-format", "json", "run", "--config", str(config)],
         cwd=ROOT,
@@ -98,13 +92,7 @@ def test_run_refuses_a_listen_address_it_cannot_bind(tmp_path: Path) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         config = _configured(tmp_path, f'[service]\nlisten = "127.0.0.1:{port}"\n')
-        env = {"LOTSE_PASSPHRASE": "passphrase-123"}
-        _lotse("keys", "generate", "--out", str(tmp_path / "b.key"), env=env)
-        added = _lotse(
-            "counsellor", "add", "B", "--public-key", str(tmp_path / "b.key.pub"), "--first",
-            "--config", str(config),
-        )  # fmt: skip
-        assert added.returncode == 0, added.stderr
+        with_first_counsellor(tmp_path, config)
         result = _lotse("run", "--config", str(config))
     assert result.returncode == 1
     assert "service.listen" in result.stderr
