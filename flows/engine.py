@@ -380,6 +380,7 @@ class Engine:
         return {word: key for word, key in self._yes_no.items() if key in keys}
 
     def _accept(self, state: IntakeState, step: Step, value: Any, replies: list[Reply]) -> Outcome:
+        replies += self.render.guidance_after(state, step.id, value)  # read before it is stored
         state.answers[step.id] = value
         state.history.append(step.id)
         self._forward(state, replies)
@@ -401,6 +402,7 @@ class Engine:
                 replies.append(Reply(step.prompt[state.language].strip()))
                 continue
             if step.kind == "summary" or step.id not in state.answers:
+                replies += self.render.guidance_at(state)
                 replies.append(self.ask(state))
                 return
         state.step = self.questionnaire.summary.id

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from flows.answers import quoted
+from flows.guidance import Guidance, said_after, said_at
 from flows.messages import Choice, Reply
 from flows.offers import Directory, Need, Offer
 from flows.picks import prompt_id
@@ -136,6 +137,23 @@ class Renderer:
         if note is not None:
             lines.append(note.note[language])
         return "\n\n".join(lines)
+
+    def guidance_after(self, state: IntakeState, step_id: str, value: Answer) -> list[Reply]:
+        """Advice the answer `value` (not stored yet) makes fit, said once, before the next
+        question (flows/guidance.py)."""
+        entries = said_after(self.directory.guidance, state.answers, step_id, value)
+        return self._guidance(entries, state.language)
+
+    def guidance_at(self, state: IntakeState) -> list[Reply]:
+        """Advice for the step reached now, when it is asked for the first time."""
+        entries = said_at(self.directory.guidance, state.step, state.answers)
+        return self._guidance(entries, state.language)
+
+    def _guidance(self, entries: list[Guidance], language: str) -> list[Reply]:
+        """What fits at one moment, as one message: never a wall of every tip at the end."""
+        if not entries:
+            return []
+        return [Reply("\n\n".join(self.texts.get(entry.text, language) for entry in entries))]
 
     def _offer_line(self, offer: Offer, language: str) -> str:
         name = offer.name.split(" – ")[0]
