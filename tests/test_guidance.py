@@ -186,3 +186,15 @@ def test_every_shipped_piece_has_a_source_in_the_brief_and_a_text_in_both_langua
         assert entry.source.startswith("BRIEF.md, "), entry.id
         for language in ("de", "en"):
             assert flow_engine.texts.get(entry.text, language).strip()
+
+
+def test_the_urgent_short_path_hears_no_guidance(flow_engine: Engine) -> None:
+    """Someone in acute danger reads the numbers and is asked only what matters."""
+    chat = Chat(flow_engine)
+    chat.say("Hallo")
+    chat.say("Einverstanden")
+    chat.answer_until("summary", {"danger": "ja", "emergency_continue": "2"})
+    everything = "\n".join(chat.transcript)
+    assert "110" in everything
+    for opening in ALL:
+        assert opening not in everything
