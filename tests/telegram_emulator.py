@@ -7,6 +7,10 @@ reads what the bot did (`messages_to`, `topics`, `answers`, …). It enforces Te
 flood limits – about one message a second in a private chat with bursts of three,
 twenty a minute in a group, thirty a second overall – and counts every violation
 instead of hiding it; `fail_next(method, retry_after)` answers the next call with 429.
+
+Once the bot sets a webhook, updates are posted to it as Telegram does: several at a
+time (one per chat), with the secret token, each again until it is answered with 200;
+`getUpdates` is then refused with 409.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+import tornado.httpclient
 import tornado.httpserver
 import tornado.web
 
@@ -32,6 +37,8 @@ PRIVATE_BURST, PRIVATE_PER_SECOND = 3, 1.0
 GROUP_WINDOW, GROUP_MAX = 60.0, 20
 OVERALL_WINDOW, OVERALL_MAX = 1.0, 30
 SLACK = 0.05  # network jitter a real server would forgive
+WEBHOOK_CONNECTIONS = 40  # setWebhook's max_connections default
+WEBHOOK_RETRY = 0.5  # seconds before an update the webhook did not take is posted again
 
 
 @dataclass
@@ -87,6 +94,9 @@ class Emulator:
         self.administrators: list[int] = []
         self.member_count = 2
         self.token_valid = True
+        self.webhook: dict[str, Any] | None = None  # url, secret_token
+        self.webhook_acked: set[int] = set()
+        self.webhook_refused = 0  # posts the webhook did not answer with 200 (or at all)
         self._buckets: dict[int, _Bucket] = {}
         self._group_sends: dict[int, deque[float]] = {}
         self._overall: deque[float] = deque()
@@ -323,6 +333,12 @@ class Emulator:
                     "parameters": {"retry_after": retry_after},
                 }
         if method == "getUpdates":
+            if self.webhook is not None:
+                return 409, {
+                    "ok": False,
+                    "error_code": 409,
+                    "description": "Conflict: can't use getUpdates method while webhook is active",
+                }
             return 200, {"ok": True, "result": await self._get_updates(params)}
         with self.lock:
             handler = getattr(self, f"_m_{method}", None)
@@ -368,10 +384,77 @@ class Emulator:
         return self._bot_user()
 
     def _m_deleteWebhook(self, params: dict[str, Any], files: dict[str, bytes]) -> Any:
+        self.webhook = None
         return True
 
     def _m_setWebhook(self, params: dict[str, Any], files: dict[str, bytes]) -> Any:
+        pushing = self.webhook is not None
+        self.webhook = {"url": params["url"], "secret_token": params.get("secret_token")}
+        if not pushing and self._loop is not None:
+            self._loop.create_task(self._push())
         return True
+
+    def _m_getWebhookInfo(self, params: dict[str, Any], files: dict[str, bytes]) -> Any:
+        pending = [u for u in self.updates if u["update_id"] not in self.webhook_acked]
+        return {
+            "url": self.webhook["url"] if self.webhook else "",
+            "has_custom_certificate": False,
+            "pending_update_count": len(pending),
+        }
+
+    async def _push(self) -> None:
+        """Post pending updates to the webhook until it is deleted (runs in the server loop)."""
+        client = tornado.httpclient.AsyncHTTPClient(
+            force_instance=True, max_clients=WEBHOOK_CONNECTIONS
+        )
+        posting: dict[int, asyncio.Task[None]] = {}  # update id -> its post
+        while self.webhook is not None:
+            with self.lock:
+                again, self.redeliver = self.redeliver, []
+                chats = {_chat_of(self.history[i]) for i in posting}
+                for index, update in enumerate(
+                    again + [u for u in self.updates if u["update_id"] not in self.webhook_acked]
+                ):
+                    update_id, chat = update["update_id"], _chat_of(update)
+                    busy = update_id in posting or (chat is not None and chat in chats)
+                    if busy or len(posting) >= WEBHOOK_CONNECTIONS:
+                        if index < len(again):
+                            self.redeliver.append(update)  # a repeat waits its turn
+                        continue
+                    chats.add(chat)
+                    posting[update_id] = asyncio.ensure_future(self._post_update(client, update))
+            await asyncio.sleep(0.02)
+            for update_id in [i for i, task in posting.items() if task.done()]:
+                del posting[update_id]
+        client.close()
+
+    async def _post_update(
+        self, client: tornado.httpclient.AsyncHTTPClient, update: dict[str, Any]
+    ) -> None:
+        hook = self.webhook
+        if hook is None:
+            return
+        headers = {"Content-Type": "application/json"}
+        if hook["secret_token"]:
+            headers["X-Telegram-Bot-Api-Secret-Token"] = hook["secret_token"]
+        try:
+            response = await client.fetch(
+                hook["url"],
+                method="POST",
+                body=json.dumps(update),
+                headers=headers,
+                raise_error=False,
+                request_timeout=60,
+            )
+            code = response.code
+        except OSError:  # nobody listens (yet, or any more)
+            code = 0
+        with self.lock:
+            if code == 200:
+                self.webhook_acked.add(update["update_id"])
+                return
+            self.webhook_refused += 1
+        await asyncio.sleep(WEBHOOK_RETRY)
 
     def _m_setMyCommands(self, params: dict[str, Any], files: dict[str, bytes]) -> Any:
         commands = [entry["command"] for entry in params["commands"]]
@@ -528,6 +611,15 @@ class Emulator:
     def _m_leaveChat(self, params: dict[str, Any], files: dict[str, bytes]) -> Any:
         self.left.append(int(params["chat_id"]))
         return True
+
+
+def _chat_of(update: dict[str, Any]) -> int | None:
+    for kind in ("message", "edited_message", "callback_query"):
+        content = update.get(kind)
+        if isinstance(content, dict):
+            message = content.get("message", content) if kind == "callback_query" else content
+            return int(message["chat"]["id"])
+    return None
 
 
 class _ApiError(Exception):

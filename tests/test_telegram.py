@@ -17,7 +17,7 @@ from bot.app import open_app
 from bot.config import load_config
 from bot.core.types import Reply
 from storage import outbox
-from tests.telegram_emulator import STAFF_GROUP, Emulator, Sent, free_port
+from tests.telegram_emulator import STAFF_GROUP, TOKEN, Emulator, Sent, free_port
 from tests.telegram_harness import (
     COUNSELLOR_ID,
     PASSPHRASE,
@@ -413,6 +413,65 @@ def test_webhook_mode_takes_updates_posted_with_the_secret_token(
     time.sleep(1.5)
     assert len(emulator.messages_to(OFFICIAL)) == 1
     assert service.stop() == 0
+
+
+def _webhook_mode(service: Lotse) -> str:
+    """Configure webhook mode on a free port; the secret token's environment variable."""
+    port = free_port()
+    service.write_config(
+        f'mode = "webhook"\nlisten = "127.0.0.1"\nport = {port}\npath = "hook"\n'
+        f'public_url = "http://127.0.0.1:{port}"\n'
+    )
+    return "LOTSE_TELEGRAM_WEBHOOK_SECRET"
+
+
+@pytest.mark.slow
+def test_webhook_mode_loses_no_update_at_a_kill_and_handles_each_once(
+    emulator: Emulator, service: Lotse
+) -> None:
+    secret = {_webhook_mode(service): "s3cret-hook"}
+    service.start(extra_env=secret, polling=False)
+    emulator.wait(lambda: emulator.webhook is not None, what="setWebhook")
+    users = list(range(40_001, 40_061))
+    _consented(emulator, users)
+    assert emulator.webhook["secret_token"] == "s3cret-hook"  # type: ignore[index]
+    before = {user: len(emulator.messages_to(user)) for user in users}
+    for user in users:
+        question = last_with_buttons(emulator, user)
+        assert question is not None
+        emulator.press(user, question, buttons(question)[1][1])  # "no" danger
+    emulator.wait(lambda: sum(len(emulator.messages_to(u)) > before[u] for u in users) >= 5, 60)
+    assert service.stop(kill=True) == -9
+    answered_at_kill = sum(len(emulator.messages_to(u)) > before[u] for u in users)
+    assert answered_at_kill < len(users)  # the kill came in the middle of the burst
+    time.sleep(1.5)  # Telegram keeps posting meanwhile, and nobody answers
+    assert emulator.webhook_refused > 0
+    service.start(extra_env=secret, polling=False)
+    emulator.wait(
+        lambda: all(len(emulator.messages_to(u)) > before[u] for u in users), 90, "every answer"
+    )
+    time.sleep(2)
+    replies = [sent.text for user in users for sent in emulator.messages_to(user)[before[user] :]]
+    assert all("Rolle" in text for text in replies)
+    assert len(replies) - len(users) <= 1  # at most the one under way at the kill
+    assert emulator.violations == []
+    assert "getUpdates" not in emulator.calls
+    assert service.stop() == 0
+
+
+def test_webhook_mode_without_a_secret_token_does_not_start(
+    emulator: Emulator, service: Lotse
+) -> None:
+    _webhook_mode(service)
+    result = lotse(
+        "run", "--config", service.config, env={"LOTSE_TELEGRAM_TOKEN": TOKEN}
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "lotse: webhook mode needs a secret token in the environment variable "
+        "LOTSE_TELEGRAM_WEBHOOK_SECRET (telegram.secret_token_env): 1 to 256 characters "
+        "of A-Z, a-z, 0-9, _ and -"
+    ]
 
 
 @pytest.mark.slow
