@@ -28,6 +28,7 @@ from tests.telegram_harness import (
     wait_for_new,
 )
 from tests.test_no_plaintext import findings
+from tests.test_ops_run import _curl
 
 OFFICIAL = 4242
 CANARIES = {
@@ -472,6 +473,29 @@ def test_webhook_mode_without_a_secret_token_does_not_start(
         "LOTSE_TELEGRAM_WEBHOOK_SECRET (telegram.secret_token_env): 1 to 256 characters "
         "of A-Z, a-z, 0-9, _ and -"
     ]
+
+
+@pytest.mark.slow
+def test_healthz_names_telegram_once_the_bot_api_refuses_the_token(
+    emulator: Emulator, service: Lotse
+) -> None:
+    port = free_port()
+    service.write_config(f'\n[service]\nlisten = "127.0.0.1:{port}"\n')
+    service.start()
+    status, body = _curl(f"http://127.0.0.1:{port}/healthz")
+    assert status == 200, body
+    assert "channel telegram: ok" in body.splitlines()
+    emulator.token_valid = False  # the token was revoked: every call is answered 401
+    emulator.inject({"some_future_update": {}})  # ends the long poll under way
+    deadline = time.monotonic() + 90  # the health check allows a minute without an answer
+    while "channel telegram" not in body.splitlines()[0]:
+        assert time.monotonic() < deadline, body
+        time.sleep(2)
+        status, body = _curl(f"http://127.0.0.1:{port}/healthz")
+    assert status == 503
+    assert re.search(r"^channel telegram: has not reached its platform for \d+ s$", body, re.M)
+    service.assert_running()
+    assert service.stop() == 0
 
 
 @pytest.mark.slow
