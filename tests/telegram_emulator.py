@@ -37,6 +37,7 @@ PRIVATE_BURST, PRIVATE_PER_SECOND = 3, 1.0
 GROUP_WINDOW, GROUP_MAX = 60.0, 20
 OVERALL_WINDOW, OVERALL_MAX = 1.0, 30
 SLACK = 0.05  # network jitter a real server would forgive
+TEXT_FIELDS = frozenset({"text", "caption", "name", "title", "description"})
 WEBHOOK_CONNECTIONS = 40  # setWebhook's max_connections default
 WEBHOOK_RETRY = 0.5  # seconds before an update the webhook did not take is posted again
 
@@ -197,6 +198,8 @@ class Emulator:
         if thread is not None:
             extra |= {"message_thread_id": thread, "is_topic_message": True}
         if reply_to is not None:
+            if thread is None and not self.forum:  # a reply thread, not a topic
+                extra["message_thread_id"] = reply_to.message_id
             extra["reply_to_message"] = {
                 "message_id": reply_to.message_id,
                 "from": {"id": BOT_ID, "is_bot": True, "first_name": "Lotse"},
@@ -629,9 +632,11 @@ class _ApiError(Exception):
         self.description = description
 
 
-def _value(raw: bytes) -> Any:
+def _value(name: str, raw: bytes) -> Any:
+    """A form field as the Bot API reads it: objects and lists are JSON, words are words
+    (a message's text may well start with "[")."""
     text = raw.decode()
-    if text[:1] in "[{":
+    if name not in TEXT_FIELDS and text[:1] in "[{":
         return json.loads(text)
     return text
 
@@ -649,9 +654,8 @@ class _Method(tornado.web.RequestHandler):
         if self.request.headers.get("Content-Type", "").startswith("application/json"):
             params = json.loads(self.request.body or b"{}")
         else:
-            params = {
-                name: _value(values[-1]) for name, values in self.request.body_arguments.items()
-            }
+            fields = self.request.body_arguments.items()
+            params = {name: _value(name, values[-1]) for name, values in fields}
         files = {name: parts[0].body for name, parts in self.request.files.items()}
         status, body = await self.emulator.call(method, params, files)
         self.set_status(status)

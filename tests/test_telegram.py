@@ -199,6 +199,58 @@ def test_an_official_reports_on_telegram_and_a_counsellor_answers_in_the_case_to
     assert str(OFFICIAL) not in log
 
 
+@pytest.mark.slow
+def test_in_a_group_without_topics_a_counsellor_acts_on_a_case_by_replying_to_its_posts(
+    emulator: Emulator, service: Lotse
+) -> None:
+    emulator.forum = False
+    service.start()
+    emulator.message(OFFICIAL, "/start")
+    said = answer_until(
+        emulator, OFFICIAL, "Aktenzeichen", {"Bitte beschreiben": CANARIES["description"]}
+    )
+    found = re.search(r"L-\d{4}-\d{4}", " ".join(sent.text for sent in said))
+    assert found is not None
+    reference = found.group(0)
+    emulator.wait(lambda: emulator.messages_to(STAFF_GROUP), what="the case's first post")
+    root = emulator.messages_to(STAFF_GROUP)[0]
+    assert root.text.startswith(f"[{reference}]") and root.thread is None
+    assert emulator.topics == {} and "createForumTopic" not in emulator.calls
+
+    # a claim by replying to the case's first post
+    emulator.staff_message(COUNSELLOR_ID, "/uebernehmen", reply_to=root)
+    said_to(emulator, OFFICIAL, "Berta")
+    # the official's words arrive headed with the reference; a reply to them answers
+    emulator.message(OFFICIAL, CANARIES["official_relay"])
+    relayed = said_to(emulator, STAFF_GROUP, CANARIES["official_relay"])
+    assert relayed.text.startswith(f"[{reference}]")
+    emulator.staff_message(COUNSELLOR_ID, CANARIES["staff_relay"], reply_to=relayed)
+    said_to(emulator, OFFICIAL, CANARIES["staff_relay"])
+    # a long message comes in two posts, each headed: a reply to the second one works too
+    emulator.message(OFFICIAL, "Erster Teil. " * 180 + "\n\n" + "Zweiter-Teil. " * 125)
+    second = said_to(emulator, STAFF_GROUP, "Zweiter-Teil.")
+    assert second.text.startswith(f"[{reference}] ") and "Erster Teil" not in second.text
+    emulator.staff_message(COUNSELLOR_ID, "Kanarie-auf-Teil-zwei-3HW", reply_to=second)
+    said_to(emulator, OFFICIAL, "Kanarie-auf-Teil-zwei-3HW")
+    # a note by reply stays in the group; words that reply to nothing reach nobody
+    emulator.staff_message(COUNSELLOR_ID, f"/notiz {CANARIES['note']}", reply_to=root)
+    said_to(emulator, STAFF_GROUP, "Notiz")
+    emulator.staff_message(COUNSELLOR_ID, "Kanarie-an-niemanden-6VB")
+    # closing by reply
+    emulator.staff_message(COUNSELLOR_ID, "/abschliessen beraten", reply_to=relayed)
+    closed = said_to(emulator, OFFICIAL, "abgeschlossen")
+    time.sleep(1.5)
+    to_official = [sent.text for sent in emulator.messages_to(OFFICIAL)]
+    assert CANARIES["note"] not in " ".join(to_official)
+    assert "Kanarie-an-niemanden-6VB" not in " ".join(to_official)
+    assert closed.text == to_official[-1]
+    posts = emulator.messages_to(STAFF_GROUP)
+    assert all(sent.text.startswith(f"[{reference}] ") for sent in posts), posts
+    assert "abgeschlossen" in posts[-1].text
+    assert emulator.violations == []
+    assert "Traceback" not in service.log()
+
+
 def test_a_missing_or_rejected_token_stops_start_up_with_one_line_and_code_2(
     emulator: Emulator, service: Lotse
 ) -> None:
