@@ -111,6 +111,8 @@ REQUIRED: dict[str, frozenset[str]] = {
         "telegram_clear_confirm": (), "telegram_clear_yes": (), "telegram_clear_no": (),
         "telegram_clear_kept": (), "telegram_clear_done": ("count",),
         "telegram_clear_partly": ("count",), "telegram_clear_menu": (),
+        # channels that clear the official's chat (/chat_leeren: Telegram, Matrix)
+        "clear_chat_command": (), "clear_chat_hint": (),
     }.items()
 }  # fmt: skip
 WORD_LISTS = ("yes_words", "no_words", "submit_words", "done_words", "later_words", "weekdays")

@@ -212,6 +212,9 @@ def test_in_a_group_without_topics_a_counsellor_acts_on_a_case_by_replying_to_it
     found = re.search(r"L-\d{4}-\d{4}", " ".join(sent.text for sent in said))
     assert found is not None
     reference = found.group(0)
+    # the intake's last message tells how to clear the phone (Telegram has /chat_leeren)
+    final = said_to(emulator, OFFICIAL, "Falls andere Ihr Telefon sehen können: Mit /chat_leeren")
+    assert "Warteschlange" in final.text and final == emulator.messages_to(OFFICIAL)[-1]
     emulator.wait(lambda: emulator.messages_to(STAFF_GROUP), what="the case's first post")
     root = emulator.messages_to(STAFF_GROUP)[0]
     assert root.text.startswith(f"[{reference}]") and root.thread is None
@@ -561,6 +564,8 @@ def test_clearing_the_chat_deletes_both_sides_also_after_a_restart_and_keeps_the
     said_to(emulator, OFFICIAL, "Rolle")
     assert service.stop() == 0
     service.start()  # the ids are kept (sealed) across a restart
+    emulator.message(OFFICIAL, "/hilfe")
+    said_to(emulator, OFFICIAL, "\n/chat_leeren – die Nachrichten dieses Chats löschen")
     emulator.message(OFFICIAL, "/chat_leeren")
     question = said_to(emulator, OFFICIAL, "48 Stunden")
     assert [data for _, data in buttons(question)] == ["clear|yes", "clear|no"]

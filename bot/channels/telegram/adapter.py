@@ -78,6 +78,11 @@ class TelegramChannel:
     async def send(self, chat: str, reply: Reply) -> None:
         await self.sender.send(chat, reply)
 
+    @property
+    def clears_chat(self) -> bool:
+        """/chat_leeren works once the message ids are kept (the core's capability hook)."""
+        return self.sender.chat_log is not None
+
     def last_reachable(self) -> float | None:
         """`time.monotonic()` of the last Bot API call that succeeded (for /healthz)."""
         return self._reached()
