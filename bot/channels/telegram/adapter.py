@@ -142,11 +142,9 @@ class TelegramChannel:
 
     async def _serve_webhook(self, sink: InboundSink, hook: Webhook) -> None:
         """Updates one at a time, as polling takes them, each answered once committed."""
-        turn = asyncio.Lock()
 
         async def take(data: dict[str, Any]) -> None:
-            async with turn:
-                await self._take(data, sink)
+            await self._take(data, sink)
 
         server = WebhookServer(hook, take)
         server.start()

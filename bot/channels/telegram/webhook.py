@@ -15,6 +15,8 @@ knows the address could post forged updates, even as a counsellor.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import json
 import logging
@@ -30,6 +32,7 @@ logger = logging.getLogger(__name__)
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # noqa: S105  (a header name)
 SECRET_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,256}$")  # what setWebhook accepts
 MAX_BODY = 2 * 1024 * 1024  # an update is a few kilobytes; files are fetched apart
+CLOSE_SECONDS = 5.0  # at a stop, open connections get this long to finish
 Take = Callable[[dict[str, Any]], Awaitable[None]]  # returns once the update is handled
 
 
@@ -51,6 +54,8 @@ class WebhookServer:
         self.hook = hook
         self._take = take
         self._server: tornado.httpserver.HTTPServer | None = None
+        self.closing = False  # stopping: updates not yet begun are left to Telegram's retry
+        self._turn = asyncio.Lock()  # one update at a time, in the order they came, as polling
 
     def start(self) -> None:
         """Bind now (in the running loop), before Telegram is told the address."""
@@ -69,10 +74,21 @@ class WebhookServer:
         )
 
     async def stop(self) -> None:
+        self.closing = True
         if self._server is not None:
             self._server.stop()
-            await self._server.close_all_connections()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(CLOSE_SECONDS):
+                    await self._server.close_all_connections()
             self._server = None
+
+    async def take(self, data: dict[str, Any]) -> bool:
+        """Hand one update on; False (not taken) once the server is stopping."""
+        async with self._turn:
+            if self.closing:
+                return False
+            await self._take(data)
+            return True
 
     def authentic(self, given: str | None) -> bool:
         return given is not None and hmac.compare_digest(
@@ -96,8 +112,8 @@ class _Updates(tornado.web.RequestHandler):
         if not isinstance(data, dict) or not isinstance(data.get("update_id"), int):
             self.set_status(400)
             return
-        await self.server._take(data)  # handled and committed: only now the 200
-        self.set_status(200)
+        # Handled and committed: only now the 200. Stopping: 503, Telegram posts it again.
+        self.set_status(200 if await self.server.take(data) else 503)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         self.finish()  # no traceback, no page: a status only
