@@ -8,7 +8,7 @@ import re
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -199,19 +199,24 @@ def test_an_official_reports_on_telegram_and_a_counsellor_answers_in_the_case_to
     assert str(OFFICIAL) not in log
 
 
-@pytest.mark.slow
-def test_in_a_group_without_topics_a_counsellor_acts_on_a_case_by_replying_to_its_posts(
-    emulator: Emulator, service: Lotse
-) -> None:
-    emulator.forum = False
-    service.start()
+def _report(emulator: Emulator) -> str:
+    """OFFICIAL reports (buttons, the canary as description); the case's reference."""
     emulator.message(OFFICIAL, "/start")
     said = answer_until(
         emulator, OFFICIAL, "Aktenzeichen", {"Bitte beschreiben": CANARIES["description"]}
     )
     found = re.search(r"L-\d{4}-\d{4}", " ".join(sent.text for sent in said))
     assert found is not None
-    reference = found.group(0)
+    return found.group(0)
+
+
+@pytest.mark.slow
+def test_in_a_group_without_topics_a_counsellor_acts_on_a_case_by_replying_to_its_posts(
+    emulator: Emulator, service: Lotse
+) -> None:
+    emulator.forum = False
+    service.start()
+    reference = _report(emulator)
     # the intake's last message tells how to clear the phone (Telegram has /chat_leeren)
     final = said_to(emulator, OFFICIAL, "Falls andere Ihr Telefon sehen können: Mit /chat_leeren")
     assert "Warteschlange" in final.text and final == emulator.messages_to(OFFICIAL)[-1]
@@ -323,12 +328,7 @@ def test_the_guard_holds_case_details_back_from_a_group_with_strangers(
     emulator.administrators = [COUNSELLOR_ID, 999]  # 999 is no counsellor
     emulator.member_count = 5  # and more members than counsellors and the bot
     service.start()
-    emulator.message(OFFICIAL, "/start")
-    said = answer_until(
-        emulator, OFFICIAL, "Aktenzeichen", {"Bitte beschreiben": CANARIES["description"]}
-    )
-    reference = re.search(r"L-\d{4}-\d{4}", " ".join(sent.text for sent in said))
-    assert reference is not None
+    reference = _report(emulator)
     alert = said_to(emulator, STAFF_GROUP, "⚠️")
     assert "1 administrator(s) of the group are not counsellors" in alert.text
     assert "5 members" in alert.text
@@ -338,8 +338,8 @@ def test_the_guard_holds_case_details_back_from_a_group_with_strangers(
     assert CANARIES["description"] not in " ".join(posts)
     # the room's alert once, and the case's reference with a content-free alert once
     assert len(posts) == 2
-    [held] = [text for text in posts if reference.group(0) in text]
-    assert held.startswith(f"‼️ Neuer Fall {reference.group(0)}. Die Details werden")
+    [held] = [text for text in posts if reference in text]
+    assert held.startswith(f"‼️ Neuer Fall {reference}. Die Details werden")
     assert "staff room check failed" in service.log()
     assert "are not counsellors" in service.log()
 
@@ -409,6 +409,19 @@ def test_a_kill_during_a_burst_loses_no_reply_and_repeats_at_most_one(
     service.start()
     users = list(range(20_001, 20_101))
     _consented(emulator, users)
+    _kill_amid_answers(emulator, service, users, restart=service.start)
+
+
+def _kill_amid_answers(
+    emulator: Emulator,
+    service: Lotse,
+    users: list[int],
+    restart: Callable[[], object],
+    while_down: Callable[[], None] = lambda: None,
+) -> None:
+    """`users` (each asked the danger question) answer at once; `lotse run` is killed amid
+    the answers and restarted: each gets the next question once (at most one reply twice,
+    the send under way at the kill)."""
     before = {user: len(emulator.messages_to(user)) for user in users}
     for user in users:
         question = last_with_buttons(emulator, user)
@@ -418,7 +431,8 @@ def test_a_kill_during_a_burst_loses_no_reply_and_repeats_at_most_one(
     assert service.stop(kill=True) == -9
     answered_at_kill = sum(len(emulator.messages_to(u)) > before[u] for u in users)
     assert answered_at_kill < len(users)  # the kill came in the middle of the burst
-    service.start()
+    while_down()
+    restart()
     emulator.wait(
         lambda: all(len(emulator.messages_to(u)) > before[u] for u in users), 90, "every answer"
     )
@@ -491,26 +505,18 @@ def test_webhook_mode_loses_no_update_at_a_kill_and_handles_each_once(
     users = list(range(40_001, 40_061))
     _consented(emulator, users)
     assert emulator.webhook["secret_token"] == "s3cret-hook"  # type: ignore[index]
-    before = {user: len(emulator.messages_to(user)) for user in users}
-    for user in users:
-        question = last_with_buttons(emulator, user)
-        assert question is not None
-        emulator.press(user, question, buttons(question)[1][1])  # "no" danger
-    emulator.wait(lambda: sum(len(emulator.messages_to(u)) > before[u] for u in users) >= 5, 60)
-    assert service.stop(kill=True) == -9
-    answered_at_kill = sum(len(emulator.messages_to(u)) > before[u] for u in users)
-    assert answered_at_kill < len(users)  # the kill came in the middle of the burst
-    time.sleep(1.5)  # Telegram keeps posting meanwhile, and nobody answers
-    assert emulator.webhook_refused > 0
-    service.start(extra_env=secret, polling=False)
-    emulator.wait(
-        lambda: all(len(emulator.messages_to(u)) > before[u] for u in users), 90, "every answer"
+
+    def while_down() -> None:
+        time.sleep(1.5)  # Telegram keeps posting meanwhile, and nobody answers
+        assert emulator.webhook_refused > 0
+
+    _kill_amid_answers(
+        emulator,
+        service,
+        users,
+        restart=lambda: service.start(extra_env=secret, polling=False),
+        while_down=while_down,
     )
-    time.sleep(2)
-    replies = [sent.text for user in users for sent in emulator.messages_to(user)[before[user] :]]
-    assert all("Rolle" in text for text in replies)
-    assert len(replies) - len(users) <= 1  # at most the one under way at the kill
-    assert emulator.violations == []
     assert "getUpdates" not in emulator.calls
     assert service.stop() == 0
 
