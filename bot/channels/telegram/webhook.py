@@ -64,7 +64,16 @@ class WebhookServer:
             log_function=_quiet,
         )
         server = tornado.httpserver.HTTPServer(app, max_body_size=MAX_BODY)
-        server.listen(self.hook.port, self.hook.listen)
+        try:
+            server.listen(self.hook.port, self.hook.listen)
+        except OSError as error:
+            logger.error(
+                "telegram: cannot listen on %s:%d for the webhook (%s); no updates arrive",
+                self.hook.listen,
+                self.hook.port,
+                error.strerror or type(error).__name__,
+            )
+            raise
         self._server = server
         logger.info(
             "telegram: webhook server on %s:%d/%s",
