@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
 from nio import AsyncClient, AsyncClientConfig, KeysClaimResponse, KeysQueryResponse, MatrixRoom
 
 from bot.channels.matrix import Login, MatrixChannel
@@ -178,3 +179,30 @@ async def test_the_same_keys_again_a_new_device_or_a_forged_payload_change_nothi
     devices = channel.client.device_store[BERGER]
     assert devices["BERGERPHONE"].verified and devices["TABLET"].verified
     assert said == [(STAFF, f"new {BERGER}")]  # the tablet: new, trusted, reported
+
+
+async def test_a_change_is_never_told_in_the_clear_and_a_failed_send_tells_it_later(
+    tmp_path: Path,
+) -> None:
+    channel, said = _channel(tmp_path)
+    phone = _person(tmp_path / "phone", BERGER, "BERGERPHONE")
+    await _knows(channel, phone)
+    again = _person(tmp_path / "again", BERGER, "BERGERPHONE")
+    await channel.client.receive_response(_query((BERGER, "BERGERPHONE", _payload(again))))
+    sending = channel.client.room_send
+
+    async def offline(*_: object, **__: object) -> None:
+        raise OSError("the homeserver is away")
+
+    channel.client.room_send = offline
+    with pytest.raises(OSError):
+        await channel.trust.query_keys()
+    channel.client.room_send = sending
+    assert said == []
+    await channel.trust.query_keys()  # the next sync tells it
+    assert said == [(STAFF, f"changed {BERGER} BERGERPHONE")]
+    channel.client.rooms[STAFF].encrypted = False  # the guard would fail now
+    third = _person(tmp_path / "third", BERGER, "BERGERPHONE")
+    await channel.client.receive_response(_query((BERGER, "BERGERPHONE", _payload(third))))
+    await channel.trust.query_keys()
+    assert len(said) == 1  # nothing about it in an unencrypted room

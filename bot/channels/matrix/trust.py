@@ -80,6 +80,8 @@ class KeyWatchingClient(AsyncClient):  # type: ignore[misc]  # nio has no type h
             for room in self.rooms.values():  # a session it may have had goes out of use
                 if change.user in room.users:
                     self.invalidate_outbound_session(room.room_id)
+        if changes:
+            logger.warning("matrix: %d device(s) changed their keys; blacklisted", len(changes))
         self.key_changes += changes
 
 
@@ -111,15 +113,15 @@ class DeviceTrust:
         if not changes:
             return
         counsellors = await self.counsellors()
-        while changes:
-            change = changes.pop(0)
-            logger.warning("matrix: a device changed its keys; it gets no keys any more")
+        while changes:  # each taken off once it is told (a failed send tries again later)
+            change = changes[0]
             if change.user in counsellors:
                 await self._tell_staff_room(
                     "matrix_device_keys_changed", who=change.user, device=change.device
                 )
             else:  # an official: nobody in the staff room may learn their Matrix id
                 await self._tell_staff_room("matrix_official_device_keys_changed")
+            changes.pop(0)
 
     async def trust_room(self, room_id: str, report: bool) -> None:
         """Trust on first use; a known counsellor's new device is reported to the staff room."""
@@ -142,8 +144,9 @@ class DeviceTrust:
 
     async def _tell_staff_room(self, key: str, **fields: object) -> None:
         """A note about devices, never about a case: sent at once, not through the outbox."""
-        if self.staff_room is None:
-            return
+        room = self.client.rooms.get(self.staff_room) if self.staff_room else None
+        if room is None or not room.encrypted:
+            return  # never in the clear; the operator log has it
         note = self.texts(key, self.language).format(**fields)
         content = read.text_content(note)
         await self.client.room_send(
