@@ -22,8 +22,9 @@ import pytest
 
 from bot.channels.matrix.session import SessionFiles
 from storage.server_secret import ServerKeys
+from tests import matrix_people as people
 from tests.matrix_deployment import PASSPHRASE, Deployment, deploy
-from tests.matrix_people import ENCRYPTION_STATE, REFERENCE, Lotse, Person, environment, thread_of
+from tests.matrix_people import ENCRYPTION_STATE, REFERENCE, Lotse, Person, environment
 from tests.synapse import Synapse
 from tests.test_demo_script import Intake, intake_steps
 from tests.test_no_plaintext import findings
@@ -75,19 +76,12 @@ async def test_an_official_on_matrix_reaches_a_counsellor_in_the_encrypted_staff
         reference = next(m[0] for t in reversed(said) if (m := REFERENCE.search(t)))
         staff = deployment.staff_room
 
-        def root():
-            return next(
-                (e for r, e in counsellor.seen
-                 if r == staff and reference in getattr(e, "body", "") and not thread_of(e)),
-                None,
-            )  # fmt: skip
-
-        summary = await counsellor.wait_for(root)
+        summary = await counsellor.wait_for(lambda: people.case_root(counsellor, staff, reference))
         assert description in summary.body  # the encrypted room gets the full details
         thread = summary.event_id
 
         def in_thread() -> list[str]:
-            return [e.body for r, e in counsellor.seen if r == staff and thread_of(e) == thread]
+            return people.in_thread(counsellor, staff, thread)
 
         before = len(official.texts(room))
         await counsellor.say(staff, "/uebernehmen", relates_to=thread)

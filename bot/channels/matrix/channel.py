@@ -80,6 +80,7 @@ class MatrixChannel:
         self.staff_room = staff_room
         self._undecrypted: dict[str, tuple[MegolmEvent, float]] = {}
         self._ready = asyncio.Event()
+        self._reached: float | None = None  # time.monotonic() of the last successful sync
         self._send_lock = asyncio.Lock()
         self.trust = DeviceTrust(
             self.client,
@@ -149,6 +150,7 @@ class MatrixChannel:
                 backoff = min(backoff * 2, MAX_BACKOFF)
                 continue
             backoff = 1.0
+            self._reached = time.monotonic()
             await self._keys()
             await self.direct.invitations(response)
             if not backlog:
@@ -158,6 +160,10 @@ class MatrixChannel:
             self.files.save_sync(token)
             backlog = full_state = False
             self._ready.set()
+
+    def last_reachable(self) -> float | None:
+        """When a sync last succeeded (the health check's optional hook, `Reachable`)."""
+        return self._reached
 
     async def _keys(self) -> None:
         client = self.client
