@@ -47,7 +47,9 @@ def changed_keys(client: AsyncClient, response: KeysQueryResponse) -> list[KeyCh
         stored = client.device_store[user] if user in client.device_store.users else {}
         for device_id, payload in devices.items():
             known = stored.get(device_id)
-            if known is None or (user, device_id) == (client.user_id, client.device_id):
+            if known is None or known.blacklisted:  # a blacklisted one was told already
+                continue
+            if (user, device_id) == (client.user_id, client.device_id):
                 continue
             try:
                 keys = payload["keys"]
