@@ -399,6 +399,38 @@ async def test_a_counsellors_new_device_is_reported_in_the_staff_room(
         await counsellor.stop()
 
 
+async def test_a_counsellors_device_whose_keys_change_is_reported_and_gets_no_more_keys(
+    deployment: Deployment,
+) -> None:
+    """The same device id logs in again with a new store: new identity keys, which Synapse
+    takes and announces. (A thief with the password could do just this.)"""
+    counsellor = deployment.counsellor_person()
+    url, user, folder = deployment.synapse.url, deployment.counsellor, deployment.folder
+    laptop = Person(url, user, folder / "laptop", device_id="BERGERLAPTOP")
+    staff = deployment.staff_room
+    await counsellor.start(device=deployment.counsellor_device)
+    await laptop.start(deployment.counsellor_password)
+    try:
+        first = await _urgent_case(deployment, counsellor)
+        await laptop.wait_for(lambda: any(first in t for t in laptop.texts(staff)))  # trusted
+    finally:
+        await laptop.stop()
+    replaced = Person(url, user, folder / "laptop-replaced", device_id="BERGERLAPTOP")
+    await replaced.start(deployment.counsellor_password)
+    try:
+        note = f"Das Gerät BERGERLAPTOP von {user} hat plötzlich andere Schlüssel"
+        await counsellor.wait_for(lambda: any(note in t for t in counsellor.texts(staff)), 60)
+        reference = await _urgent_case(deployment, counsellor)
+        await replaced.wait_for(lambda: replaced.undecryptable > 0)  # it sees the posts ...
+        await asyncio.sleep(3)
+        assert not any(reference in text for text in replaced.texts(staff))  # ... unreadable
+        assert sum(note in text for text in counsellor.texts(staff)) == 1
+    finally:
+        await replaced.stop()
+        await counsellor.stop()
+    assert deployment.lotse.running()
+
+
 async def test_a_stranger_in_the_staff_room_gets_no_case_details_only_an_alert(
     deployment: Deployment,
 ) -> None:
