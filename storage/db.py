@@ -22,8 +22,13 @@ class DatabaseError(Exception):
     """The database cannot be opened or upgraded; the message names what to fix."""
 
 
-def open_database(url: str) -> AsyncEngine:
-    """The connection pool for `url` (SQLAlchemy calls it an engine)."""
+def open_database(url: str, idle_transaction_seconds: float | None = None) -> AsyncEngine:
+    """The connection pool for `url` (SQLAlchemy calls it an engine).
+
+    With `idle_transaction_seconds`, PostgreSQL ends a session whose transaction waits that
+    long for its client: the locks of a paused or cut-off process are released then, so the
+    instance that takes over from it is not blocked by them (see storage/lease.py).
+    """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _open_sqlite(url, parsed.database)
@@ -32,7 +37,13 @@ def open_database(url: str) -> AsyncEngine:
             raise DatabaseError(
                 f"use the asyncpg driver: postgresql+asyncpg://… (got {parsed.drivername})"
             )
-        return create_async_engine(url, pool_pre_ping=True)
+        settings = {}
+        if idle_transaction_seconds is not None:
+            milliseconds = str(round(idle_transaction_seconds * 1000))
+            settings["idle_in_transaction_session_timeout"] = milliseconds
+        return create_async_engine(
+            url, pool_pre_ping=True, connect_args={"server_settings": settings}
+        )
     raise DatabaseError(
         f"storage.url: unsupported database '{parsed.drivername}'; "
         "use sqlite+aiosqlite:///path/lotse.db or postgresql+asyncpg://user@host/db"
