@@ -7,6 +7,12 @@ reads what the bot did (`messages_to`, `topics`, `answers`, …). It enforces Te
 flood limits – about one message a second in a private chat with bursts of three,
 twenty a minute in a group, thirty a second overall – and counts every violation
 instead of hiding it; `fail_next(method, retry_after)` answers the next call with 429.
+
+Several `lotse run` processes may share one emulator (a leader and its standby). Give
+their process ids to `watch` and every call is attributed to the process whose socket
+made it (`Call.caller`, `Sent.caller`): the client's port is looked up in the kernel's
+socket table and matched to the process holding that socket, so the processes can run
+with the same configuration and token.
 """
 
 from __future__ import annotations
@@ -15,9 +21,11 @@ import asyncio
 import contextlib
 import itertools
 import json
+import os
 import socket
 import threading
 import time
+import weakref
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +52,14 @@ class Sent:
     markup: dict[str, Any] | None = None
     document: bytes | None = None
     deleted: bool = False
+    caller: int | None = None  # the process that sent it, when watched (see `Emulator.watch`)
+
+
+@dataclass(frozen=True)
+class Call:
+    method: str
+    caller: int | None
+    at: float  # time.monotonic() when the request arrived
 
 
 @dataclass
@@ -72,6 +88,10 @@ class Emulator:
         self.messages: dict[tuple[int, int], Sent] = {}
         self.sent: list[Sent] = []
         self.calls: list[str] = []
+        self.calls_by: list[Call] = []  # every call with its process, when `watch`ed
+        self.watch: set[int] = set()
+        self._caller: int | None = None
+        self._owners: weakref.WeakKeyDictionary[object, int | None] = weakref.WeakKeyDictionary()
         self.answers: list[tuple[str, str | None]] = []
         self.commands: dict[str | None, list[str]] = {}
         self.files: dict[str, bytes] = {}
@@ -305,13 +325,34 @@ class Emulator:
 
     # -- the methods -------------------------------------------------------------------------------
 
+    def caller_of(self, connection: object, peer_port: int) -> int | None:
+        """Which watched process holds the client end of `connection` (None: none)."""
+        if not self.watch:
+            return None
+        if connection not in self._owners:
+            self._owners[connection] = _socket_owner(peer_port, self.port, set(self.watch))
+        return self._owners[connection]
+
+    def calls_from(self, caller: int, method: str | None = None, since: float = 0.0) -> list[Call]:
+        with self.lock:
+            return [
+                call
+                for call in self.calls_by
+                if call.caller == caller and call.at >= since and method in (None, call.method)
+            ]
+
     async def call(
-        self, method: str, params: dict[str, Any], files: dict[str, bytes]
+        self,
+        method: str,
+        params: dict[str, Any],
+        files: dict[str, bytes],
+        caller: int | None = None,
     ) -> tuple[int, dict[str, Any]]:
         if not self.token_valid:
             return 401, {"ok": False, "error_code": 401, "description": "Unauthorized"}
         with self.lock:
             self.calls.append(method)
+            self.calls_by.append(Call(method, caller, time.monotonic()))
             waits = self.fail.get(method)
             if waits:
                 retry_after = waits.pop(0)
@@ -328,6 +369,7 @@ class Emulator:
             handler = getattr(self, f"_m_{method}", None)
             if handler is None:
                 return 404, {"ok": False, "error_code": 404, "description": "Not Found"}
+            self._caller = caller
             try:
                 return 200, {"ok": True, "result": handler(params, files)}
             except _ApiError as error:
@@ -393,6 +435,7 @@ class Emulator:
         self._count(chat, method)
         markup = params.get("reply_markup")
         sent = Sent(chat, self._next_message_id(chat), text, time.time(), thread, markup, document)
+        sent.caller = self._caller
         self.sent.append(sent)
         self.messages[(chat, sent.message_id)] = sent
         result: dict[str, Any] = {
@@ -530,6 +573,31 @@ class Emulator:
         return True
 
 
+def _socket_owner(client_port: int, server_port: int, pids: set[int]) -> int | None:
+    """The process among `pids` that holds the TCP socket 127.0.0.1:client_port → server_port."""
+    inode = None
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table, encoding="ascii") as lines:
+            for line in list(lines)[1:]:
+                fields = line.split()
+                local, remote = fields[1], fields[2]
+                if (
+                    int(local.rsplit(":", 1)[1], 16) == client_port
+                    and int(remote.rsplit(":", 1)[1], 16) == server_port
+                ):
+                    inode = fields[9]
+    if inode is None:
+        return None
+    target = f"socket:[{inode}]"
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
+                        return pid
+    return None
+
+
 class _ApiError(Exception):
     def __init__(self, code: int, description: str) -> None:
         super().__init__(description)
@@ -561,7 +629,13 @@ class _Method(tornado.web.RequestHandler):
                 name: _value(values[-1]) for name, values in self.request.body_arguments.items()
             }
         files = {name: parts[0].body for name, parts in self.request.files.items()}
-        status, body = await self.emulator.call(method, params, files)
+        caller = None
+        if self.emulator.watch:
+            stream: Any = getattr(self.request.connection, "stream", None)
+            sock = getattr(stream, "socket", None)
+            if sock is not None:
+                caller = self.emulator.caller_of(stream, int(sock.getpeername()[1]))
+        status, body = await self.emulator.call(method, params, files, caller)
         self.set_status(status)
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(body))
