@@ -95,11 +95,11 @@ class Service:
                 if await self.leadership.acquire():
                     logger.warning("this instance is active (it holds the lease)")
                     return True
+                if not announced:  # said once per standby period, not on every ask
+                    logger.warning("standby: another instance is active")
+                    announced = True
             except Exception as error:  # the database may be away: keep asking
                 log_failure(logger, "asking for the lease", error)
-            if not announced:
-                logger.warning("standby: another instance is active")
-                announced = True
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), STANDBY_SECONDS)
         return False
