@@ -12,6 +12,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -20,6 +21,18 @@ SQLITE_BUSY_SECONDS = 30
 
 class DatabaseError(Exception):
     """The database cannot be opened or upgraded; the message names what to fix."""
+
+
+def unreachable(error: BaseException) -> bool:
+    """Whether `error` says the database could not be reached or the connection was lost
+    (rather than that the database refused the work)."""
+    if isinstance(error, DBAPIError):
+        return (
+            error.connection_invalidated
+            or isinstance(error, InterfaceError)
+            or isinstance(error.orig, OSError)
+        )
+    return isinstance(error, OSError | TimeoutError)
 
 
 def open_database(url: str, idle_transaction_seconds: float | None = None) -> AsyncEngine:

@@ -90,11 +90,15 @@ class Lotse:
         assert added.returncode == 0, added.stderr
 
     def start(
-        self, token: str = TOKEN, extra_env: dict[str, str] | None = None, polling: bool = True
+        self,
+        token: str = TOKEN,
+        extra_env: dict[str, str] | None = None,
+        polling: bool = True,
+        config: Path | None = None,
     ) -> subprocess.Popen[str]:
         environment = {k: v for k, v in os.environ.items() if k not in LOTSE_ENVIRONMENT}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "bot", "-v", "run", "--config", str(self.config)],
+            [sys.executable, "-m", "bot", "-v", "run", "--config", str(config or self.config)],
             cwd=ROOT,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,

@@ -26,10 +26,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
 from tests.conftest import _async_url, _create_database, _drop_database
+from tests.tcp_proxy import TcpProxy
 from tests.telegram_emulator import Emulator, Sent
 from tests.telegram_harness import COUNSELLOR_ID, Lotse, lotse
 from tests.test_telegram import _consented, answer_until, said_to
@@ -112,15 +114,15 @@ class Pair:
     emulator: Emulator
     processes: list[subprocess.Popen[str]] = field(default_factory=list)
 
-    def start(self) -> subprocess.Popen[str]:
-        process = self.lotse.start(polling=False)
+    def start(self, config: Path | None = None) -> subprocess.Popen[str]:
+        process = self.lotse.start(polling=False, config=config)
         self.emulator.watch.add(process.pid)  # before it can make its first call
         self.processes.append(process)
         return process
 
-    def start_both(self) -> tuple[int, int]:
+    def start_both(self, leader_config: Path | None = None) -> tuple[int, int]:
         """The first becomes active, the second waits as its standby."""
-        leader = self.start().pid
+        leader = self.start(leader_config).pid
         self.emulator.wait(lambda: self.emulator.calls_from(leader, "getUpdates"), 60, "polling")
         standby = self.start().pid
         self.wait_log(1, "standby: another instance is active")
@@ -313,4 +315,48 @@ def test_a_leader_paused_past_its_lease_sends_nothing_when_it_resumes(
     assert all(first.caller == leader and first.at < resumed_wall for first, _ in doubles)
     print(_figures(emulator, leader, standby, doubles))
     assert emulator.violations == []
+    _audit_verifies(pair.lotse)
+
+
+def test_a_leader_cut_off_from_the_database_stops_and_the_standby_takes_over(
+    short_pair: Pair, emulator: Emulator, postgres_admin_url: str
+) -> None:
+    """The active machine loses the database (its connections reset, new ones refused) while
+    the standby still reaches it; the standby connects directly, the leader through a proxy
+    the test cuts – otherwise one configuration."""
+    pair = short_pair
+    config = pair.lotse.config.read_text(encoding="utf-8")
+    server = urlsplit(postgres_admin_url)
+    with TcpProxy(server.hostname or "127.0.0.1", server.port or 5432) as proxy:
+        proxied = pair.lotse.folder / "lotse-proxied.toml"
+        proxied.write_text(
+            config.replace(f"@{server.hostname}:{server.port}/", f"@127.0.0.1:{proxy.port}/"),
+            encoding="utf-8",
+        )
+        assert proxied.read_text(encoding="utf-8") != config
+        leader, standby = pair.start_both(proxied)
+        users = list(range(33_001, 33_011))
+        _at_the_role_question(emulator, users)
+        with Officials(emulator, users) as officials:
+            emulator.wait(lambda: officials.answered() >= 20, 60, "traffic before the cut")
+            cut_at = time.monotonic()
+            proxy.cut()
+            took = pair.takeover(standby, cut_at)
+            assert took < TAKEOVER_SECONDS
+            print(f"takeover after the leader lost the database: {took:.1f} s (lease 4 s)")
+            took_at = cut_at + took
+            answered = officials.answered()
+            emulator.wait(lambda: officials.answered() >= answered + 20, 60, "traffic after")
+        emulator.wait(officials.all_answered, 60, "every message answered")
+        time.sleep(2)
+
+        pair.wait_log(0, "this instance lost the lease")
+        assert pair.sends(leader, took_at) == []
+        assert emulator.calls_from(leader, "getUpdates", took_at) == []
+        assert pair.processes[0].poll() is None, pair.log(0)[-3000:]  # it waits, it did not die
+    assert emulator.calls_from(standby, "getUpdates")[0].at > cut_at
+    assert all(sent.caller in (leader, standby) for sent in emulator.sent)
+    doubles = officials.doubles()
+    assert len(doubles) <= 1, doubles
+    print(_figures(emulator, leader, standby, doubles))
     _audit_verifies(pair.lotse)
