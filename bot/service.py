@@ -180,7 +180,10 @@ class Service:
         for task in receiving:
             task.cancel()
         if not await self.core.drain(STOP_SECONDS * DRAIN_SHARE):
-            logger.warning("stopping: a step did not finish in time and was rolled back")
+            logger.warning(
+                "stopping: a step did not finish in time (it is rolled back, or it waits for "
+                "the database and the lease: its message stays unconfirmed)"
+            )
         for task in background:
             task.cancel()
         for task in [*receiving, *background]:
