@@ -12,7 +12,8 @@ Several `lotse run` processes may share one emulator (a leader and its standby).
 their process ids to `watch` and every call is attributed to the process whose socket
 made it (`Call.caller`, `Sent.caller`): the client's port is looked up in the kernel's
 socket table and matched to the process holding that socket, so the processes can run
-with the same configuration and token.
+with the same configuration and token. A process in `holding` waits for the answer to
+its sendMessage (as over a slow network) until it is taken out again.
 """
 
 from __future__ import annotations
@@ -90,6 +91,9 @@ class Emulator:
         self.calls: list[str] = []
         self.calls_by: list[Call] = []  # every call with its process, when `watch`ed
         self.watch: set[int] = set()
+        self.holding: set[int] = set()  # watched processes whose sendMessage is not answered yet
+        self.held: list[int] = []  # which process each held sendMessage came from
+        self._polls = 0  # getUpdates calls so far; only the latest may wait for updates
         self._caller: int | None = None
         self._owners: weakref.WeakKeyDictionary[object, int | None] = weakref.WeakKeyDictionary()
         self.answers: list[tuple[str, str | None]] = []
@@ -363,8 +367,20 @@ class Emulator:
                     "description": f"Too Many Requests: retry after {retry_after}",
                     "parameters": {"retry_after": retry_after},
                 }
+        if method == "sendMessage" and caller is not None and caller in self.holding:
+            self.held.append(caller)  # answered (and carried out) once `holding` lets it go
+            while caller in self.holding:  # noqa: ASYNC110 (set from the test's thread)
+                await asyncio.sleep(0.02)
         if method == "getUpdates":
-            return 200, {"ok": True, "result": await self._get_updates(params)}
+            updates = await self._get_updates(params)
+            if updates is None:
+                return 409, {
+                    "ok": False,
+                    "error_code": 409,
+                    "description": "Conflict: terminated by other getUpdates request; "
+                    "make sure that only one bot instance is running",
+                }
+            return 200, {"ok": True, "result": updates}
         with self.lock:
             handler = getattr(self, f"_m_{method}", None)
             if handler is None:
@@ -379,13 +395,21 @@ class Emulator:
                     "description": error.description,
                 }
 
-    async def _get_updates(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+    async def _get_updates(self, params: dict[str, Any]) -> list[dict[str, Any]] | None:
+        """The updates for one getUpdates call; None when a newer call ended this one (as
+        Telegram does: only one long poll per bot, the older one gets 409 Conflict)."""
         offset = int(params.get("offset") or 0)
         timeout = float(params.get("timeout") or 0)
         deadline = time.monotonic() + timeout
         assert self._new_update is not None
+        with self.lock:
+            self._polls += 1
+            mine = self._polls
+        self._new_update.set()  # wakes an older poll, which then ends
         while True:
             with self.lock:
+                if self._polls != mine:
+                    return None
                 if offset:
                     self.confirmed = max(self.confirmed, offset)
                     self.updates = [u for u in self.updates if u["update_id"] >= offset]

@@ -5,7 +5,9 @@ Officials write without pause while the active process is killed (SIGKILL) or pa
 its lease (SIGSTOP); the standby takes over within 15 s, every message is answered, and
 the emulator attributes each call to the process that made it (by the client's socket,
 see tests/telegram_emulator.py), so the test sees that the standby never polled while the
-other was active and that a resumed former leader sends nothing.
+other was active and that a resumed former leader sends nothing. The leader is paused in
+the middle of a send, and resumes while replies wait in the outbox, due and untaken (the
+new leader's sends are held up meanwhile): what a former leader could send, if it did.
 
 Exactly once has one limit that no program can lift: the Bot API has no idempotency key,
 so a message that reached Telegram just before the sender was killed, but whose removal
@@ -286,16 +288,28 @@ def test_a_leader_paused_past_its_lease_sends_nothing_when_it_resumes(
     _at_the_role_question(emulator, users)
     with Officials(emulator, users) as officials:
         emulator.wait(lambda: officials.answered() >= 20, 60, "traffic before the pause")
+        # Paused in the middle of a send: the answer reaches it only when it resumes.
+        emulator.holding.add(leader)
+        emulator.wait(lambda: leader in emulator.held, 30, "a send of the leader under way")
         paused_at = time.monotonic()
         pair.processes[0].send_signal(signal.SIGSTOP)
+        emulator.holding.discard(leader)
         took = pair.takeover(standby, paused_at)
         assert took < TAKEOVER_SECONDS
         print(f"takeover after SIGSTOP: {took:.1f} s (lease 4 s)")
         answered = officials.answered()
         emulator.wait(lambda: officials.answered() >= answered + 20, 60, "traffic after")
+        # The new leader's sends are slow while the old one resumes, so replies wait in the
+        # outbox, due and taken by nobody: a former leader that did not check its lease
+        # before each delivery would send them.
+        emulator.holding.add(standby)
+        emulator.wait(lambda: standby in emulator.held, 30, "a send of the new leader under way")
+        time.sleep(1.5)
         resumed_at, resumed_wall = time.monotonic(), time.time()
         pair.processes[0].send_signal(signal.SIGCONT)
         pair.wait_log(0, "this instance lost the lease")
+        time.sleep(1)
+        emulator.holding.discard(standby)
         answered = officials.answered()
         emulator.wait(lambda: officials.answered() >= answered + 20, 60, "traffic after resuming")
     emulator.wait(officials.all_answered, 60, "every message answered")
