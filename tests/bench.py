@@ -26,12 +26,10 @@ from storage.keyfile import unlock
 from storage.keyring import CounsellorEntry, active_counsellors, add
 from storage.models import Counsellor
 from storage.sealing import PrivateKey
+from tests import bench_crypto, bench_drain, bench_latency, bench_matrix, bench_scale
+from tests.bench_results import Results
+from tests.bench_rig import ANSWERS
 from tests.fakes import NullRoom
-
-ANSWERS = [
-    "/start", "1", "nein", "1", "by", "1, 3", "Beschreibung des Vorfalls", "1", "online", "1, 2",
-    "1", "1", "1", "nein", "https://example.org/post", "fertig", "nein", "1,3", "1", "absenden",
-]  # fmt: skip
 
 
 class _Sink(NullRoom):
@@ -159,6 +157,11 @@ def main() -> None:
         asyncio.run(bench_core(1000, Path(folder), ANSWERS[:3]))  # a burst: 1,000 at once
     with tempfile.TemporaryDirectory() as folder:
         asyncio.run(bench_claims(100, 8, Path(folder)))
+    results = Results()
+    for section in (bench_latency, bench_scale, bench_drain, bench_matrix, bench_crypto):
+        section.run(results)
+    print(f"\n{results.table()}\n\nfailures in all: {results.failures():g}")
+    print(f"written to {results.write().relative_to(Path.cwd())}")
 
 
 if __name__ == "__main__":

@@ -30,7 +30,8 @@ from bot.demo import DEMO_PASSPHRASE, demo_counsellor
 from storage.backup import head_revision
 from storage.db import open_database, schema_is_current, upgrade
 from storage.server_secret import ServerKeys, _derive
-from tests.bench import ANSWERS, _Sink
+from tests.bench import _Sink
+from tests.bench_rig import ANSWERS
 from tests.conftest import _async_url, _create_database, _drop_database
 
 OFFICIALS = 8
