@@ -158,8 +158,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         asyncio.run(bench_claims(100, 8, Path(folder)))
     results = Results()
+    started = time.perf_counter()
     for section in (bench_latency, bench_scale, bench_drain, bench_matrix, bench_crypto):
         section.run(results)
+    results.add("bench", "these sections together", time.perf_counter() - started, "s")
     print(f"\n{results.table()}\n\nfailures in all: {results.failures():g}")
     print(f"written to {results.write().relative_to(Path.cwd())}")
 
