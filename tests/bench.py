@@ -16,7 +16,7 @@ from pathlib import Path
 from bot.app import demo_config, open_app
 from bot.core.orchestrator import Core
 from bot.core.settings import Settings
-from bot.core.types import Inbound, Reply
+from bot.core.types import Inbound
 from bot.demo import DEMO_PASSPHRASE, demo_counsellor
 from flows.engine import Engine
 from flows.messages import UserInput
@@ -28,21 +28,7 @@ from storage.models import Counsellor
 from storage.sealing import PrivateKey
 from tests import bench_crypto, bench_drain, bench_latency, bench_matrix, bench_scale
 from tests.bench_results import Results
-from tests.bench_rig import ANSWERS
-from tests.fakes import NullRoom
-
-
-class _Sink(NullRoom):
-    name = "bench"
-
-    def __init__(self, apology: str) -> None:
-        self.apology = apology
-        self.replies = 0
-        self.apologies = 0  # "technical error": a failure, never throughput
-
-    async def send(self, chat: str, reply: Reply) -> None:
-        self.replies += 1
-        self.apologies += reply.text == self.apology
+from tests.bench_rig import ANSWERS, Sink
 
 
 def bench_engine(engine: Engine, rounds: int) -> None:
@@ -71,7 +57,7 @@ async def bench_core(intakes: int, folder: Path, answers: list[str] = ANSWERS) -
     """Officials writing at once through the real core; apologies are counted as failures."""
     async with open_app(demo_config(folder)) as app:
         await demo_counsellor(app)
-        sink = _Sink(app.engine.texts.get("technical_error", "de"))
+        sink = Sink(app.engine.texts.get("technical_error", "de"))
         core = Core(app.engine, app.store, staff_room=sink, settings=Settings.defaults())
         core.attach(sink)
         workers = asyncio.create_task(core.delivery.run())

@@ -5,8 +5,9 @@ which enforces Telegram's flood limits and counts every violation. All officials
 messages are queued at once; every tenth writes words of acute danger instead of /start.
 Telegram lets a bot send 30 messages a second, so the floor for R replies is R / 30 s;
 the figure is the time from the burst to the last reply as a multiple of that floor
-(1.0 is the best possible). Urgent first: where the officials in danger got their first
-reply in the order of all officials' first replies (0 % = before everyone else).
+(about 1.0 is the best possible: the first second's 30 may go at once). Urgent first:
+where the officials in danger got their first reply in the order of all officials'
+first replies (0 % = before everyone else).
 """
 
 from __future__ import annotations
