@@ -10,6 +10,7 @@ import asyncio
 import statistics
 import tempfile
 import time
+import traceback
 import tracemalloc
 from pathlib import Path
 
@@ -146,7 +147,11 @@ def main() -> None:
     results = Results()
     started = time.perf_counter()
     for section in (bench_latency, bench_scale, bench_drain, bench_matrix, bench_crypto):
-        section.run(results)
+        try:
+            section.run(results)
+        except Exception:  # one broken section must not hide the others' figures
+            traceback.print_exc()
+            results.add(section.SECTION, "the section crashed", 1, "failures")
     results.add("bench", "these sections together", time.perf_counter() - started, "s")
     print(f"\n{results.table()}\n\nfailures in all: {results.failures():g}")
     print(f"written to {results.write().relative_to(Path.cwd())}")
