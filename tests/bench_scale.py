@@ -163,5 +163,8 @@ def run(results: Results, sizes: Sizes = Sizes()) -> None:
 
 
 if __name__ == "__main__":
-    figures = asyncio.run(resume(Path(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])))
-    print(json.dumps(figures))
+    if len(sys.argv) == 4:  # the resume, in its own process (see run)
+        figures = asyncio.run(resume(Path(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])))
+        print(json.dumps(figures))
+    else:
+        run(Results())
