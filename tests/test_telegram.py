@@ -75,8 +75,9 @@ def answer_until(
             return said
         last = new[-1]
         if not last.markup:
-            step = next(key for key in on_text if key in last.text)
-            emulator.message(user, on_text[step])
+            step = next((key for key in on_text if key in last.text), None)
+            if step is not None:  # else a note (guidance, say): its question follows
+                emulator.message(user, on_text[step])
             continue
         choices = buttons(last)
         step = choices[0][1].split(".")[0]
