@@ -18,6 +18,7 @@ from typing import Any
 
 from transitions import Machine
 
+from flows import lanes
 from flows.answers import clean, is_number, match_many, match_one, parse_command, split_links
 from flows.messages import Choice, Effect, Outcome, Pick, Reply, UserInput
 from flows.offers import SHIPPED_OFFERS, Need, load_directory
@@ -53,11 +54,13 @@ class Engine:
         texts: Texts,
         renderer: Renderer,
         safety: SafetyCheck | None = None,
+        privacy: lanes.Privacy = lanes.DEFAULT_PRIVACY,
     ) -> None:
         self.questionnaire = questionnaire
         self.texts = texts
         self.render = renderer
         self.safety = safety if safety is not None else load_safety()
+        self.privacy = privacy
         self._machine = self._compile()
         self._commands = texts.command_names()
         yes, no = texts.word_list("yes_words"), texts.word_list("no_words")
@@ -76,11 +79,14 @@ class Engine:
         offers: Path = SHIPPED_OFFERS,
         texts: Path = SHIPPED_TEXTS,
         safety: Path = SHIPPED_SAFETY,
+        privacy: lanes.Privacy = lanes.DEFAULT_PRIVACY,
     ) -> Engine:
         loaded = load_questionnaire(questionnaire)
         phrases = load_texts(texts, loaded.meta.languages)
         directory = load_directory(loaded, offers)
-        return cls(loaded, phrases, Renderer(loaded, phrases, directory), load_safety(safety))
+        loaded = lanes.with_ways(loaded, lanes.offered_ways(directory))
+        renderer = Renderer(loaded, phrases, directory)
+        return cls(loaded, phrases, renderer, load_safety(safety), privacy)
 
     def _compile(self) -> Machine:
         steps = self.questionnaire.steps
@@ -97,7 +103,7 @@ class Engine:
                     [_condition(rule)] if rule.when else []
                 )
                 machine.add_transition("advance", step.id, rule.goto, conditions=conditions)
-        machine.add_transition("submit", self.questionnaire.summary.id, SUBMITTED)
+        machine.add_transition("submit", "*", SUBMITTED)  # the summary, or a step that sends
         return machine
 
     def _move(self, state: IntakeState, trigger: str) -> None:
@@ -148,22 +154,22 @@ class Engine:
             urgent=self.is_urgent(state),
         )
 
-    def progress(self, state: IntakeState) -> tuple[int, int] | None:
-        questions = [step.id for step in self.questionnaire.path(state.answers) if step.is_question]
-        if state.step not in questions:
-            return None
-        return questions.index(state.step) + 1, len(questions)
+    def progress(self, state: IntakeState) -> lanes.Progress | None:
+        return lanes.progress(self.questionnaire, state)
 
     def begin_again(self, state: IntakeState, previous_reference: str | None) -> IntakeState:
-        """A new report from someone who agreed to the privacy notice before: first question."""
+        """A new report from someone who agreed to the privacy notice before: the first
+        question, and the notice is passed over."""
         fresh = self.new_state(state.language)
         fresh.consented = True
         fresh.previous_reference = previous_reference
         fresh.prompt_serial = state.prompt_serial  # the earlier report's buttons stay refused
-        consent = self.questionnaire.first
-        fresh.answers[consent.id] = "agree"
-        fresh.history.append(consent.id)
-        self._forward(fresh, [])
+        for step in self.questionnaire.steps.values():
+            if step.kind == "consent":
+                fresh.answers[step.id] = "agree"
+        if self.questionnaire.first.kind == "consent":
+            fresh.history.append(fresh.step)
+            self._forward(fresh, [])
         return fresh
 
     def is_command(self, text: str) -> bool:
@@ -177,7 +183,11 @@ class Engine:
         first = self.texts.get("submitted", language, reference=reference)
         if need.urgent:
             first += "\n\n" + self.texts.get("urgent_submitted", language)
-        after = self.texts.get("next_steps", language, hours=hours)
+        if lanes.in_danger_lane(self.questionnaire, state):  # only the lines open right now
+            lines = lanes.emergency_lines(self.render.directory, need.land, self.texts, language)
+            return [Reply(first), Reply(lines)]
+        contact = lanes.contact_of(self.questionnaire, state)
+        after = self.texts.get(lanes.next_steps_key(contact), language, hours=hours)
         return [
             Reply(first),
             Reply(self.render.offers(need, language, said_nearby=f"{first}\n{after}")),
@@ -232,7 +242,19 @@ class Engine:
             refused_files=bool(given.dropped_files or given.too_big_files),
             pick=given.pick,
         )
-        return Outcome(outcome.state, [*notes, *outcome.replies], outcome.effect)
+        replies = outcome.replies
+        if notes and spelled is None and outcome.effect is None and outcome.state is not None:
+            replies = self._offer_sending(outcome.state, replies)
+        return Outcome(outcome.state, [*notes, *replies], outcome.effect)
+
+    def _offer_sending(self, state: IntakeState, replies: list[Reply]) -> list[Reply]:
+        """After a safety hit in the questions: send now, or go on (the question is kept)."""
+        if not state.safety or not lanes.may_send_now(self.questionnaire, state):
+            return replies
+        if replies and replies[-1].prompt is not None:
+            replies = replies[:-1]  # asked again once the official chooses to go on
+        await_answer(state, "send_now")
+        return [*replies, self._confirmation_question(state)]
 
     def _dispatch(
         self,
@@ -322,7 +344,8 @@ class Engine:
                 replies.append(Reply(step.declined[language]))
                 return Outcome(state, replies)
             if self.safety.wants_a_person(text):
-                replies.append(self._say(state, "talk_offer"))
+                talk = lanes.may_choose_talk(self.questionnaire, state)
+                replies.append(self._say(state, "talk_lane_chosen" if talk else "talk_offer"))
             replies.append(self.ask(state))
             return Outcome(state, replies)
 
@@ -335,6 +358,8 @@ class Engine:
         bare = self._bare_command(text)
         if step.kind in ("choice", "yesno"):
             key = chosen[0] if chosen else match_one(text, choices, self._yes_no_for(choices))
+            if key is None and self.safety.wants_a_person(text):
+                key = lanes.talk_at(self.questionnaire, step)  # the first question: that lane
             if key is not None:
                 return self._accept(state, step, key, replies)
             if bare:
@@ -382,8 +407,20 @@ class Engine:
     def _accept(self, state: IntakeState, step: Step, value: Any, replies: list[Reply]) -> Outcome:
         state.answers[step.id] = value
         state.history.append(step.id)
+        if step.sends:
+            return self._send(state, replies)
         self._forward(state, replies)
         return Outcome(state, replies)
+
+    def _send(self, state: IntakeState, replies: list[Reply]) -> Outcome:
+        """The intake becomes a case: only the answers on the official's path are kept."""
+        kept = {step.id for step in self.questionnaire.path(state.answers)}
+        state.answers = {key: value for key, value in state.answers.items() if key in kept}
+        state.contact = lanes.contact_of(self.questionnaire, state)
+        state.pending = None
+        self._move(state, "submit")
+        state.phase = "submitted"
+        return Outcome(state, replies, Effect.SUBMIT)
 
     def _forward(self, state: IntakeState, replies: list[Reply]) -> None:
         """Advance to the next step that needs the official, showing info steps on the way.
@@ -429,9 +466,12 @@ class Engine:
         parts = []
         position = self.progress(state)
         if position is not None:
+            key = "progress_about" if position.approximate else "progress"
             parts.append(
-                self.texts.get("progress", language, number=position[0], total=position[1])
+                self.texts.get(key, language, number=position.number, total=position.total)
             )
+        if step.kind == "consent":
+            parts.append(self.texts.get("privacy_notice", language, **self.privacy.fields()))
         parts.append(step.prompt[language].strip())
         hints = []
         if step.kind == "multi":
@@ -470,6 +510,9 @@ class Engine:
     def _unmatched(self, state: IntakeState, text: str, key: str, **fields: object) -> Reply:
         """No answer matched: say how to reach a person when that is what they asked for."""
         if self.safety.wants_a_person(text):
+            if lanes.may_offer_talk(self.questionnaire, state):
+                await_answer(state, "talk")
+                return self._confirmation_question(state)
             return self._nudge(state, "talk_offer")
         return self._nudge(state, key, **fields)
 
@@ -579,11 +622,7 @@ class Engine:
                 return Outcome(
                     state, [*replies, self._say(state, "missing_answer"), self.ask(state)]
                 )
-            kept = {step.id for step in path}
-            state.answers = {key: value for key, value in state.answers.items() if key in kept}
-            self._move(state, "submit")
-            state.phase = "submitted"
-            return Outcome(state, replies, Effect.SUBMIT)
+            return self._send(state, replies)
         items = self.render.answered_questions(state)
         if is_number(folded) and 1 <= int(folded) <= len(items):
             state.history.append(state.step)
@@ -622,6 +661,10 @@ class Engine:
             "language": lambda: self._language(state, argument),
             "help": lambda: self._help(state),
             "info": lambda: Outcome(state, [self._say(state, "info"), self.ask(state)]),
+            "privacy": lambda: Outcome(
+                state,
+                [self._say(state, "privacy_full", **self.privacy.fields()), self._current(state)],
+            ),
             "offers": lambda: Outcome(
                 state,
                 [Reply(self.render.all_offers(self.need(state), state.language)), self.ask(state)],
@@ -677,18 +720,20 @@ class Engine:
         return Outcome(state, [self._confirmation_question(state)])
 
     def _confirmation_choices(self, state: IntakeState) -> tuple[Choice, Choice]:
-        """Yes and no for /abbrechen or /loeschen, with keys no other prompt uses."""
+        """Yes and no for /abbrechen or /loeschen (or a lane's offer), with keys no other
+        prompt uses."""
         assert state.pending is not None
         confirm, keep = CONFIRMATION_KEYS[state.pending]
+        yes, no = lanes.CONFIRMATION_LABELS.get(state.pending, ("yes", "no"))
         language = state.language
         return (
-            Choice(confirm, self.texts.get("yes", language)),
-            Choice(keep, self.texts.get("no", language)),
+            Choice(confirm, self.texts.get(yes, language)),
+            Choice(keep, self.texts.get(no, language)),
         )
 
     def _confirmation_question(self, state: IntakeState) -> Reply:
-        question = "cancel_confirm" if state.pending == "cancel" else "delete_confirm"
-        text = self.texts.get(question, state.language)
+        assert state.pending is not None
+        text = self.texts.get(f"{state.pending}_confirm", state.language)
         return Reply(text, self._confirmation_choices(state), prompt=prompt_id(state))
 
     def _typed_confirmation(self, state: IntakeState, text: str) -> Outcome:
@@ -696,13 +741,25 @@ class Engine:
         choices = self._confirmation_choices(state)
         confirm, keep = (choice.key for choice in choices)
         aliases = {word: confirm if key == "yes" else keep for word, key in self._yes_no.items()}
-        return self._confirm(state, match_one(text, choices, aliases))
+        key = match_one(text, choices, aliases)
+        if key is None and state.pending in lanes.OFFERS and text:
+            state.pending = None  # not an answer to the offer: an answer to the question
+            return self._answer(state, self.questionnaire.step(state.step), text, [])
+        return self._confirm(state, key)
 
     def _confirm(self, state: IntakeState, key: str | None) -> Outcome:
         """The answer to a pending confirmation: only its own confirm key goes ahead."""
         pending = state.pending
         state.pending = None
         language = state.language
+        if pending in lanes.OFFERS and key == CONFIRMATION_KEYS[pending][0]:
+            if pending == "send_now":
+                return self._send(state, [])
+            replies: list[Reply] = []
+            state.history.append(state.step)
+            self._jump(state, lanes.switch_to_talk(self.questionnaire, state))
+            self._forward(state, replies)
+            return Outcome(state, replies)
         if pending in CONFIRMATION_KEYS and key == CONFIRMATION_KEYS[pending][0]:
             if pending == "cancel":
                 start = self.texts.command("start", language)
@@ -712,8 +769,7 @@ class Engine:
                     Effect.DISCARD,
                 )
             return Outcome(None, [Reply(self.texts.get("deleted", language))], Effect.DELETE_ALL)
-        kept = "cancel_kept" if pending == "cancel" else "delete_kept"
-        return Outcome(state, [Reply(self.texts.get(kept, language)), self.ask(state)])
+        return Outcome(state, [Reply(self.texts.get(f"{pending}_kept", language)), self.ask(state)])
 
     def _language(self, state: IntakeState, argument: str) -> Outcome:
         languages: list[str] = list(self.questionnaire.meta.languages)
@@ -735,11 +791,9 @@ class Engine:
         if state.phase != "intake":
             return Outcome(state, [self.ask(state)])
         history = state.history
-        if (
-            not state.consented
-            or not history
-            or self.questionnaire.step(history[-1]).kind == "consent"
-        ):
+        while history and self.questionnaire.step(history[-1]).kind == "consent":
+            history.pop()  # back over the privacy notice: it was answered, once
+        if not history:
             return Outcome(
                 state, [Reply(self.texts.get("back_at_first", state.language)), self.ask(state)]
             )
