@@ -25,7 +25,7 @@ from tests.test_sealed_cases import DEMO_KEY, DEMO_PASSPHRASE, lotse
 
 pytestmark = pytest.mark.slow
 
-SUBMIT_URGENT = ["/start", "1", "ja", "2", "1", "absenden"]  # in danger: sent at once
+SUBMIT_URGENT = ["/start", "1", "1", "5", "/ueberspringen", "ja"]  # the danger lane: sent at once
 CLAIM = f"staff> {REF} /uebernehmen"
 ROOM_PREFIX = "staff-room> "
 TOO_BIG_DE = "Diese Datei ist größer als 20 MB; ich habe sie nicht gespeichert."

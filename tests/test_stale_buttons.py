@@ -205,7 +205,7 @@ async def test_no_earlier_button_deletes_cancels_or_marks_urgent(
 async def test_forged_picks_are_refused_without_a_crash(
     phone: Phone, store: Store, flow_engine: Engine
 ) -> None:
-    for line in NORMAL_INTAKE[:4]:  # up to the Land question
+    for line in NORMAL_INTAKE[:3]:  # up to the Land question
         await phone.say(line)
     current = phone.prompt
     assert current.startswith("land.")
@@ -239,7 +239,7 @@ async def test_forged_picks_are_refused_without_a_crash(
 
 
 async def test_a_multiple_choice_pick_with_several_keys_is_accepted(phone: Phone) -> None:
-    for line in NORMAL_INTAKE[:5]:  # up to the categories
+    for line in NORMAL_INTAKE[:6]:  # up to the categories
         await phone.say(line)
     assert phone.prompt.startswith("categories.")
     await phone.press(phone.prompt, "stalking", "insult", "threat")
