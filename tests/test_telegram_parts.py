@@ -92,7 +92,8 @@ def test_a_new_conversation_starts_in_the_apps_language_when_the_texts_have_it()
     engine = Engine.from_files(SHIPPED_QUESTIONNAIRE, SHIPPED_OFFERS, SHIPPED_TEXTS)
     english = engine.handle(None, UserInput("/start", language="en"))
     assert english.state is not None and english.state.language == "en"
-    assert english.replies[0].text.startswith("Hello.")
+    assert english.replies[0].text.startswith("In danger? Call 110.")
+    assert "Hello. This is Lotse" in english.replies[0].text
     for unknown in ("fr", None):
         german = engine.handle(None, UserInput("/start", language=unknown))
         assert german.state is not None and german.state.language == "de"
