@@ -111,7 +111,7 @@ def files_containing(data_dir: Path, traces: dict[str, str]) -> list[str]:
 @pytest.mark.slow
 def test_loeschen_removes_every_trace_of_the_official(demo_dir: Path, tmp_path: Path) -> None:
     canaries, first_case = canary_intake("de", tmp_path)  # with an attached file
-    second_case = ["/neu", *intake_lines(Intake(description=SECOND_DESCRIPTION), start=False)[1:]]
+    second_case = ["/neu", *intake_lines(Intake(description=SECOND_DESCRIPTION), again=True)]
     in_progress = ["/neu", "2", "2", "2", "1, 3", IN_PROGRESS_DESCRIPTION]
     secret = canaries.all() | {"second": SECOND_DESCRIPTION, "in progress": IN_PROGRESS_DESCRIPTION}
 
