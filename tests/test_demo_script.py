@@ -20,7 +20,7 @@ from tests.conftest import run_demo
 pytestmark = pytest.mark.slow
 
 REFERENCE = r"L-\d{4}-\d{4}"
-PROGRESS = re.compile(r"^(?:Frage|Question) \d+ (?:von|of) \d+$")
+PROGRESS = re.compile(r"^(?:Frage|Question) \d+ (?:von|of) (?:etwa |about )?\d+$")
 SUMMARY_START = ("Ihre Angaben:", "Your answers:")
 SUMMARY_END = ("Stimmt alles?", "Is everything right?")
 
