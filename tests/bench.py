@@ -28,9 +28,10 @@ from storage.models import Counsellor
 from storage.sealing import PrivateKey
 from tests.fakes import NullRoom
 
-ANSWERS = [
-    "/start", "1", "nein", "1", "by", "1, 3", "Beschreibung des Vorfalls", "1", "online", "1, 2",
-    "1", "1", "1", "nein", "https://example.org/post", "fertig", "nein", "1,3", "1", "absenden",
+ANSWERS = [  # the report lane, every question
+    "/start", "3", "1", "by", "1", "1", "1, 3", "Beschreibung des Vorfalls", "1", "online",
+    "1, 2", "Musterstadt", "1", "1", "1", "nein", "https://example.org/post", "fertig", "nein",
+    "1,3", "1", "absenden",
 ]  # fmt: skip
 
 
