@@ -78,7 +78,8 @@ def test_after_a_suicidal_hit_the_intake_can_be_sent_at_once(flow_engine: Engine
     assert chat.now.pending == "send_now"
     chat.say("Jetzt absenden")
     assert chat.effect is Effect.SUBMIT
-    assert chat.now.answers["description"].startswith("Ich kann nicht mehr")
+    description = chat.now.answers["description"]
+    assert isinstance(description, str) and description.startswith("Ich kann nicht mehr")
     assert chat.now.safety == ["suicidal"]
     assert flow_engine.is_urgent(chat.now)
 
