@@ -17,14 +17,7 @@ from flows.state import IntakeState
 from tests.conftest import run_demo
 from tests.test_demo_script import REFERENCE, Intake, intake_lines, ok, staff_room, text_of
 from tests.test_engine import ANSWERS, Chat
-
-
-def _reporting(engine: Engine) -> Chat:
-    chat = Chat(engine)
-    chat.say("Hallo")
-    chat.say("Ich möchte schildern, was passiert ist")
-    chat.say("Einverstanden")
-    return chat
+from tests.test_talk_request import reporting
 
 
 # -- the lanes' sizes -----------------------------------------------------------------------------
@@ -49,7 +42,7 @@ def test_required_choices_of_the_report_lane_let_the_official_not_know(
 
 
 def test_a_walk_of_the_report_lane_with_only_required_answers(flow_engine: Engine) -> None:
-    chat = _reporting(flow_engine)
+    chat = reporting(flow_engine)
     answered = 1  # the lane
     for _ in range(40):
         if chat.step == "summary":
@@ -70,7 +63,7 @@ def test_a_walk_of_the_report_lane_with_only_required_answers(flow_engine: Engin
 
 
 def test_after_a_suicidal_hit_the_intake_can_be_sent_at_once(flow_engine: Engine) -> None:
-    chat = _reporting(flow_engine)
+    chat = reporting(flow_engine)
     chat.answer_until("description")
     text = chat.say("Ich kann nicht mehr, ich denke daran mich umzubringen.")
     assert text.index("Telefonseelsorge") < text.index("jetzt gleich absenden")
@@ -85,7 +78,7 @@ def test_after_a_suicidal_hit_the_intake_can_be_sent_at_once(flow_engine: Engine
 
 
 def test_going_on_after_a_hit_asks_the_next_question(flow_engine: Engine) -> None:
-    chat = _reporting(flow_engine)
+    chat = reporting(flow_engine)
     chat.answer_until("categories")
     text = chat.say("Er steht mit einem Messer vor meiner Tür")
     assert text.startswith("Rufen Sie jetzt die 110")

@@ -16,7 +16,8 @@ ASKS = [
 ]
 
 
-def _reporting(engine: Engine) -> Chat:
+def reporting(engine: Engine) -> Chat:
+    """On the report lane, privacy notice accepted: at the first question."""
     chat = Chat(engine)
     chat.say("Hallo")
     chat.say("Ich möchte schildern, was passiert ist")
@@ -29,7 +30,7 @@ def _reporting(engine: Engine) -> Chat:
 def test_a_request_for_a_person_at_a_choice_step_offers_the_talk_lane(
     flow_engine: Engine, message: str, stop: str
 ) -> None:
-    chat = _reporting(flow_engine)
+    chat = reporting(flow_engine)
     chat.answer_until(stop)
     before = chat.answers
     text = chat.say(message)
@@ -41,7 +42,7 @@ def test_a_request_for_a_person_at_a_choice_step_offers_the_talk_lane(
 
 
 def test_switching_to_the_talk_lane_asks_only_what_is_still_missing(flow_engine: Engine) -> None:
-    chat = _reporting(flow_engine)
+    chat = reporting(flow_engine)
     chat.answer_until("categories")  # Land, role and safe now are answered
     chat.say("Ich möchte mit einem Menschen sprechen")
     text = chat.say("Ja, mit jemandem sprechen")
@@ -56,7 +57,7 @@ def test_switching_to_the_talk_lane_asks_only_what_is_still_missing(flow_engine:
 
 
 def test_staying_goes_on_with_the_same_question(flow_engine: Engine) -> None:
-    chat = _reporting(flow_engine)
+    chat = reporting(flow_engine)
     chat.answer_until("role")
     chat.say("Rückruf bitte")
     text = chat.say("nein")
@@ -105,6 +106,6 @@ def test_the_danger_lane_is_not_left_for_a_request_for_a_person(flow_engine: Eng
 
 
 def test_an_ordinary_wrong_answer_still_gets_the_usual_nudge(flow_engine: Engine) -> None:
-    chat = _reporting(flow_engine)
+    chat = reporting(flow_engine)
     chat.answer_until("role")
     assert "konnte ich keiner Antwort zuordnen" in chat.say("Gärtner")
