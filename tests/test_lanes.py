@@ -19,7 +19,6 @@ from tests.test_demo_script import REFERENCE, Intake, intake_lines, ok, staff_ro
 from tests.test_engine import ANSWERS, Chat
 from tests.test_talk_request import reporting
 
-
 # -- the lanes' sizes -----------------------------------------------------------------------------
 
 
