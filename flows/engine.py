@@ -209,6 +209,7 @@ class Engine(Confirmations):
             current = self.new_state(given.language if known else None)
         else:
             current = state.model_copy(deep=True)
+            lanes.known_steps_only(self.questionnaire, current)
         text = "" if given.pick is not None else clean(given.text)  # a button says only its pick
         command, argument, spelled = self._command(text)
         at_evidence = (

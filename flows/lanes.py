@@ -65,6 +65,15 @@ def _still_open(step: Step, answers: dict[str, Any]) -> bool:
     return any(condition.answer not in answers for rule in step.next for condition in rule.when)
 
 
+def known_steps_only(questionnaire: Questionnaire, state: IntakeState) -> None:
+    """An intake stored under an older questionnaire (before the lanes: at "danger" or
+    "emergency_continue") goes on from the first question; its answers stay."""
+    steps = questionnaire.steps
+    state.history = [step for step in state.history if step in steps]
+    if state.phase == "intake" and state.step not in steps:
+        state.step = questionnaire.meta.first
+
+
 def lane_of(questionnaire: Questionnaire, state: IntakeState) -> str | None:
     lanes = questionnaire.lanes
     if lanes is None:

@@ -149,3 +149,20 @@ def test_a_call_back_is_promised_and_announced_as_a_call(demo_dir: Path) -> None
     assert "hat Ihren Fall übernommen und ruft Sie unter der angegebenen Nummer an" in text
     posted = "\n".join(staff_room(result.stdout))
     assert "Beim Rückruf in Ordnung: Ein Anruf mit unterdrückter Nummer" in posted
+
+
+def test_an_intake_stored_before_the_lanes_goes_on_from_the_first_question(
+    flow_engine: Engine,
+) -> None:
+    old = IntakeState(
+        language="de",
+        step="emergency_continue",
+        consented=True,
+        answers={"welcome": "agree", "danger": "yes"},
+        history=["welcome", "danger"],
+    )
+    chat = Chat(flow_engine, old)
+    text = chat.say("/zurueck")
+    assert chat.step == "lane" and "Was möchten Sie tun?" in text
+    chat.say("Ich bin in Gefahr")
+    assert chat.step == "land"  # the privacy notice they accepted is not asked again
