@@ -398,6 +398,7 @@ class Engine(Confirmations):
         return {word: key for word, key in self._yes_no.items() if key in keys}
 
     def _accept(self, state: IntakeState, step: Step, value: Any, replies: list[Reply]) -> Outcome:
+        replies += self.render.guidance_after(state, step.id, value)  # read before it is stored
         state.answers[step.id] = value
         state.history.append(step.id)
         if step.sends:
@@ -431,6 +432,7 @@ class Engine(Confirmations):
                 replies.append(Reply(step.prompt[state.language].strip()))
                 continue
             if step.kind == "summary" or step.id not in state.answers:
+                replies += self.render.guidance_at(state)
                 replies.append(self.ask(state))
                 return
         state.step = self.questionnaire.summary.id

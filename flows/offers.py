@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from flows.guidance import Guidance, guidance_problems
 from flows.problems import Problem
 from flows.questionnaire import Questionnaire
 from flows.tomlfile import read_toml
@@ -64,6 +65,7 @@ class LandNote(_Strict):
 class DirectoryFile(_Strict):
     offers: list[Offer] = Field(min_length=1)
     lands: list[LandNote] = Field(default_factory=list)
+    guidance: list[Guidance] = Field(default_factory=list)  # advice at its moment (guidance.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +83,7 @@ class Need:
 class Directory:
     offers: tuple[Offer, ...]
     land_notes: dict[str, LandNote]
+    guidance: tuple[Guidance, ...] = ()
 
     def match(self, need: Need) -> list[Offer]:
         """Offers for this official: their Land's first, then nationwide ones.
@@ -164,7 +167,9 @@ def check_directory(
     if parsed is None:
         return None, problems
     problems = list(_directory_problems(parsed, questionnaire, today or dt.date.today()))
-    directory = Directory(tuple(parsed.offers), {note.id: note for note in parsed.lands})
+    directory = Directory(
+        tuple(parsed.offers), {note.id: note for note in parsed.lands}, tuple(parsed.guidance)
+    )
     return directory, problems
 
 
@@ -209,6 +214,8 @@ def _directory_problems(
         for language in languages:
             if not note.note.get(language, "").strip():
                 yield Problem(f"{where}.note", f"missing the '{language}' translation")
+
+    yield from guidance_problems(parsed.guidance, questionnaire)
 
     covered = {land for offer in parsed.offers for land in offer.lands} | noted
     for land in LAENDER:

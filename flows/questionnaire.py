@@ -31,6 +31,9 @@ CONSENT_IDS = ("agree", "decline")
 Translated = dict[str, str]
 ContactWay = Literal["email", "video"]
 
+# The triage card's fields that name a step (see Triage).
+TRIAGE_STEPS = frozenset({"lane", "safe_now", "municipality", "police", "police_file_number"})
+
 # Step and choice ids travel in buttons' callback data (a prompt id plus a key, at most
 # 64 bytes on Telegram; see flows/picks.py), so they are kept short.
 ID_MAX_LENGTH = 24
@@ -196,6 +199,16 @@ class Triage(_Strict):
     headline: list[str] = Field(default_factory=list)  # step ids after urgency and reference
     flags: list[Flag] = Field(default_factory=list)  # risk flags, on the second line
     notes: list[Flag] = Field(default_factory=list)  # hints for the counsellor, after them
+    # Steps the card shows in a place of their own (flows/render.py), not in the list of
+    # answers. A step that is not there, or not answered, is simply left out.
+    lane: str = "lane"  # on the first line
+    safe_now: str = "safe_now"  # right below it
+    municipality: str = "municipality"  # after the risk flags, quoted
+    police: str = "police"  # the police status, followed by the file number
+    police_file_number: str = "police_file_number"
+
+    def own_place(self) -> frozenset[str]:
+        return frozenset({self.lane, self.safe_now, self.municipality, self.police_file_number})
 
 
 class Lanes(_Strict):
@@ -321,6 +334,10 @@ def _semantic_problems(parsed: QuestionnaireFile) -> Iterator[Problem]:
     for index, target in enumerate(parsed.triage.headline):
         if target not in steps:
             yield Problem(f"triage.headline[{index}]", f"names unknown step '{target}'")
+    for field in sorted(parsed.triage.model_fields_set & TRIAGE_STEPS):
+        target = getattr(parsed.triage, field)
+        if target not in steps:  # only when named: the defaults may be absent
+            yield Problem(f"triage.{field}", f"names unknown step '{target}'")
     for kind in ("flags", "notes"):
         for flag in getattr(parsed.triage, kind):
             where = f"triage.{kind}.{flag.id}"

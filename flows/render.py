@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from flows.answers import quoted
+from flows.guidance import Guidance, said_after, said_at
 from flows.messages import Choice, Reply
 from flows.offers import Directory, Need, Offer
 from flows.picks import prompt_id
@@ -137,6 +138,23 @@ class Renderer:
             lines.append(note.note[language])
         return "\n\n".join(lines)
 
+    def guidance_after(self, state: IntakeState, step_id: str, value: Answer) -> list[Reply]:
+        """Advice the answer `value` (not stored yet) makes fit, said once, before the next
+        question (flows/guidance.py)."""
+        entries = said_after(self.directory.guidance, state.answers, step_id, value)
+        return self._guidance(entries, state.language)
+
+    def guidance_at(self, state: IntakeState) -> list[Reply]:
+        """Advice for the step reached now, when it is asked for the first time."""
+        entries = said_at(self.directory.guidance, state.step, state.answers)
+        return self._guidance(entries, state.language)
+
+    def _guidance(self, entries: list[Guidance], language: str) -> list[Reply]:
+        """What fits at one moment, as one message: never a wall of every tip at the end."""
+        if not entries:
+            return []
+        return [Reply("\n\n".join(self.texts.get(entry.text, language) for entry in entries))]
+
     def _offer_line(self, offer: Offer, language: str) -> str:
         name = offer.name.split(" – ")[0]
         hours = offer.hours.get(language)
@@ -152,6 +170,9 @@ class Renderer:
             heading = self.texts.get("staff_urgent", language) + " " + heading
         profile = self.questionnaire.profile
         parts = [heading]
+        lane = self._own_line(state, self.questionnaire.triage.lane, "staff_lane", language)
+        if lane is not None and detail != "minimal":
+            parts.append(lane)
         for step_id in self.questionnaire.triage.headline:
             if detail == "minimal" and step_id not in (profile.land, profile.categories):
                 continue
@@ -162,6 +183,28 @@ class Renderer:
         shown = self.texts.languages.get(state.language, state.language)
         parts.append(self.texts.get("staff_official_language", language, name=shown))
         return " · ".join(parts)
+
+    def _own_line(self, state: IntakeState, step_id: str, prefix: str, language: str) -> str | None:
+        """A choice the card words itself (`<prefix>_<choice>` in texts.toml): the lane, safe
+        now. A choice it has no words for is shown as the questionnaire labels it."""
+        value = state.answers.get(step_id)
+        if not isinstance(value, str):
+            return None
+        key = f"{prefix}_{value}"
+        if key in self.texts.messages:
+            return self.texts.get(key, language)
+        step = self.questionnaire.steps.get(step_id)
+        if step is None:
+            return value
+        return f"{step.label.get(language, step.id)}: {self.answer(step, value, state, language)}"
+
+    def _own_words(self, state: IntakeState, step_id: str, key: str, language: str) -> list[str]:
+        """A free-text answer the card shows in its own place, marked as the official's words."""
+        value = state.answers.get(step_id)
+        if not isinstance(value, str) or not value.strip():
+            return []
+        words = self.texts.get("staff_quote", language, text=quoted(value))
+        return [self.texts.get(key, language, text=words)]
 
     def _flags(self, state: IntakeState, language: str) -> list[str]:
         """Risk flags computed from the answers (one line), then notes for the counsellor."""
@@ -196,22 +239,42 @@ class Renderer:
         sorting the queue needs (Land and categories).
         """
         profile = self.questionnaire.profile
+        triage = self.questionnaire.triage
         lines = [self._headline(state, reference, need, language, detail)]
+        safe_now = self._own_line(state, triage.safe_now, "staff_safe_now", language)
+        if safe_now is not None and detail != "minimal":
+            lines.append(safe_now)
         if state.safety:  # the safety layer's hits, named only where the room is encrypted
             kinds = state.safety if detail == "full" else ["any"]
             lines += [self.texts.get(f"staff_safety_{kind}", language) for kind in kinds]
         if detail != "minimal":
             lines += self._flags(state, language)
-        for step in self.answered_questions(state):
+        # Free text that can identify the person: only where the room is encrypted.
+        full = detail == "full"
+        if full:
+            lines += self._own_words(state, triage.municipality, "staff_municipality", language)
+        file_number = (
+            self._own_words(state, triage.police_file_number, "staff_police_file", language)
+            if full
+            else []
+        )
+        answered = self.answered_questions(state)
+        if triage.police not in {step.id for step in answered}:
+            lines += file_number  # no police status to stand beside
+        for step in answered:
+            if step.id in triage.own_place():
+                continue
             if detail == "minimal" and step.id not in (profile.land, profile.categories):
                 continue
             if detail == "summary" and step.kind == "text":
                 continue
-            limit = None if detail == "full" else SUMMARY_TEXT_LIMIT
+            limit = None if full else SUMMARY_TEXT_LIMIT
             shown = self.answer(step, state.answers[step.id], state, language, limit=limit)
             if step.kind == "text":  # the official's own words, marked as theirs
                 shown = self.texts.get("staff_quote", language, text=shown)
             lines.append(f"{step.label[language]}: {shown}")
+            if step.id == triage.police:
+                lines += file_number
         if detail == "minimal":
             return "\n".join(lines)
         if state.files:

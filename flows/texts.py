@@ -123,6 +123,14 @@ REQUIRED: dict[str, frozenset[str]] = {
         "next_steps_video": ("hours",), "next_steps_anonymous": ("hours",),
         "claimed_notice_callback": ("name",), "claimed_notice_email": ("name",),
         "claimed_notice_video": ("name",),
+        # guidance at the moment it helps (flows/guidance.py; when and sources: offers.toml)
+        "guidance_screenshot": (), "guidance_keep_originals": (), "guidance_online_report": (),
+        "guidance_threatening_calls": (), "guidance_address_block": (),
+        "guidance_police_online": (),
+        # the triage card's fields from the lanes (flows/render.py)
+        "staff_lane_danger": (), "staff_lane_talk": (), "staff_lane_report": (),
+        "staff_safe_now_yes": (), "staff_safe_now_no": (), "staff_safe_now_unsure": (),
+        "staff_municipality": ("text",), "staff_police_file": ("text",),
     }.items()
 }  # fmt: skip
 WORD_LISTS = ("yes_words", "no_words", "submit_words", "done_words", "later_words", "weekdays")

@@ -457,3 +457,67 @@ def test_sending_from_a_step_that_asks_nothing_is_named(tmp_path, capsys):
     code, output = _check(paths, capsys)
     assert code == 1
     _assert_reports(output, "steps.not_safe.sends", "only a question")
+
+
+def test_a_triage_field_naming_an_unknown_step_is_named(tmp_path, capsys):
+    """The lane, safe-now and the other card fields default to the lanes' step ids and may be
+    absent; one the file names itself must exist."""
+    old = 'headline = ["land", "role", "categories"]'
+    code, output = _check(_edited(tmp_path, "intake", old, old + '\nlane = "lnae"'), capsys)
+    assert code == 1
+    _assert_reports(output, "triage.lane", "names unknown step 'lnae'")
+
+
+# -- guidance at the moment it helps (offers.toml [[guidance]]) -------------------------------
+
+
+def _guidance_line(entry: str, key: str) -> str:
+    """The line `key = …` of the [[guidance]] entry `entry` in the shipped offers file."""
+    text = SHIPPED_OFFERS.read_text(encoding="utf-8")
+    start = text.index(f"{key} = ", text.index(f'[[guidance]]\nid = "{entry}"'))
+    return text[start : text.index("\n", start) + 1]
+
+
+def test_a_piece_of_guidance_without_a_source_is_named(tmp_path, capsys):
+    paths = _edited(tmp_path, "offers", _guidance_line("police_online", "source"), "")
+    code, output = _check(paths, capsys)
+    assert code == 1
+    _assert_reports(output, "guidance.police_online.source", "needs its source", "BRIEF.md")
+
+
+def test_a_piece_of_guidance_whose_source_is_not_in_the_brief_is_named(tmp_path, capsys):
+    old = _guidance_line("address_block", "source")
+    new = 'source = "kommunal-edv.de/wissen/meldewesen/auskunftssperren"\n'
+    code, output = _check(_edited(tmp_path, "offers", old, new), capsys)
+    assert code == 1
+    _assert_reports(output, "guidance.address_block.source", "needs its source")
+
+
+def test_guidance_at_an_unknown_step_is_named(tmp_path, capsys):
+    paths = _edited(tmp_path, "offers", 'at = "evidence"', 'at = "evidnce"')
+    code, output = _check(paths, capsys)
+    assert code == 1
+    _assert_reports(output, "guidance.screenshot.at", "unknown step 'evidnce'")
+
+
+def test_guidance_on_an_unknown_choice_is_named(tmp_path, capsys):
+    old = 'when_any = { answer = "offline_place", is = "phone" }'
+    paths = _edited(tmp_path, "offers", old, old.replace('"phone"', '"phnoe"'))
+    code, output = _check(paths, capsys)
+    assert code == 1
+    _assert_reports(output, "guidance.threatening_calls", "'phnoe' is not a choice of step")
+
+
+def test_guidance_with_an_unknown_text_is_named(tmp_path, capsys):
+    old = 'text = "guidance_screenshot"'
+    paths = _edited(tmp_path, "offers", old, 'text = "guidance_screenshots"')
+    code, output = _check(paths, capsys)
+    assert code == 1
+    _assert_reports(output, "guidance.screenshot.text", "'guidance_screenshots'", "not a message")
+
+
+def test_guidance_said_neither_at_a_step_nor_after_an_answer_is_named(tmp_path, capsys):
+    old = _guidance_line("online_report", "when_any")
+    code, output = _check(_edited(tmp_path, "offers", old, ""), capsys)
+    assert code == 1
+    _assert_reports(output, "guidance.online_report", "exactly one of")

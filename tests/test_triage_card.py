@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flows.engine import Engine
+from flows.state import IntakeState
 from tests.test_engine import Chat
 
 DOXXING_AT_HOME = {
@@ -71,3 +72,95 @@ def test_a_minimal_card_keeps_only_land_and_categories(flow_engine: Engine) -> N
         "Sprache: Deutsch"
     )
     assert not any("Risiken" in line or "Adresse" in line for line in card)
+
+
+# -- the lanes' fields, with answers built directly (the lanes' questions come in another branch)
+
+
+def _built(engine: Engine, **answers: object) -> IntakeState:
+    """A finished intake as the lanes will leave it: the doxxing-at-home answers plus `answers`."""
+    chat = Chat(engine)
+    chat.say("Hallo")
+    chat.say("Einverstanden")
+    chat.answer_until("summary", DOXXING_AT_HOME)
+    state = chat.now.model_copy(deep=True)
+    state.answers.update(answers)  # type: ignore[arg-type]  # the lanes' answers are plain text
+    return state
+
+
+LANES = {
+    "lane": "danger",
+    "safe_now": "no",
+    "municipality": "Gemeinde Musterdorf, Landkreis Beispiel",
+    "police_file_number": "ST/1234/26",
+}
+
+
+def test_the_lane_safe_now_municipality_and_file_number_have_their_places(
+    flow_engine: Engine,
+) -> None:
+    state = _built(flow_engine, police="yes", **LANES)
+    card = flow_engine.case_summary(state, "L-2026-0042", "de").splitlines()
+    assert card[0].startswith("Neuer Fall L-2026-0042 · Weg: Gefahr · Sachsen · ")
+    assert card[1] == "⚠️ Nach eigener Angabe jetzt NICHT in Sicherheit"
+    assert card[2].startswith("⚠️ Risiken: Private Daten veröffentlicht · Vorfall am Wohnort")
+    assert "Angehörige betroffen" in card[2]
+    # the official's own words, marked as theirs
+    municipality = "Gemeinde oder Kreis (eigene Angabe): „Gemeinde Musterdorf, Landkreis Beispiel“"
+    assert card[3] == municipality
+    police = card.index("Anzeige bei der Polizei: Ja, schon angezeigt")
+    assert card[police + 1] == "Aktenzeichen der Polizei (eigene Angabe): „ST/1234/26“"
+    # each once: not again in the list of answers
+    assert sum("Musterdorf" in line for line in card) == 1
+    assert sum("ST/1234/26" in line for line in card) == 1
+
+
+def test_the_card_in_english_and_the_other_lanes(flow_engine: Engine) -> None:
+    for lane, safe, first, second in (
+        ("talk", "yes", "Lane: talk", "Says they are safe now"),
+        ("report", "unsure", "Lane: report", "⚠️ Not sure whether they are safe now"),
+    ):
+        state = _built(flow_engine, lane=lane, safe_now=safe)
+        card = flow_engine.case_summary(state, "L-7", "en").splitlines()
+        assert card[0].startswith(f"New case L-7 · {first} · Saxony (Sachsen) · ")
+        assert card[1] == second
+
+
+def test_a_file_number_without_a_police_answer_stands_below_the_flags(
+    flow_engine: Engine,
+) -> None:
+    state = _built(flow_engine, police_file_number="4711\nzweite Zeile")
+    del state.answers["police"]
+    card = flow_engine.case_summary(state, "L-1", "de").splitlines()
+    assert card[1].startswith("⚠️ Risiken: ")
+    at = next(i for i, line in enumerate(card) if line.startswith("Aktenzeichen der Polizei"))
+    assert at == 2
+    # a second line of theirs cannot pass for a field of the card
+    assert not card[at + 1].startswith(("Zeitpunkt", "zweite Zeile"))
+
+
+def test_without_the_lanes_answers_the_card_is_as_before(flow_engine: Engine) -> None:
+    card = _card(flow_engine, DOXXING_AT_HOME)
+    assert " · Weg: " not in card[0]
+    assert not any("in Sicherheit" in line or "Aktenzeichen" in line for line in card)
+    assert not any(line.startswith("Gemeinde oder Kreis") for line in card)
+
+
+def test_an_unencrypted_room_gets_no_free_text_of_the_lanes(flow_engine: Engine) -> None:
+    """`staff.unencrypted_detail`: "summary" keeps the lane and safe-now (choices, no words of
+    the official), "minimal" keeps only Land and categories."""
+    state = _built(flow_engine, **LANES)
+    summary = flow_engine.case_summary(state, "L-1", "de", "summary")
+    assert " · Weg: Gefahr · " in summary.splitlines()[0]
+    assert "NICHT in Sicherheit" in summary
+    assert "Musterdorf" not in summary and "ST/1234" not in summary
+    minimal = flow_engine.case_summary(state, "L-1", "de", "minimal")
+    assert "Weg:" not in minimal and "in Sicherheit" not in minimal
+    assert "Musterdorf" not in minimal and "ST/1234" not in minimal
+
+
+def test_a_lane_the_card_has_no_words_for_is_shown_as_given(flow_engine: Engine) -> None:
+    state = _built(flow_engine, lane="callback", safe_now="maybe")
+    card = flow_engine.case_summary(state, "L-1", "de").splitlines()
+    assert card[0].startswith("Neuer Fall L-1 · callback · Sachsen")
+    assert card[1] == "maybe"
