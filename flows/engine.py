@@ -243,6 +243,7 @@ class Engine(Confirmations):
             with_files=bool(given.files),
             refused_files=bool(given.dropped_files or given.too_big_files),
             pick=given.pick,
+            clears_chat=given.clears_chat,
         )
         replies = outcome.replies
         if notes and spelled is None and outcome.effect is None and outcome.state is not None:
@@ -261,6 +262,7 @@ class Engine(Confirmations):
         with_files: bool,
         pick: Pick | None,
         refused_files: bool = False,
+        clears_chat: bool = False,
     ) -> Outcome:
         if pick is not None:
             return self._pick(current, pick, fresh)
@@ -270,7 +272,7 @@ class Engine(Confirmations):
             return self._typed_confirmation(current, text)
         current.pending = None
         if command is not None:
-            return self._run(command, argument, current, fresh)
+            return self._run(command, argument, current, fresh, clears_chat)
         if spelled is not None:
             return self._unknown_command(current, spelled)
         if fresh:
@@ -651,10 +653,12 @@ class Engine(Confirmations):
         text += f" ({help_command})"
         return Outcome(state, [self._nudge_text(state, text)])
 
-    def _run(self, command: str, argument: str, state: IntakeState, fresh: bool) -> Outcome:
+    def _run(
+        self, command: str, argument: str, state: IntakeState, fresh: bool, clears_chat: bool
+    ) -> Outcome:
         handlers = {
             "language": lambda: self._language(state, argument),
-            "help": lambda: self._help(state),
+            "help": lambda: self._help(state, clears_chat),
             "info": lambda: Outcome(state, [self._say(state, "info"), self.ask(state)]),
             "privacy": lambda: Outcome(
                 state,
@@ -676,12 +680,14 @@ class Engine(Confirmations):
     def _say(self, state: IntakeState, key: str, **fields: object) -> Reply:
         return Reply(self.texts.get(key, state.language, **fields))
 
-    def _help(self, state: IntakeState) -> Outcome:
+    def _help(self, state: IntakeState, clears_chat: bool) -> Outcome:
         language = state.language
         lines = [
             f"{text.shown[language]} – {text.description[language]}"
             for text in self.texts.commands.values()
         ]
+        if clears_chat:  # the channel's own command, only where the channel has it
+            lines.append(self.texts.get("clear_chat_command", language))
         return Outcome(
             state, [self._say(state, "help", commands="\n".join(lines)), self.ask(state)]
         )

@@ -66,6 +66,9 @@ class UserInput:
     # The language the official's app is set to, if the platform says: the language a new
     # conversation starts in (when the texts have it). Ignored once a conversation exists.
     language: str | None = None
+    # The channel lets the official clear this chat from their phone (/chat_leeren): the
+    # help lists the command. Channels without it (the terminal) never mention it.
+    clears_chat: bool = False
 
 
 class Effect(Enum):

@@ -131,6 +131,8 @@ REQUIRED: dict[str, frozenset[str]] = {
         "staff_lane_danger": (), "staff_lane_talk": (), "staff_lane_report": (),
         "staff_safe_now_yes": (), "staff_safe_now_no": (), "staff_safe_now_unsure": (),
         "staff_municipality": ("text",), "staff_police_file": ("text",),
+        # channels that clear the official's chat (/chat_leeren: Telegram, Matrix)
+        "clear_chat_command": (), "clear_chat_hint": (),
     }.items()
 }  # fmt: skip
 WORD_LISTS = ("yes_words", "no_words", "submit_words", "done_words", "later_words", "weekdays")

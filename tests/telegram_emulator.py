@@ -7,6 +7,10 @@ reads what the bot did (`messages_to`, `topics`, `answers`, …). It enforces Te
 flood limits – about one message a second in a private chat with bursts of three,
 twenty a minute in a group, thirty a second overall – and counts every violation
 instead of hiding it; `fail_next(method, retry_after)` answers the next call with 429.
+
+Once the bot sets a webhook, updates are posted to it as Telegram does: several at a
+time (one per chat), with the secret token, each again until it is answered with 200;
+`getUpdates` is then refused with 409.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+import tornado.httpclient
 import tornado.httpserver
 import tornado.web
 
@@ -32,6 +37,9 @@ PRIVATE_BURST, PRIVATE_PER_SECOND = 3, 1.0
 GROUP_WINDOW, GROUP_MAX = 60.0, 20
 OVERALL_WINDOW, OVERALL_MAX = 1.0, 30
 SLACK = 0.05  # network jitter a real server would forgive
+TEXT_FIELDS = frozenset({"text", "caption", "name", "title", "description"})
+WEBHOOK_CONNECTIONS = 40  # setWebhook's max_connections default
+WEBHOOK_RETRY = 0.5  # seconds before an update the webhook did not take is posted again
 
 
 @dataclass
@@ -87,6 +95,9 @@ class Emulator:
         self.administrators: list[int] = []
         self.member_count = 2
         self.token_valid = True
+        self.webhook: dict[str, Any] | None = None  # url, secret_token
+        self.webhook_acked: set[int] = set()
+        self.webhook_refused = 0  # posts the webhook did not answer with 200 (or at all)
         self._buckets: dict[int, _Bucket] = {}
         self._group_sends: dict[int, deque[float]] = {}
         self._overall: deque[float] = deque()
@@ -187,6 +198,8 @@ class Emulator:
         if thread is not None:
             extra |= {"message_thread_id": thread, "is_topic_message": True}
         if reply_to is not None:
+            if thread is None and not self.forum:  # a reply thread, not a topic
+                extra["message_thread_id"] = reply_to.message_id
             extra["reply_to_message"] = {
                 "message_id": reply_to.message_id,
                 "from": {"id": BOT_ID, "is_bot": True, "first_name": "Lotse"},
@@ -323,6 +336,12 @@ class Emulator:
                     "parameters": {"retry_after": retry_after},
                 }
         if method == "getUpdates":
+            if self.webhook is not None:
+                return 409, {
+                    "ok": False,
+                    "error_code": 409,
+                    "description": "Conflict: can't use getUpdates method while webhook is active",
+                }
             return 200, {"ok": True, "result": await self._get_updates(params)}
         with self.lock:
             handler = getattr(self, f"_m_{method}", None)
@@ -368,10 +387,77 @@ class Emulator:
         return self._bot_user()
 
     def _m_deleteWebhook(self, params: dict[str, Any], files: dict[str, bytes]) -> Any:
+        self.webhook = None
         return True
 
     def _m_setWebhook(self, params: dict[str, Any], files: dict[str, bytes]) -> Any:
+        pushing = self.webhook is not None
+        self.webhook = {"url": params["url"], "secret_token": params.get("secret_token")}
+        if not pushing and self._loop is not None:
+            self._loop.create_task(self._push())
         return True
+
+    def _m_getWebhookInfo(self, params: dict[str, Any], files: dict[str, bytes]) -> Any:
+        pending = [u for u in self.updates if u["update_id"] not in self.webhook_acked]
+        return {
+            "url": self.webhook["url"] if self.webhook else "",
+            "has_custom_certificate": False,
+            "pending_update_count": len(pending),
+        }
+
+    async def _push(self) -> None:
+        """Post pending updates to the webhook until it is deleted (runs in the server loop)."""
+        client = tornado.httpclient.AsyncHTTPClient(
+            force_instance=True, max_clients=WEBHOOK_CONNECTIONS
+        )
+        posting: dict[int, asyncio.Task[None]] = {}  # update id -> its post
+        while self.webhook is not None:
+            with self.lock:
+                again, self.redeliver = self.redeliver, []
+                chats = {_chat_of(self.history[i]) for i in posting}
+                for index, update in enumerate(
+                    again + [u for u in self.updates if u["update_id"] not in self.webhook_acked]
+                ):
+                    update_id, chat = update["update_id"], _chat_of(update)
+                    busy = update_id in posting or (chat is not None and chat in chats)
+                    if busy or len(posting) >= WEBHOOK_CONNECTIONS:
+                        if index < len(again):
+                            self.redeliver.append(update)  # a repeat waits its turn
+                        continue
+                    chats.add(chat)
+                    posting[update_id] = asyncio.ensure_future(self._post_update(client, update))
+            await asyncio.sleep(0.02)
+            for update_id in [i for i, task in posting.items() if task.done()]:
+                del posting[update_id]
+        client.close()
+
+    async def _post_update(
+        self, client: tornado.httpclient.AsyncHTTPClient, update: dict[str, Any]
+    ) -> None:
+        hook = self.webhook
+        if hook is None:
+            return
+        headers = {"Content-Type": "application/json"}
+        if hook["secret_token"]:
+            headers["X-Telegram-Bot-Api-Secret-Token"] = hook["secret_token"]
+        try:
+            response = await client.fetch(
+                hook["url"],
+                method="POST",
+                body=json.dumps(update),
+                headers=headers,
+                raise_error=False,
+                request_timeout=60,
+            )
+            code = response.code
+        except OSError:  # nobody listens (yet, or any more)
+            code = 0
+        with self.lock:
+            if code == 200:
+                self.webhook_acked.add(update["update_id"])
+                return
+            self.webhook_refused += 1
+        await asyncio.sleep(WEBHOOK_RETRY)
 
     def _m_setMyCommands(self, params: dict[str, Any], files: dict[str, bytes]) -> Any:
         commands = [entry["command"] for entry in params["commands"]]
@@ -530,6 +616,15 @@ class Emulator:
         return True
 
 
+def _chat_of(update: dict[str, Any]) -> int | None:
+    for kind in ("message", "edited_message", "callback_query"):
+        content = update.get(kind)
+        if isinstance(content, dict):
+            message = content.get("message", content) if kind == "callback_query" else content
+            return int(message["chat"]["id"])
+    return None
+
+
 class _ApiError(Exception):
     def __init__(self, code: int, description: str) -> None:
         super().__init__(description)
@@ -537,9 +632,11 @@ class _ApiError(Exception):
         self.description = description
 
 
-def _value(raw: bytes) -> Any:
+def _value(name: str, raw: bytes) -> Any:
+    """A form field as the Bot API reads it: objects and lists are JSON, words are words
+    (a message's text may well start with "[")."""
     text = raw.decode()
-    if text[:1] in "[{":
+    if name not in TEXT_FIELDS and text[:1] in "[{":
         return json.loads(text)
     return text
 
@@ -557,9 +654,8 @@ class _Method(tornado.web.RequestHandler):
         if self.request.headers.get("Content-Type", "").startswith("application/json"):
             params = json.loads(self.request.body or b"{}")
         else:
-            params = {
-                name: _value(values[-1]) for name, values in self.request.body_arguments.items()
-            }
+            fields = self.request.body_arguments.items()
+            params = {name: _value(name, values[-1]) for name, values in fields}
         files = {name: parts[0].body for name, parts in self.request.files.items()}
         status, body = await self.emulator.call(method, params, files)
         self.set_status(status)

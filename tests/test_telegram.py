@@ -8,7 +8,7 @@ import re
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +17,7 @@ from bot.app import open_app
 from bot.config import load_config
 from bot.core.types import Reply
 from storage import outbox
-from tests.telegram_emulator import STAFF_GROUP, Emulator, Sent, free_port
+from tests.telegram_emulator import STAFF_GROUP, TOKEN, Emulator, Sent, free_port
 from tests.telegram_harness import (
     COUNSELLOR_ID,
     PASSPHRASE,
@@ -28,6 +28,7 @@ from tests.telegram_harness import (
     wait_for_new,
 )
 from tests.test_no_plaintext import findings
+from tests.test_ops_run import _curl
 
 OFFICIAL = 4242
 CANARIES = {
@@ -206,6 +207,66 @@ def test_an_official_reports_on_telegram_and_a_counsellor_answers_in_the_case_to
     assert str(OFFICIAL) not in log
 
 
+def _report(emulator: Emulator) -> str:
+    """OFFICIAL reports (buttons, the canary as description); the case's reference."""
+    emulator.message(OFFICIAL, "/start")
+    said = answer_until(
+        emulator, OFFICIAL, "Aktenzeichen", {"Bitte beschreiben": CANARIES["description"]}
+    )
+    found = re.search(r"L-\d{4}-\d{4}", " ".join(sent.text for sent in said))
+    assert found is not None
+    return found.group(0)
+
+
+@pytest.mark.slow
+def test_in_a_group_without_topics_a_counsellor_acts_on_a_case_by_replying_to_its_posts(
+    emulator: Emulator, service: Lotse
+) -> None:
+    emulator.forum = False
+    service.start()
+    reference = _report(emulator)
+    # the intake's last message tells how to clear the phone (Telegram has /chat_leeren)
+    final = said_to(emulator, OFFICIAL, "Falls andere Ihr Telefon sehen können: Mit /chat_leeren")
+    assert "Warteschlange" in final.text and final == emulator.messages_to(OFFICIAL)[-1]
+    emulator.wait(lambda: emulator.messages_to(STAFF_GROUP), what="the case's first post")
+    root = emulator.messages_to(STAFF_GROUP)[0]
+    assert root.text.startswith(f"[{reference}]") and root.thread is None
+    assert emulator.topics == {} and "createForumTopic" not in emulator.calls
+
+    # a claim by replying to the case's first post
+    emulator.staff_message(COUNSELLOR_ID, "/uebernehmen", reply_to=root)
+    said_to(emulator, OFFICIAL, "Berta")
+    # the official's words arrive headed with the reference; a reply to them answers
+    emulator.message(OFFICIAL, CANARIES["official_relay"])
+    relayed = said_to(emulator, STAFF_GROUP, CANARIES["official_relay"])
+    assert relayed.text.startswith(f"[{reference}]")
+    emulator.staff_message(COUNSELLOR_ID, CANARIES["staff_relay"], reply_to=relayed)
+    said_to(emulator, OFFICIAL, CANARIES["staff_relay"])
+    # a long message comes in two posts, each headed: a reply to the second one works too
+    emulator.message(OFFICIAL, "Erster Teil. " * 180 + "\n\n" + "Zweiter-Teil. " * 125)
+    second = said_to(emulator, STAFF_GROUP, "Zweiter-Teil.")
+    assert second.text.startswith(f"[{reference}] ") and "Erster Teil" not in second.text
+    emulator.staff_message(COUNSELLOR_ID, "Kanarie-auf-Teil-zwei-3HW", reply_to=second)
+    said_to(emulator, OFFICIAL, "Kanarie-auf-Teil-zwei-3HW")
+    # a note by reply stays in the group; words that reply to nothing reach nobody
+    emulator.staff_message(COUNSELLOR_ID, f"/notiz {CANARIES['note']}", reply_to=root)
+    said_to(emulator, STAFF_GROUP, "Notiz")
+    emulator.staff_message(COUNSELLOR_ID, "Kanarie-an-niemanden-6VB")
+    # closing by reply
+    emulator.staff_message(COUNSELLOR_ID, "/abschliessen beraten", reply_to=relayed)
+    closed = said_to(emulator, OFFICIAL, "abgeschlossen")
+    time.sleep(1.5)
+    to_official = [sent.text for sent in emulator.messages_to(OFFICIAL)]
+    assert CANARIES["note"] not in " ".join(to_official)
+    assert "Kanarie-an-niemanden-6VB" not in " ".join(to_official)
+    assert closed.text == to_official[-1]
+    posts = emulator.messages_to(STAFF_GROUP)
+    assert all(sent.text.startswith(f"[{reference}] ") for sent in posts), posts
+    assert "abgeschlossen" in posts[-1].text
+    assert emulator.violations == []
+    assert "Traceback" not in service.log()
+
+
 def test_a_missing_or_rejected_token_stops_start_up_with_one_line_and_code_2(
     emulator: Emulator, service: Lotse
 ) -> None:
@@ -278,12 +339,7 @@ def test_the_guard_holds_case_details_back_from_a_group_with_strangers(
     emulator.administrators = [COUNSELLOR_ID, 999]  # 999 is no counsellor
     emulator.member_count = 5  # and more members than counsellors and the bot
     service.start()
-    emulator.message(OFFICIAL, "/start")
-    said = answer_until(
-        emulator, OFFICIAL, "Aktenzeichen", {"Bitte beschreiben": CANARIES["description"]}
-    )
-    reference = re.search(r"L-\d{4}-\d{4}", " ".join(sent.text for sent in said))
-    assert reference is not None
+    reference = _report(emulator)
     alert = said_to(emulator, STAFF_GROUP, "⚠️")
     assert "1 administrator(s) of the group are not counsellors" in alert.text
     assert "5 members" in alert.text
@@ -293,8 +349,8 @@ def test_the_guard_holds_case_details_back_from_a_group_with_strangers(
     assert CANARIES["description"] not in " ".join(posts)
     # the room's alert once, and the case's reference with a content-free alert once
     assert len(posts) == 2
-    [held] = [text for text in posts if reference.group(0) in text]
-    assert held.startswith(f"‼️ Neuer Fall {reference.group(0)}. Die Details werden")
+    [held] = [text for text in posts if reference in text]
+    assert held.startswith(f"‼️ Neuer Fall {reference}. Die Details werden")
     assert "staff room check failed" in service.log()
     assert "are not counsellors" in service.log()
 
@@ -369,6 +425,19 @@ def test_a_kill_during_a_burst_loses_no_reply_and_repeats_at_most_one(
     service.start()
     users = list(range(20_001, 20_101))
     _consented(emulator, users)
+    _kill_amid_answers(emulator, service, users, restart=service.start)
+
+
+def _kill_amid_answers(
+    emulator: Emulator,
+    service: Lotse,
+    users: list[int],
+    restart: Callable[[], object],
+    while_down: Callable[[], None] = lambda: None,
+) -> None:
+    """`users` (each asked the danger question) answer at once; `lotse run` is killed amid
+    the answers and restarted: each gets the next question once (at most one reply twice,
+    the send under way at the kill)."""
     before = {user: len(emulator.messages_to(user)) for user in users}
     for user in users:
         question = last_with_buttons(emulator, user)
@@ -378,7 +447,8 @@ def test_a_kill_during_a_burst_loses_no_reply_and_repeats_at_most_one(
     assert service.stop(kill=True) == -9
     answered_at_kill = sum(len(emulator.messages_to(u)) > before[u] for u in users)
     assert answered_at_kill < len(users)  # the kill came in the middle of the burst
-    service.start()
+    while_down()
+    restart()
     emulator.wait(
         lambda: all(len(emulator.messages_to(u)) > before[u] for u in users), 90, "every answer"
     )
@@ -431,6 +501,80 @@ def test_webhook_mode_takes_updates_posted_with_the_secret_token(
     assert service.stop() == 0
 
 
+def _webhook_mode(service: Lotse) -> str:
+    """Configure webhook mode on a free port; the secret token's environment variable."""
+    port = free_port()
+    service.write_config(
+        f'mode = "webhook"\nlisten = "127.0.0.1"\nport = {port}\npath = "hook"\n'
+        f'public_url = "http://127.0.0.1:{port}"\n'
+    )
+    return "LOTSE_TELEGRAM_WEBHOOK_SECRET"
+
+
+@pytest.mark.slow
+def test_webhook_mode_loses_no_update_at_a_kill_and_handles_each_once(
+    emulator: Emulator, service: Lotse
+) -> None:
+    secret = {_webhook_mode(service): "s3cret-hook"}
+    service.start(extra_env=secret, polling=False)
+    emulator.wait(lambda: emulator.webhook is not None, what="setWebhook")
+    users = list(range(40_001, 40_061))
+    _consented(emulator, users)
+    assert emulator.webhook["secret_token"] == "s3cret-hook"  # type: ignore[index]
+
+    def while_down() -> None:
+        time.sleep(1.5)  # Telegram keeps posting meanwhile, and nobody answers
+        assert emulator.webhook_refused > 0
+
+    _kill_amid_answers(
+        emulator,
+        service,
+        users,
+        restart=lambda: service.start(extra_env=secret, polling=False),
+        while_down=while_down,
+    )
+    assert "getUpdates" not in emulator.calls
+    assert service.stop() == 0
+
+
+def test_webhook_mode_without_a_secret_token_does_not_start(
+    emulator: Emulator, service: Lotse
+) -> None:
+    _webhook_mode(service)
+    result = lotse(
+        "run", "--config", service.config, env={"LOTSE_TELEGRAM_TOKEN": TOKEN}
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "lotse: webhook mode needs a secret token in the environment variable "
+        "LOTSE_TELEGRAM_WEBHOOK_SECRET (telegram.secret_token_env): 1 to 256 characters "
+        "of A-Z, a-z, 0-9, _ and -"
+    ]
+
+
+@pytest.mark.slow
+def test_healthz_names_telegram_once_the_bot_api_refuses_the_token(
+    emulator: Emulator, service: Lotse
+) -> None:
+    port = free_port()
+    service.write_config(f'\n[service]\nlisten = "127.0.0.1:{port}"\n')
+    service.start()
+    status, body = _curl(f"http://127.0.0.1:{port}/healthz")
+    assert status == 200, body
+    assert "channel telegram: ok" in body.splitlines()
+    emulator.token_valid = False  # the token was revoked: every call is answered 401
+    emulator.inject({"some_future_update": {}})  # ends the long poll under way
+    deadline = time.monotonic() + 90  # the health check allows a minute without an answer
+    while "channel telegram" not in body.splitlines()[0]:
+        assert time.monotonic() < deadline, body
+        time.sleep(2)
+        status, body = _curl(f"http://127.0.0.1:{port}/healthz")
+    assert status == 503
+    assert re.search(r"^channel telegram: has not reached its platform for \d+ s$", body, re.M)
+    service.assert_running()
+    assert service.stop() == 0
+
+
 @pytest.mark.slow
 def test_clearing_the_chat_deletes_both_sides_also_after_a_restart_and_keeps_the_intake(
     emulator: Emulator, service: Lotse
@@ -445,6 +589,8 @@ def test_clearing_the_chat_deletes_both_sides_also_after_a_restart_and_keeps_the
     said_to(emulator, OFFICIAL, "Rolle")
     assert service.stop() == 0
     service.start()  # the ids are kept (sealed) across a restart
+    emulator.message(OFFICIAL, "/hilfe")
+    said_to(emulator, OFFICIAL, "\n/chat_leeren – die Nachrichten dieses Chats löschen")
     emulator.message(OFFICIAL, "/chat_leeren")
     question = said_to(emulator, OFFICIAL, "48 Stunden")
     assert [data for _, data in buttons(question)] == ["clear|yes", "clear|no"]

@@ -239,6 +239,7 @@ class Core:
             too_big_files=too_big,
             file_limit_mb=self.settings.max_file_bytes // (1024 * 1024),
             language=inbound.language,
+            clears_chat=self._clears_chat(inbound.channel),
         )
         outcome = self.engine.handle(state, given)
         result = _Step([*notes, *outcome.replies])
@@ -250,6 +251,8 @@ class Core:
             result.replies += self.engine.confirmation(new_state, reference, hours)
             position = await queue.position(unit, reference)
             note = self.handoff.waiting_note(position, new_state.language, unit.now)
+            if given.clears_chat:  # the last thing said: someone else may see the phone
+                note += "\n\n" + self.engine.texts.get("clear_chat_hint", new_state.language)
             result.replies.append(Reply(note))
             new_state = IntakeState.submitted(new_state, reference)
         elif outcome.effect is Effect.DISCARD:
@@ -281,6 +284,10 @@ class Core:
             f", {outcome.effect.value}" if outcome.effect else "",
         )
         return result
+
+    def _clears_chat(self, channel: str) -> bool:
+        """Whether the channel offers /chat_leeren (the optional `clears_chat` of an adapter)."""
+        return bool(getattr(self._channels.get(channel), "clears_chat", False))
 
     def _too_big(self, language: str) -> Reply:
         limit = self.settings.max_file_bytes // (1024 * 1024)

@@ -18,6 +18,10 @@ The contract between an adapter and the core:
 - An adapter may also implement `last_reachable()` (see `Reachable`): `lotse run`'s
   `/healthz` then reports the channel as failing when its platform has not answered
   within the last minute. An adapter without it is taken as reachable.
+- An adapter may set `clears_chat = True` when it offers officials `/chat_leeren`
+  (`/clear_chat`) itself, deleting or redacting the conversation on their phone: the help
+  and the last message of an intake then mention the command. Without it (the terminal)
+  they do not.
 - An adapter imports from the core only this module.
 """
 

@@ -7,17 +7,20 @@ import asyncio
 import logging
 import os
 import re
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from telegram import Bot, BotCommand
 from telegram import error as tg
 from telegram.request import HTTPXRequest
 
-from bot.channels.telegram.adapter import MAX_BACKOFF, POLL_SECONDS, Say, TelegramChannel, Webhook
+from bot.channels.telegram.adapter import MAX_BACKOFF, POLL_SECONDS, Say, TelegramChannel
 from bot.channels.telegram.limits import ChatLimits
 from bot.channels.telegram.send import DoneLabel, Sender
 from bot.channels.telegram.staff import CounsellorIds, TelegramStaffRoom
+from bot.channels.telegram.webhook import SECRET_TOKEN, Webhook
 from bot.config import StartupError, TelegramConfig
 
 __all__ = ["Telegram", "connect"]
@@ -55,12 +58,16 @@ async def connect(
         raise StartupError(
             f"the environment variable {config.token_env} (telegram.token_env) holds no bot token"
         )
+    webhook = _webhook(config) if config.mode == "webhook" else None
+    reached = Reached()
     bot = Bot(
         token,
         base_url=config.base_url or "https://api.telegram.org/bot",
         base_file_url=config.base_file_url or "https://api.telegram.org/file/bot",
-        request=HTTPXRequest(connection_pool_size=16, read_timeout=20, connect_timeout=10),
-        get_updates_request=HTTPXRequest(read_timeout=POLL_SECONDS + 10, connect_timeout=10),
+        request=TimedRequest(reached, connection_pool_size=16, read_timeout=20, connect_timeout=10),
+        get_updates_request=TimedRequest(
+            reached, read_timeout=POLL_SECONDS + 10, connect_timeout=10
+        ),
     )
     pause = 1.0
     while True:
@@ -93,10 +100,6 @@ async def connect(
             urgent_mark=say("staff_urgent_mark", staff_language),
             alert=lambda problems: say("telegram_room_alert", staff_language, problems=problems),
         )
-    webhook = None
-    if config.mode == "webhook":
-        secret = os.environ.get(config.secret_token_env) or None
-        webhook = Webhook(config.listen, config.port, config.path, config.public_url, secret)
     channel = TelegramChannel(
         bot,
         sender,
@@ -104,8 +107,50 @@ async def connect(
         staff_chat=staff_chat,
         max_file_bytes=config.max_file_mb * 1024 * 1024,
         webhook=webhook,
+        reached=reached.last,
     )
     return Telegram(bot, channel, staff_room)
+
+
+def _webhook(config: TelegramConfig) -> Webhook:
+    """Webhook mode needs Telegram's secret token: without it anyone who knows the address
+    could post forged updates (even as a counsellor)."""
+    secret = os.environ.get(config.secret_token_env, "").strip()
+    if not SECRET_TOKEN.match(secret):
+        raise StartupError(
+            f"webhook mode needs a secret token in the environment variable "
+            f"{config.secret_token_env} (telegram.secret_token_env): 1 to 256 characters "
+            "of A-Z, a-z, 0-9, _ and -"
+        )
+    return Webhook(config.listen, config.port, config.path, config.public_url, secret)
+
+
+class Reached:
+    """When the Bot API last answered a call with success (`time.monotonic()`)."""
+
+    def __init__(self) -> None:
+        self._at: float | None = None
+
+    def now(self) -> None:
+        self._at = time.monotonic()
+
+    def last(self) -> float | None:
+        return self._at
+
+
+class TimedRequest(HTTPXRequest):
+    """python-telegram-bot's HTTP client, noting every call Telegram answered with 200
+    (a poll, a send, a file): the health check's `last_reachable`."""
+
+    def __init__(self, reached: Reached, **options: Any) -> None:
+        super().__init__(**options)
+        self._reached = reached
+
+    async def do_request(self, *args: Any, **kwargs: Any) -> tuple[int, bytes]:
+        code, payload = await super().do_request(*args, **kwargs)
+        if code == 200:
+            self._reached.now()
+        return code, payload
 
 
 async def _register_commands(bot: Bot, commands: Mapping[str, Sequence[tuple[str, str]]]) -> None:

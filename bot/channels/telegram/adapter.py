@@ -4,7 +4,8 @@ Officials are served in private chats only; the staff group goes to the core as 
 messages; any other group or channel is left. Polling is our own loop: the offset of an
 update is confirmed to Telegram only after the core has committed it, so a kill loses
 nothing (a repeat is dropped by the core, which remembers `update_id`s). Webhook mode
-uses python-telegram-bot's `Updater` web server.
+keeps the same promise with our own web server (webhook.py): it answers Telegram only
+once the update is committed.
 
 A few short notices the adapter gives itself, without the core: a file too big to take,
 an edited message (which changes no stored answer), a button that is not one of ours.
@@ -14,11 +15,10 @@ They carry nothing of the conversation.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import Any
 
 from telegram import (
     Bot,
@@ -29,30 +29,22 @@ from telegram import (
     Update,
 )
 from telegram import error as tg
-from telegram.ext import Updater
 
 from bot.channels.telegram.evidence import file_of, origin_of
 from bot.channels.telegram.send import CHECK, DONE, SEPARATOR, TOGGLE, Sender, retry_seconds
+from bot.channels.telegram.webhook import Webhook, WebhookServer
 from bot.core.types import Attachment, Inbound, InboundSink, Pick, Reply, StaffInbound
 
 logger = logging.getLogger(__name__)
 CHANNEL = "telegram"
 POLL_SECONDS = 25
 MAX_BACKOFF = 60.0
+WEBHOOK_CHECK_SECONDS = 20.0  # getWebhookInfo this often: keeps `last_reachable` fresh
 ALLOWED_UPDATES = ["message", "edited_message", "callback_query", "my_chat_member"]
 CLEAR_COMMANDS = ("/chat_leeren", "/clear_chat")
 CLEAR_PROMPT = "clear"  # engine prompts always have a "." (flows/picks.py): no clash
 REFERENCE = re.compile(r"\bL-\d{4}-\d{4,}\b")
 Say = Callable[..., str]  # say(key, language, **fields): a text of flows/texts.toml
-
-
-@dataclass(frozen=True)
-class Webhook:
-    listen: str
-    port: int
-    path: str
-    public_url: str
-    secret_token: str | None
 
 
 def language_of(code: str | None) -> str:
@@ -72,6 +64,7 @@ class TelegramChannel:
         staff_chat: int | None,
         max_file_bytes: int,
         webhook: Webhook | None = None,
+        reached: Callable[[], float | None] = lambda: None,
     ) -> None:
         self.bot = bot
         self.sender = sender
@@ -79,10 +72,20 @@ class TelegramChannel:
         self.staff_chat = staff_chat
         self.max_file_bytes = max_file_bytes
         self.webhook = webhook
+        self._reached = reached
         self._left: set[int] = set()
 
     async def send(self, chat: str, reply: Reply) -> None:
         await self.sender.send(chat, reply)
+
+    @property
+    def clears_chat(self) -> bool:
+        """/chat_leeren works once the message ids are kept (the core's capability hook)."""
+        return self.sender.chat_log is not None
+
+    def last_reachable(self) -> float | None:
+        """`time.monotonic()` of the last Bot API call that succeeded (for /healthz)."""
+        return self._reached()
 
     # -- receiving ----------------------------------------------------------------------------
 
@@ -125,38 +128,56 @@ class TelegramChannel:
                 update_id = data.get("update_id") if isinstance(data, dict) else None
                 if not isinstance(update_id, int):
                     continue
-                try:
-                    update = Update.de_json(data, self.bot)
-                except Exception as error:  # a kind of update newer than this library
-                    logger.warning(
-                        "telegram: an unreadable update was skipped (%s)", type(error).__name__
-                    )
-                else:
-                    await self.dispatch(update, sink)
+                await self._take(data, sink)
                 offset = max(offset or 0, update_id + 1)
 
-    async def _serve_webhook(self, sink: InboundSink, hook: Webhook) -> None:
-        queue: asyncio.Queue[object] = asyncio.Queue()
-        updater = Updater(self.bot, queue)
-        await updater.initialize()
+    async def _take(self, data: dict[str, Any], sink: InboundSink) -> None:
+        """One raw update to the core; returns once it is committed (or given up on)."""
         try:
-            await updater.start_webhook(
-                listen=hook.listen,
-                port=hook.port,
-                url_path=hook.path,
-                webhook_url=f"{hook.public_url.rstrip('/')}/{hook.path}",
-                secret_token=hook.secret_token,
-                allowed_updates=ALLOWED_UPDATES,
-                bootstrap_retries=-1,
-            )
+            update = Update.de_json(data, self.bot)
+        except Exception as error:  # a kind of update newer than this library
+            logger.warning("telegram: an unreadable update was skipped (%s)", type(error).__name__)
+            return
+        await self.dispatch(update, sink)
+
+    async def _serve_webhook(self, sink: InboundSink, hook: Webhook) -> None:
+        """Updates one at a time, as polling takes them, each answered once committed."""
+
+        async def take(data: dict[str, Any]) -> None:
+            await self._take(data, sink)
+
+        server = WebhookServer(hook, take)
+        server.start()
+        try:
+            await _retrying("setting the webhook", self._set_webhook)
             while True:
-                update = await queue.get()
-                if isinstance(update, Update):
-                    await self.dispatch(update, sink)
+                await asyncio.sleep(WEBHOOK_CHECK_SECONDS)
+                await self._check_webhook()
         finally:
-            with contextlib.suppress(Exception):
-                await updater.stop()
-            await updater.shutdown()
+            await server.stop()
+
+    async def _set_webhook(self) -> None:
+        assert self.webhook is not None
+        await self.bot.set_webhook(
+            self.webhook.url,
+            secret_token=self.webhook.secret_token,
+            allowed_updates=ALLOWED_UPDATES,
+        )
+
+    async def _check_webhook(self) -> None:
+        """Ask Telegram now and then (which also shows it is reachable); set the webhook
+        again if something else removed or replaced it."""
+        assert self.webhook is not None
+        try:
+            info = await self.bot.get_webhook_info()
+            if info.url != self.webhook.url:
+                logger.warning("telegram: the webhook was removed or replaced; setting it again")
+                await self._set_webhook()
+        except tg.InvalidToken:
+            logger.error("telegram: the bot token was revoked; no more updates arrive")
+            raise
+        except (tg.TelegramError, OSError) as error:
+            logger.warning("telegram: checking the webhook failed (%s)", type(error).__name__)
 
     async def dispatch(self, update: Update, sink: InboundSink) -> None:
         """One update to the core; never raises (a bad update must not stop the channel)."""

@@ -109,14 +109,20 @@ class Sender:
         self._keyboards: dict[int, int] = {}  # chat -> the message whose buttons are live
         self.chat_log: ChatLog | None = None  # remembers private chats' ids for /chat_leeren
 
-    async def send(self, chat: str, reply: Reply, thread: int | None = None) -> list[Message]:
+    async def send(
+        self, chat: str, reply: Reply, thread: int | None = None, head: str = ""
+    ) -> list[Message]:
+        """`head` starts every part of a long reply (the case's reference in a staff group
+        without topics, where a counsellor may reply to any part)."""
         chat_id = int(chat)
         busy = self.limits.delay(chat_id)
         if busy > 0:
             raise ChatBusy(busy)
         markup = keyboard(reply, self._done_label(reply))
         text = reply.text if markup is not None else reply_as_text(reply)
-        parts = split_text(text)
+        if head and text.startswith(head):
+            text = text[len(head) :]
+        parts = [head + part for part in split_text(text, MAX_TEXT - len(head))]
         sent: list[Message] = []
         with translated():
             if markup is not None:

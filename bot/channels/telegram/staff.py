@@ -108,7 +108,7 @@ class TelegramStaffRoom:
 
     async def open_thread(self, reference: str, text: str, urgent: bool) -> str:
         if not await self.is_forum():
-            await self.sender.send(str(self.chat), Reply(_headed(reference, text)))
+            await self.sender.send(str(self.chat), Reply(text), head=_head(reference))
             return reference
         topic = self._topics.get(reference)
         if topic is None:
@@ -126,7 +126,7 @@ class TelegramStaffRoom:
         if thread is not None and thread.isdigit():
             await self.sender.send(str(self.chat), Reply(text), thread=int(thread))
         elif thread is not None:
-            await self.sender.send(str(self.chat), Reply(_headed(thread, text)))
+            await self.sender.send(str(self.chat), Reply(text), head=_head(thread))
         else:
             await self.sender.send(str(self.chat), Reply(text))
 
@@ -151,5 +151,6 @@ class TelegramStaffRoom:
         return member.display_name
 
 
-def _headed(reference: str, text: str) -> str:
-    return text if text.startswith(f"[{reference}]") else f"[{reference}] {text}"
+def _head(reference: str) -> str:
+    """What starts every post of a case in a group without topics (each part of a long one)."""
+    return f"[{reference}] "
