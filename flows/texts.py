@@ -100,7 +100,8 @@ REQUIRED: dict[str, frozenset[str]] = {
         "matrix_undecryptable": (),
         "matrix_file_too_large": ("limit",), "matrix_staff_room_unsafe": (),
         "matrix_new_device": ("who",), "matrix_clear_confirm": (), "matrix_clear_done": (),
-        "matrix_clear_kept": (),
+        "matrix_clear_kept": (), "matrix_device_keys_changed": ("who", "device"),
+        "matrix_official_device_keys_changed": (),
         # hardening (issue 11)
         "file_too_big": ("limit",), "staff_holder_revoked": ("name",),
         "staff_taken_over": ("name", "holder"), "staff_take_over_needs_reason": (),

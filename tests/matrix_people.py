@@ -41,10 +41,13 @@ REFERENCE = re.compile(r"L-\d{4}-\d{4}")
 
 
 class Person:
-    def __init__(self, homeserver: str, user_id: str, store: Path) -> None:
+    def __init__(self, homeserver: str, user_id: str, store: Path, device_id: str = "") -> None:
+        """`device_id`: log in as this device (a new store there means new keys for it)."""
         store.mkdir(parents=True, exist_ok=True)
         config = AsyncClientConfig(encryption_enabled=True, store_sync_tokens=True)
-        self.client = AsyncClient(homeserver, user_id, store_path=str(store), config=config)
+        self.client = AsyncClient(
+            homeserver, user_id, device_id, store_path=str(store), config=config
+        )
         self.seen: list[tuple[str, Any]] = []  # (room id, event) written by others
         self.undecryptable = 0
         self._task: asyncio.Task[None] | None = None
@@ -147,6 +150,20 @@ class Person:
 def thread_of(event: Any) -> str | None:
     relation = event.source.get("content", {}).get("m.relates_to") or {}
     return relation.get("event_id") if relation.get("rel_type") == "m.thread" else None
+
+
+def case_root(person: Person, room_id: str, reference: str) -> Any:
+    """The staff-room post that opened case `reference` (its thread's root), or None yet."""
+    return next(
+        (e for r, e in person.seen
+         if r == room_id and reference in getattr(e, "body", "") and not thread_of(e)),
+        None,
+    )  # fmt: skip
+
+
+def in_thread(person: Person, room_id: str, root: str) -> list[str]:
+    """What others wrote in the thread rooted at `root`, oldest first."""
+    return [e.body for r, e in person.seen if r == room_id and thread_of(e) == root]
 
 
 class Lotse:

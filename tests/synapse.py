@@ -98,7 +98,8 @@ class Synapse:
     def start(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         config = self.folder / "homeserver.yaml"
-        config.write_text(_config(self.folder, self.port, self.shared_secret), encoding="utf-8")
+        if not config.exists():  # a restart keeps its secrets
+            config.write_text(_config(self.folder, self.port, self.shared_secret), encoding="utf-8")
         log = self.folder / "homeserver.log"
         (self.folder / "log.yaml").write_text(LOG_CONFIG.replace("LOGFILE", str(log)))
         generate = subprocess.run(

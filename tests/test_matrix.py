@@ -16,128 +16,26 @@ import sqlite3
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from bot.channels.matrix.session import SessionFiles
 from storage.server_secret import ServerKeys
-from tests.matrix_people import ENCRYPTION_STATE, REFERENCE, Lotse, Person, environment, thread_of
+from tests import matrix_people as people
+from tests.matrix_deployment import PASSPHRASE, Deployment, deploy
+from tests.matrix_people import ENCRYPTION_STATE, REFERENCE, Lotse, Person, environment
 from tests.synapse import Synapse
 from tests.test_demo_script import Intake, intake_steps
 from tests.test_no_plaintext import findings
-from tests.test_sealed_cases import lotse
 
 pytestmark = [pytest.mark.synapse, pytest.mark.slow]
-PASSPHRASE = "matrix-test-passphrase"
 PNG = bytes.fromhex("89504e470d0a1a0a")  # a PNG's signature, then the canary as its "data"
-
-
-def _http(url: str, body: dict[str, object], token: str | None = None) -> dict[str, object]:
-    headers = {"Content-Type": "application/json"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    request = urllib.request.Request(url, json.dumps(body).encode(), headers)
-    with urllib.request.urlopen(request, timeout=30) as answer:
-        return dict(json.loads(answer.read()))
-
-
-@dataclass
-class Deployment:
-    synapse: Synapse
-    folder: Path
-    data_dir: Path
-    config: Path
-    key: Path
-    bot: str
-    counsellor: str
-    counsellor_device: tuple[str, str]
-    counsellor_password: str
-    staff_room: str
-    lotse: Lotse
-    secret: bytes
-
-    def official(self, tag: str) -> tuple[Person, str]:
-        name = f"official-{tag}-{uuid.uuid4().hex[:6]}"
-        password = secrets.token_hex(8)
-        user = self.synapse.register(name, password)
-        return Person(self.synapse.url, user, self.folder / name), password
-
-    def counsellor_person(self) -> Person:
-        return Person(self.synapse.url, self.counsellor, self.folder / "counsellor-store")
-
-    def cli(self, *arguments: str | Path):
-        return lotse(*arguments, "--config", self.config, passphrase=PASSPHRASE,
-                     secret=self.secret)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def deployment(synapse: Synapse, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    folder = tmp_path_factory.mktemp("matrix")
-    tag = uuid.uuid4().hex[:6]
-    bot_password = secrets.token_hex(8)
-    bot = synapse.register(f"lotse-{tag}", bot_password)
-    counsellor_password = secrets.token_hex(8)
-    counsellor = synapse.register(f"berger-{tag}", counsellor_password)
-    login = _http(
-        f"{synapse.url}/_matrix/client/v3/login",
-        {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": counsellor},
-         "password": counsellor_password, "device_id": "BERGERPHONE"},
-    )  # fmt: skip
-    token = str(login["access_token"])
-    room = _http(
-        f"{synapse.url}/_matrix/client/v3/createRoom",
-        {"preset": "private_chat", "name": "Lotse staff", "invite": [bot],
-         "initial_state": [{"type": "m.room.encryption", "state_key": "",
-                            "content": {"algorithm": "m.megolm.v1.aes-sha2"}}]},
-        token,
-    )  # fmt: skip
-    data_dir = folder / "lotse-data"
-    config = folder / "lotse.toml"
-    config.write_text(
-        f"""[storage]
-url = "sqlite+aiosqlite:///{data_dir / "lotse.db"}"
-data_dir = "{data_dir}"
-
-[matrix]
-enabled = true
-homeserver = "{synapse.url}"
-user_id = "{bot}"
-device_id = "LOTSEBOT"
-store_dir = "{data_dir / "matrix-store"}"
-max_file_mb = 1
-
-[staff]
-channel = "matrix"
-room = "{room["room_id"]}"
-language = "de"
-""",
-        encoding="utf-8",
-    )
-    secret = os.urandom(32)
-    key = folder / "berger.key"
-    env = environment(secret, bot_password, PASSPHRASE)
-    deployment = Deployment(
-        synapse, folder, data_dir, config, key, bot, counsellor,
-        (str(login["device_id"]), token), counsellor_password, str(room["room_id"]),
-        Lotse(config, env, folder / "lotse.log"), secret,
-    )  # fmt: skip
-    for step in (
-        lotse("keys", "generate", "--out", key, "--name", "berger", passphrase=PASSPHRASE),
-        deployment.cli("db", "upgrade"),
-        deployment.cli(
-            "counsellor",
-            "add",
-            "berger",
-            "--public-key",
-            f"{key}.pub",
-            "--first",
-            "--matrix-id",
-            counsellor,
-        ),
-    ):
-        assert step.returncode == 0, step.stderr
+    deployment = deploy(synapse, tmp_path_factory.mktemp("matrix"))
     deployment.lotse.start()
     yield deployment
     deployment.lotse.stop()
@@ -178,19 +76,12 @@ async def test_an_official_on_matrix_reaches_a_counsellor_in_the_encrypted_staff
         reference = next(m[0] for t in reversed(said) if (m := REFERENCE.search(t)))
         staff = deployment.staff_room
 
-        def root():
-            return next(
-                (e for r, e in counsellor.seen
-                 if r == staff and reference in getattr(e, "body", "") and not thread_of(e)),
-                None,
-            )  # fmt: skip
-
-        summary = await counsellor.wait_for(root)
+        summary = await counsellor.wait_for(lambda: people.case_root(counsellor, staff, reference))
         assert description in summary.body  # the encrypted room gets the full details
         thread = summary.event_id
 
         def in_thread() -> list[str]:
-            return [e.body for r, e in counsellor.seen if r == staff and thread_of(e) == thread]
+            return people.in_thread(counsellor, staff, thread)
 
         before = len(official.texts(room))
         await counsellor.say(staff, "/uebernehmen", relates_to=thread)
@@ -348,6 +239,22 @@ async def test_clear_chat_redacts_the_bots_messages_after_a_yes_and_explains_lea
     assert deployment.lotse.running()
 
 
+async def _send_encrypted(
+    deployment: Deployment, official: Person, room: str, encrypted: dict[str, object]
+) -> None:
+    """An m.room.encrypted event exactly as given, past nio's own encryption."""
+    url = (
+        f"{deployment.synapse.url}/_matrix/client/v3/rooms/{room}/send/m.room.encrypted/"
+        f"{uuid.uuid4().hex}"
+    )
+    request = urllib.request.Request(
+        url, json.dumps(encrypted).encode(), method="PUT",
+        headers={"Authorization": f"Bearer {official.client.access_token}",
+                 "Content-Type": "application/json"},
+    )  # fmt: skip
+    await asyncio.to_thread(urllib.request.urlopen, request, timeout=30)
+
+
 async def test_a_message_that_cannot_be_decrypted_is_not_dropped_the_official_is_asked_again(
     deployment: Deployment,
 ) -> None:
@@ -364,21 +271,48 @@ async def test_a_message_that_cannot_be_decrypted_is_not_dropped_the_official_is
             "session_id": "nie-geteilt-" + uuid.uuid4().hex,
             "ciphertext": "AwgAEnAQ",
         }
-        url = (
-            f"{deployment.synapse.url}/_matrix/client/v3/rooms/{room}/send/m.room.encrypted/"
-            f"{uuid.uuid4().hex}"
-        )
-        request = urllib.request.Request(
-            url, json.dumps(forged).encode(), method="PUT",
-            headers={"Authorization": f"Bearer {official.client.access_token}",
-                     "Content-Type": "application/json"},
-        )  # fmt: skip
-        await asyncio.to_thread(urllib.request.urlopen, request, timeout=30)
+        await _send_encrypted(deployment, official, room, forged)
         asked = "Bitte schicken Sie sie noch einmal"
         await official.wait_for(lambda: any(asked in t for t in official.texts(room)), 60)
         assert deployment.lotse.running()
     finally:
         await official.stop()
+
+
+async def test_a_message_whose_room_key_comes_late_is_kept_and_answered_once_it_arrives(
+    deployment: Deployment,
+) -> None:
+    official, password = deployment.official("late-key")
+    await official.start(password)
+    try:
+        room = await official.direct_chat(deployment.bot)
+        olm = official.client.olm
+        olm.create_outbound_group_session(room)
+        session = olm.outbound_group_sessions[room]
+        # a copy encrypts the message, so the session itself is shared later from message 0
+        copy = type(session).from_pickle(session.pickle("k"), "k")
+        copy.mark_as_shared()
+        plain = {"type": "m.room.message", "room_id": room,
+                 "content": {"msgtype": "m.text", "body": "/start"}}  # fmt: skip
+        await _send_encrypted(deployment, official, room, {
+            "algorithm": "m.megolm.v1.aes-sha2",
+            "sender_key": olm.account.identity_keys["curve25519"],
+            "device_id": official.client.device_id,
+            "session_id": session.id,
+            "ciphertext": copy.encrypt(json.dumps(plain)),
+        })  # fmt: skip
+        await asyncio.sleep(4)
+        assert official.texts(room) == []  # the bot has the event, but not its key
+        # now the room key, Olm-encrypted to the bot's device as a to-device message
+        answer = await official.client.share_group_session(room, ignore_unverified_devices=True)
+        assert type(answer).__name__ == "ShareGroupSessionResponse", answer
+        said = await official.answer(room, asyncio.sleep(0))
+        assert any("Guten Tag" in text for text in said), said  # /start was read
+        assert not any("Bitte schicken Sie sie noch einmal" in text for text in said)
+        assert official.undecryptable == 0
+    finally:
+        await official.stop()
+    assert deployment.lotse.running()
 
 
 def _variant(deployment: Deployment, name: str, **matrix: str) -> Path:
@@ -463,6 +397,38 @@ async def test_a_counsellors_new_device_is_reported_in_the_staff_room(
     finally:
         await second.stop()
         await counsellor.stop()
+
+
+async def test_a_counsellors_device_whose_keys_change_is_reported_and_gets_no_more_keys(
+    deployment: Deployment,
+) -> None:
+    """The same device id logs in again with a new store: new identity keys, which Synapse
+    takes and announces. (A thief with the password could do just this.)"""
+    counsellor = deployment.counsellor_person()
+    url, user, folder = deployment.synapse.url, deployment.counsellor, deployment.folder
+    laptop = Person(url, user, folder / "laptop", device_id="BERGERLAPTOP")
+    staff = deployment.staff_room
+    await counsellor.start(device=deployment.counsellor_device)
+    await laptop.start(deployment.counsellor_password)
+    try:
+        first = await _urgent_case(deployment, counsellor)
+        await laptop.wait_for(lambda: any(first in t for t in laptop.texts(staff)))  # trusted
+    finally:
+        await laptop.stop()
+    replaced = Person(url, user, folder / "laptop-replaced", device_id="BERGERLAPTOP")
+    await replaced.start(deployment.counsellor_password)
+    try:
+        note = f"Das Gerät BERGERLAPTOP von {user} hat plötzlich andere Schlüssel"
+        await counsellor.wait_for(lambda: any(note in t for t in counsellor.texts(staff)), 60)
+        reference = await _urgent_case(deployment, counsellor)
+        await replaced.wait_for(lambda: replaced.undecryptable > 0)  # it sees the posts ...
+        await asyncio.sleep(3)
+        assert not any(reference in text for text in replaced.texts(staff))  # ... unreadable
+        assert sum(note in text for text in counsellor.texts(staff)) == 1
+    finally:
+        await replaced.stop()
+        await counsellor.stop()
+    assert deployment.lotse.running()
 
 
 async def test_a_stranger_in_the_staff_room_gets_no_case_details_only_an_alert(

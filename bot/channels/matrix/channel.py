@@ -4,11 +4,13 @@ One sync loop. The sync token is saved only after every event of a sync was hand
 the core (which drops repeats by event id), so a crash replays rather than loses. The
 first sync after the very first login is the backlog: invitations are accepted, nothing
 in it is handled as a new message; neither is anything in a room from before the bot
-joined it.
+joined it. An event that cannot be decrypted yet is kept and tried again after every
+sync (its key may come later); if it stays unreadable, the official is asked to send it
+again.
 
-Device trust (README "Matrix"): every device of the people in a room is trusted on first
-use; a counsellor who already had a trusted device and shows a new one is reported to
-the staff room; blacklisted devices never receive keys (matrix-nio leaves them out).
+What happens in officials' rooms is in direct.py, the staff room and its guard in
+staff.py, whose devices get keys in trust.py; this module owns the loop and the one
+function that sends.
 """
 
 from __future__ import annotations
@@ -17,19 +19,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import ClientError
 from nio import (
     AsyncClient,
-    InviteMemberEvent,
-    JoinedMembersResponse,
-    JoinError,
     MegolmEvent,
     RoomMemberEvent,
-    RoomMessageText,
-    RoomPutStateResponse,
     RoomSendResponse,
     SyncResponse,
     UploadResponse,
@@ -37,17 +33,16 @@ from nio import (
 from nio.exceptions import LocalProtocolError
 
 from bot.channels.matrix import content as read
-from bot.channels.matrix.media import TooLarge, Unreadable, download
+from bot.channels.matrix.direct import DirectChats
 from bot.channels.matrix.session import Login, Sealer, SessionFiles, connect, make_client
+from bot.channels.matrix.staff import StaffSide
+from bot.channels.matrix.trust import Counsellors, DeviceTrust, Texts
 from bot.channels.text import reply_as_text
 from bot.core.types import (
-    Attachment,
-    Inbound,
     InboundSink,
     PermanentFailure,
     Reply,
     RetryAfter,
-    StaffInbound,
     StaffMember,
 )
 
@@ -57,12 +52,6 @@ SYNC_TIMEOUT_MS = 30_000
 MAX_BACKOFF = 60.0
 UNDECRYPTABLE_SECONDS = 30.0  # then the official is asked to send it again
 READY_SECONDS = 30.0
-ENCRYPTION = {"algorithm": "m.megolm.v1.aes-sha2"}
-CLEAR_COMMANDS = frozenset({"/chat_leeren", "/clear_chat"})
-YES = frozenset({"ja", "yes", "j", "y", "1"})
-
-Texts = Callable[[str, str], str]  # (message key, language) -> text
-Counsellors = Callable[[], Awaitable[set[str]]]  # the Matrix ids of active counsellors
 
 
 class MatrixChannel:
@@ -88,15 +77,37 @@ class MatrixChannel:
         self.client: AsyncClient = make_client(login)
         self.files = SessionFiles(login.store_dir, sealer, login.user_id)
         self.texts = texts
-        self.counsellors = counsellors
         self.staff_room = staff_room
-        self.language = staff_language
-        self.max_file_bytes = max_file_bytes
         self._undecrypted: dict[str, tuple[MegolmEvent, float]] = {}
-        self._clearing: set[str] = set()  # rooms where /chat_leeren waits for its yes
-        self._alerted: tuple[str, ...] = ()
         self._ready = asyncio.Event()
+        self._reached: float | None = None  # time.monotonic() of the last successful sync
         self._send_lock = asyncio.Lock()
+        self.trust = DeviceTrust(
+            self.client,
+            texts=texts,
+            counsellors=counsellors,
+            staff_room=staff_room,
+            language=staff_language,
+        )
+        self.direct = DirectChats(
+            self.client,
+            staff_room,
+            both=self._both,
+            trust=self.trust,
+            send_text=self._send_text,
+            max_file_bytes=max_file_bytes,
+        )
+        self.staff = StaffSide(
+            self.client,
+            staff_room,
+            texts=texts,
+            language=staff_language,
+            counsellors=counsellors,
+            trust=self.trust,
+            send_text=self._send_text,
+            synced=self._synced,
+            max_file_bytes=max_file_bytes,
+        )
 
     # -- start -----------------------------------------------------------------------------
 
@@ -139,8 +150,9 @@ class MatrixChannel:
                 backoff = min(backoff * 2, MAX_BACKOFF)
                 continue
             backoff = 1.0
+            self._reached = time.monotonic()
             await self._keys()
-            await self._invitations(response)
+            await self.direct.invitations(response)
             if not backlog:
                 await self._timeline(response, sink)
             await self._retry_undecrypted(sink)
@@ -149,47 +161,21 @@ class MatrixChannel:
             backlog = full_state = False
             self._ready.set()
 
+    def last_reachable(self) -> float | None:
+        """When a sync last succeeded (the health check's optional hook, `Reachable`)."""
+        return self._reached
+
     async def _keys(self) -> None:
         client = self.client
         try:
             await client.send_to_device_messages()
             if client.should_upload_keys:
                 await client.keys_upload()
-            if client.should_query_keys:
-                await client.keys_query()
+            await self.trust.query_keys()
             if client.should_claim_keys:
                 await client.keys_claim(client.get_users_for_key_claiming())
         except (ClientError, OSError, TimeoutError, LocalProtocolError) as error:
             logger.warning("matrix: key exchange failed (%s)", type(error).__name__)
-
-    # -- invitations -----------------------------------------------------------------------
-
-    async def _invitations(self, response: SyncResponse) -> None:
-        for room_id in list(response.rooms.invite):
-            answer = await self.client.join(room_id)
-            if isinstance(answer, JoinError):
-                logger.warning("matrix: an invitation could not be accepted")
-                continue
-            if room_id == self.staff_room:
-                logger.info("matrix: joined the staff room")
-                continue
-            members = await self.client.joined_members(room_id)
-            room = self.client.rooms.get(room_id)
-            invited = len(room.invited_users) if room is not None else 0
-            count = len(members.members) if isinstance(members, JoinedMembersResponse) else 0
-            if count + invited > 2:
-                await self._leave_group(room_id)
-
-    async def _leave_group(self, room_id: str) -> None:
-        note = read.text_content(self._both("matrix_group_room"))
-        with contextlib.suppress(LocalProtocolError, ClientError, OSError, TimeoutError):
-            await self.client.room_send(  # leaving matters more than the note
-                room_id, "m.room.message", note, ignore_unverified_devices=True
-            )
-        await self.client.room_leave(room_id)
-        logger.info("matrix: left a group room that is not the staff room")
-
-    # -- the timeline ----------------------------------------------------------------------
 
     async def _timeline(self, response: SyncResponse, sink: InboundSink) -> None:
         me = self.client.user_id
@@ -222,59 +208,9 @@ class MatrixChannel:
                 await self.client.request_room_key(event)
             return
         if room_id == self.staff_room:
-            await self._staff_event(event, sink)
-            return
-        if isinstance(event, InviteMemberEvent | RoomMemberEvent):
-            return
-        if not isinstance(event, RoomMessageText) and not read.is_media(event):
-            return  # reactions, edits, unknown types: nothing an intake reads
-        room = self.client.rooms.get(room_id)
-        if room is None or room.member_count > 2:
-            return
-        if not room.encrypted and not await self._encrypt(room_id):
-            return  # nothing of an unencrypted chat reaches the core
-        await self._official_event(room_id, event, sink)
-
-    async def _encrypt(self, room_id: str) -> bool:
-        """Switch on encryption in a direct chat; False when the bot may not (then it asks)."""
-        answer = await self.client.room_put_state(room_id, "m.room.encryption", ENCRYPTION)
-        if not isinstance(answer, RoomPutStateResponse):
-            logger.info("matrix: may not switch on encryption in a direct chat; asked to")
-            # the one message ever sent in the clear, and it says nothing about anyone
-            await self.client.room_send(
-                room_id, "m.room.message", read.text_content(self._both("matrix_encryption_needed"))
-            )
-            return False
-        room = self.client.rooms[room_id]
-        room.encrypted = True
-        self.client.encrypted_rooms.add(room_id)
-        if self.client.olm is not None:  # know the official's devices before the first key
-            self.client.olm.update_tracked_users(room)
-            await self.client.keys_query()
-        await self._send_text(room_id, self._both("matrix_encryption_on"))
-        logger.info("matrix: switched on encryption in a direct chat")
-        return True
-
-    async def _official_event(self, room_id: str, event: Any, sink: InboundSink) -> None:
-        text = ""
-        attachments: tuple[Attachment, ...] = ()
-        if isinstance(event, RoomMessageText):
-            text = event.body[: read.MAX_TEXT]
-            if await self._clear_chat(room_id, text):
-                return
+            await self.staff.event(event, sink)
         else:
-            try:
-                attachments = (await download(self.client, event, self.max_file_bytes),)
-            except TooLarge:
-                limit = self.max_file_bytes // (1024 * 1024)
-                await self._send_text(room_id, self._both("matrix_file_too_large", limit=limit))
-                return
-            except Unreadable:
-                await self._send_text(room_id, self._both("matrix_undecryptable"))
-                return
-        await sink.handle(
-            Inbound(CHANNEL, event.sender, room_id, text, event.event_id, attachments)
-        )
+            await self.direct.event(room_id, event, sink)
 
     async def _retry_undecrypted(self, sink: InboundSink) -> None:
         now = time.monotonic()
@@ -293,63 +229,6 @@ class MatrixChannel:
                 if event.room_id != self.staff_room:
                     await self._send_text(event.room_id, self._both("matrix_undecryptable"))
 
-    # -- clearing the chat -----------------------------------------------------------------
-
-    async def _clear_chat(self, room_id: str, text: str) -> bool:
-        """/chat_leeren: True when the message belonged to it (not for the core)."""
-        word = text.strip().casefold()
-        if word in CLEAR_COMMANDS:
-            self._clearing.add(room_id)
-            await self._send_text(room_id, self._both("matrix_clear_confirm"))
-            return True
-        if room_id not in self._clearing:
-            return False
-        self._clearing.discard(room_id)
-        if word not in YES:
-            await self._send_text(room_id, self._both("matrix_clear_kept"))
-            return True
-        await self._redact_own(room_id)
-        await self._send_text(room_id, self._both("matrix_clear_done"))
-        return True
-
-    async def _redact_own(self, room_id: str) -> None:
-        start = ""
-        for _ in range(50):  # pages of history, newest first
-            page = await self.client.room_messages(room_id, start=start, limit=100)
-            chunk = getattr(page, "chunk", None)
-            if not chunk:
-                return
-            for event in chunk:
-                if event.sender == self.client.user_id and read.content_of(event):
-                    await self.client.room_redact(room_id, event.event_id)
-            start = getattr(page, "end", "") or ""
-            if not start:
-                return
-
-    # -- the staff room --------------------------------------------------------------------
-
-    async def _staff_event(self, event: Any, sink: InboundSink) -> None:
-        if not isinstance(event, RoomMessageText) and not read.is_media(event):
-            return
-        text = event.body[: read.MAX_TEXT] if isinstance(event, RoomMessageText) else ""
-        attachments: tuple[Attachment, ...] = ()
-        if read.is_media(event):
-            try:
-                attachments = (await download(self.client, event, self.max_file_bytes),)
-            except (TooLarge, Unreadable):
-                return
-        await sink.handle_staff(
-            StaffInbound(
-                CHANNEL, event.sender, read.thread_of(event), text, event.event_id, attachments
-            )
-        )
-
-    async def check(self) -> list[str]:
-        try:
-            return await self._check()
-        except Exception as error:
-            return [f"the staff room could not be checked ({type(error).__name__})"]
-
     async def _synced(self) -> bool:
         """Whether the first sync is done (waits a little for it)."""
         try:
@@ -358,34 +237,10 @@ class MatrixChannel:
             return False
         return True
 
-    async def _check(self) -> list[str]:
-        if not await self._synced():
-            return ["the Matrix channel has not synced with the homeserver yet"]
-        if self.staff_room is None:
-            return ["no Matrix staff room is configured"]
-        room = self.client.rooms.get(self.staff_room)
-        if room is None:
-            return ["the bot is not in the staff room: invite it there"]
-        problems = []
-        if not room.encrypted:
-            problems.append("the staff room is not encrypted")
-        members = await self.client.joined_members(self.staff_room)
-        if not isinstance(members, JoinedMembersResponse):
-            return ["the staff room's members could not be read"]
-        allowed = await self.counsellors() | {self.client.user_id}
-        present = {member.user_id for member in members.members} | set(room.invited_users)
-        problems += [
-            f"{user} is in the staff room but not a counsellor"
-            for user in sorted(present - allowed)
-        ]
-        if problems and tuple(problems) != self._alerted:
-            await self._send_text(
-                self.staff_room, self.texts("matrix_staff_room_unsafe", self.language)
-            )
-        self._alerted = tuple(problems)
-        if not problems:
-            await self._trust_devices(self.staff_room, report=True)
-        return problems
+    # -- the staff room (staff.py) ---------------------------------------------------------
+
+    async def check(self) -> list[str]:
+        return await self.staff.check()
 
     async def open_thread(self, reference: str, text: str, urgent: bool) -> str:
         assert self.staff_room is not None
@@ -396,10 +251,10 @@ class MatrixChannel:
         await self._send_content(self.staff_room, read.text_content(text, thread))
 
     def is_author(self, member: StaffMember, author: str) -> bool:
-        return member.handles.get(CHANNEL) == author
+        return self.staff.is_author(member, author)
 
     def mention(self, member: StaffMember) -> str:
-        return member.handles.get(CHANNEL) or member.display_name
+        return self.staff.mention(member)
 
     # -- sending ---------------------------------------------------------------------------
 
@@ -430,7 +285,7 @@ class MatrixChannel:
         if not room.encrypted:
             raise RuntimeError("the room is not encrypted yet")  # never send in the clear
         async with self._send_lock:
-            await self._trust_devices(room_id, report=False)
+            await self.trust.trust_room(room_id, report=False)
             answer = await self.client.room_send(
                 room_id, "m.room.message", content, ignore_unverified_devices=True
             )
@@ -441,31 +296,3 @@ class MatrixChannel:
         if answer.status_code == "M_FORBIDDEN":
             raise PermanentFailure("the bot may not write in this room")
         raise RuntimeError(f"matrix send failed ({answer.status_code})")
-
-    # -- device trust ----------------------------------------------------------------------
-
-    async def _trust_devices(self, room_id: str, report: bool) -> None:
-        """Trust on first use; a known counsellor's new device is reported to the staff room."""
-        client = self.client
-        room = client.rooms.get(room_id)
-        if room is None or client.olm is None:
-            return
-        if client.should_query_keys:
-            await client.keys_query()
-        counsellors = await self.counsellors() if report else set()
-        for user in list(room.users):
-            devices = list(client.device_store.active_user_devices(user))
-            known = any(device.verified for device in devices)
-            for device in devices:
-                if device.verified or device.blacklisted:
-                    continue
-                client.verify_device(device)
-                if known and user in counsellors and self.staff_room is not None:
-                    logger.warning("matrix: a counsellor shows a new device")
-                    note = self.texts("matrix_new_device", self.language).format(who=user)
-                    await self.client.room_send(
-                        self.staff_room,
-                        "m.room.message",
-                        read.text_content(note),
-                        ignore_unverified_devices=True,
-                    )

@@ -19,6 +19,7 @@ from typing import Protocol
 from aiohttp import ClientError
 from nio import AsyncClient, AsyncClientConfig, LoginResponse, WhoamiResponse
 
+from bot.channels.matrix.trust import KeyWatchingClient
 from bot.config import StartupError
 
 logger = logging.getLogger(__name__)
@@ -101,7 +102,7 @@ def make_client(login: Login) -> AsyncClient:
         max_timeouts=2,
         request_timeout=30,
     )
-    return AsyncClient(
+    return KeyWatchingClient(
         login.homeserver, login.user_id, login.device_id, str(login.store_dir), config
     )
 
