@@ -147,9 +147,15 @@ async def _refuse_missing_database(config: Config) -> None:
 
 @asynccontextmanager
 async def open_app(
-    config: Config, clock: Clock = utc_now, *, may_create: bool = True
+    config: Config,
+    clock: Clock = utc_now,
+    *,
+    may_create: bool = True,
+    idle_transaction_seconds: float | None = None,
 ) -> AsyncIterator[App]:
     """Everything a command needs; the schema is brought up to date on every start.
+
+    `idle_transaction_seconds`: see storage.db.open_database (for `lotse run` on PostgreSQL).
 
     A new server secret is made only for a database that holds nothing yet; otherwise
     the secret must be the one the database was written with (storage/secret_check.py).
@@ -159,7 +165,7 @@ async def open_app(
         await _refuse_missing_database(config)
     _private_folder(config.storage.data_dir)
     _private_database(config.storage.url)
-    database = open_database(config.storage.url)
+    database = open_database(config.storage.url, idle_transaction_seconds)
     try:
         await upgrade(database)
         from_environment = config.secret_from_environment()

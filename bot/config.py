@@ -192,6 +192,9 @@ class FlowConfig(_Section):
 class ServiceConfig(_Section):
     # Where `lotse run` serves GET /healthz and GET /metrics ("host:port"); empty: nowhere.
     listen: str = ""
+    # On PostgreSQL, how long the active instance's lease lasts: it renews it four times
+    # per length, and a standby takes over at most this long (plus 2 s) after it died.
+    lease_seconds: float = Field(default=10.0, ge=3.0, le=60.0)
 
     @field_validator("listen")
     @classmethod

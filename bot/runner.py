@@ -19,7 +19,7 @@ from bot.service import Service
 from bot.telegram_wiring import start_telegram
 from flows.problems import Problem
 from storage.keyring import current_team
-from storage.lease import Lease
+from storage.lease import IDLE_TRANSACTION_SECONDS, Lease
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class NoStaffRoom:
 
 
 async def run_service(config: Config) -> int:
-    async with open_app(config) as app:
+    async with open_app(config, idle_transaction_seconds=IDLE_TRANSACTION_SECONDS) as app:
         async with app.store.unit() as unit:
             if await current_team(unit.session) is None:
                 raise ConfigError(
@@ -87,7 +87,9 @@ async def run_service(config: Config) -> int:
                     core,
                     adapters,
                     jobs=[lambda: purge_daily(app.store, config.counselling)],
-                    leadership=Lease(app.store) if postgres else None,
+                    leadership=(
+                        Lease(app.store, seconds=config.service.lease_seconds) if postgres else None
+                    ),
                 )
                 # /healthz and /metrics answer on a standby too (lotse_leader 0)
                 async with serving_ops(config.service.listen, service, metrics):

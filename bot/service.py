@@ -95,11 +95,11 @@ class Service:
                 if await self.leadership.acquire():
                     logger.warning("this instance is active (it holds the lease)")
                     return True
+                if not announced:  # said once per standby period, not on every ask
+                    logger.warning("standby: another instance is active")
+                    announced = True
             except Exception as error:  # the database may be away: keep asking
                 log_failure(logger, "asking for the lease", error)
-            if not announced:
-                logger.warning("standby: another instance is active")
-                announced = True
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), STANDBY_SECONDS)
         return False
@@ -180,7 +180,10 @@ class Service:
         for task in receiving:
             task.cancel()
         if not await self.core.drain(STOP_SECONDS * DRAIN_SHARE):
-            logger.warning("stopping: a step did not finish in time and was rolled back")
+            logger.warning(
+                "stopping: a step did not finish in time (it is rolled back, or it waits for "
+                "the database and the lease: its message stays unconfirmed)"
+            )
         for task in background:
             task.cancel()
         for task in [*receiving, *background]:

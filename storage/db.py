@@ -12,6 +12,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -22,8 +23,25 @@ class DatabaseError(Exception):
     """The database cannot be opened or upgraded; the message names what to fix."""
 
 
-def open_database(url: str) -> AsyncEngine:
-    """The connection pool for `url` (SQLAlchemy calls it an engine)."""
+def unreachable(error: BaseException) -> bool:
+    """Whether `error` says the database could not be reached or the connection was lost
+    (rather than that the database refused the work)."""
+    if isinstance(error, DBAPIError):
+        return (
+            error.connection_invalidated
+            or isinstance(error, InterfaceError)
+            or isinstance(error.orig, OSError)
+        )
+    return isinstance(error, OSError | TimeoutError)
+
+
+def open_database(url: str, idle_transaction_seconds: float | None = None) -> AsyncEngine:
+    """The connection pool for `url` (SQLAlchemy calls it an engine).
+
+    With `idle_transaction_seconds`, PostgreSQL ends a session whose transaction waits that
+    long for its client: the locks of a paused or cut-off process are released then, so the
+    instance that takes over from it is not blocked by them (see storage/lease.py).
+    """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _open_sqlite(url, parsed.database)
@@ -32,7 +50,13 @@ def open_database(url: str) -> AsyncEngine:
             raise DatabaseError(
                 f"use the asyncpg driver: postgresql+asyncpg://… (got {parsed.drivername})"
             )
-        return create_async_engine(url, pool_pre_ping=True)
+        settings = {}
+        if idle_transaction_seconds is not None:
+            milliseconds = str(round(idle_transaction_seconds * 1000))
+            settings["idle_in_transaction_session_timeout"] = milliseconds
+        return create_async_engine(
+            url, pool_pre_ping=True, connect_args={"server_settings": settings}
+        )
     raise DatabaseError(
         f"storage.url: unsupported database '{parsed.drivername}'; "
         "use sqlite+aiosqlite:///path/lotse.db or postgresql+asyncpg://user@host/db"

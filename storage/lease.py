@@ -29,6 +29,11 @@ logger = logging.getLogger(__name__)
 LEASE_NAME = "active"
 LEASE_SECONDS = 10.0
 MARGIN_SECONDS = 1.0
+# A transaction of the active instance waits for it no longer than this: a paused or
+# cut-off process holds row and advisory locks (a conversation, the audit chain) in its
+# open transaction, and the instance taking over would wait for them until the old one
+# resumed. Lotse's transactions wait for their client milliseconds, never seconds.
+IDLE_TRANSACTION_SECONDS = 5.0
 
 
 def instance_name() -> str:

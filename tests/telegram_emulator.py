@@ -11,6 +11,13 @@ instead of hiding it; `fail_next(method, retry_after)` answers the next call wit
 Once the bot sets a webhook, updates are posted to it as Telegram does: several at a
 time (one per chat), with the secret token, each again until it is answered with 200;
 `getUpdates` is then refused with 409.
+
+Several `lotse run` processes may share one emulator (a leader and its standby). Give
+their process ids to `watch` and every call is attributed to the process whose socket
+made it (`Call.caller`, `Sent.caller`): the client's port is looked up in the kernel's
+socket table and matched to the process holding that socket, so the processes can run
+with the same configuration and token. A process in `holding` waits for the answer to
+its sendMessage (as over a slow network) until it is taken out again.
 """
 
 from __future__ import annotations
@@ -19,9 +26,11 @@ import asyncio
 import contextlib
 import itertools
 import json
+import os
 import socket
 import threading
 import time
+import weakref
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,6 +61,14 @@ class Sent:
     markup: dict[str, Any] | None = None
     document: bytes | None = None
     deleted: bool = False
+    caller: int | None = None  # the process that sent it, when watched (see `Emulator.watch`)
+
+
+@dataclass(frozen=True)
+class Call:
+    method: str
+    caller: int | None
+    at: float  # time.monotonic() when the request arrived
 
 
 @dataclass
@@ -80,6 +97,13 @@ class Emulator:
         self.messages: dict[tuple[int, int], Sent] = {}
         self.sent: list[Sent] = []
         self.calls: list[str] = []
+        self.calls_by: list[Call] = []  # every call with its process, when `watch`ed
+        self.watch: set[int] = set()
+        self.holding: set[int] = set()  # watched processes whose sendMessage is not answered yet
+        self.held: list[int] = []  # which process each held sendMessage came from
+        self._polls = 0  # getUpdates calls so far; only the latest may wait for updates
+        self._caller: int | None = None
+        self._owners: weakref.WeakKeyDictionary[object, int | None] = weakref.WeakKeyDictionary()
         self.answers: list[tuple[str, str | None]] = []
         self.commands: dict[str | None, list[str]] = {}
         self.files: dict[str, bytes] = {}
@@ -318,13 +342,34 @@ class Emulator:
 
     # -- the methods -------------------------------------------------------------------------------
 
+    def caller_of(self, connection: object, peer_port: int) -> int | None:
+        """Which watched process holds the client end of `connection` (None: none)."""
+        if not self.watch:
+            return None
+        if connection not in self._owners:
+            self._owners[connection] = _socket_owner(peer_port, self.port, set(self.watch))
+        return self._owners[connection]
+
+    def calls_from(self, caller: int, method: str | None = None, since: float = 0.0) -> list[Call]:
+        with self.lock:
+            return [
+                call
+                for call in self.calls_by
+                if call.caller == caller and call.at >= since and method in (None, call.method)
+            ]
+
     async def call(
-        self, method: str, params: dict[str, Any], files: dict[str, bytes]
+        self,
+        method: str,
+        params: dict[str, Any],
+        files: dict[str, bytes],
+        caller: int | None = None,
     ) -> tuple[int, dict[str, Any]]:
         if not self.token_valid:
             return 401, {"ok": False, "error_code": 401, "description": "Unauthorized"}
         with self.lock:
             self.calls.append(method)
+            self.calls_by.append(Call(method, caller, time.monotonic()))
             waits = self.fail.get(method)
             if waits:
                 retry_after = waits.pop(0)
@@ -335,6 +380,10 @@ class Emulator:
                     "description": f"Too Many Requests: retry after {retry_after}",
                     "parameters": {"retry_after": retry_after},
                 }
+        if method == "sendMessage" and caller is not None and caller in self.holding:
+            self.held.append(caller)  # answered (and carried out) once `holding` lets it go
+            while caller in self.holding:  # noqa: ASYNC110 (set from the test's thread)
+                await asyncio.sleep(0.02)
         if method == "getUpdates":
             if self.webhook is not None:
                 return 409, {
@@ -342,11 +391,20 @@ class Emulator:
                     "error_code": 409,
                     "description": "Conflict: can't use getUpdates method while webhook is active",
                 }
-            return 200, {"ok": True, "result": await self._get_updates(params)}
+            updates = await self._get_updates(params)
+            if updates is None:
+                return 409, {
+                    "ok": False,
+                    "error_code": 409,
+                    "description": "Conflict: terminated by other getUpdates request; "
+                    "make sure that only one bot instance is running",
+                }
+            return 200, {"ok": True, "result": updates}
         with self.lock:
             handler = getattr(self, f"_m_{method}", None)
             if handler is None:
                 return 404, {"ok": False, "error_code": 404, "description": "Not Found"}
+            self._caller = caller
             try:
                 return 200, {"ok": True, "result": handler(params, files)}
             except _ApiError as error:
@@ -356,13 +414,21 @@ class Emulator:
                     "description": error.description,
                 }
 
-    async def _get_updates(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+    async def _get_updates(self, params: dict[str, Any]) -> list[dict[str, Any]] | None:
+        """The updates for one getUpdates call; None when a newer call ended this one (as
+        Telegram does: only one long poll per bot, the older one gets 409 Conflict)."""
         offset = int(params.get("offset") or 0)
         timeout = float(params.get("timeout") or 0)
         deadline = time.monotonic() + timeout
         assert self._new_update is not None
+        with self.lock:
+            self._polls += 1
+            mine = self._polls
+        self._new_update.set()  # wakes an older poll, which then ends
         while True:
             with self.lock:
+                if self._polls != mine:
+                    return None
                 if offset:
                     self.confirmed = max(self.confirmed, offset)
                     self.updates = [u for u in self.updates if u["update_id"] >= offset]
@@ -479,6 +545,7 @@ class Emulator:
         self._count(chat, method)
         markup = params.get("reply_markup")
         sent = Sent(chat, self._next_message_id(chat), text, time.time(), thread, markup, document)
+        sent.caller = self._caller
         self.sent.append(sent)
         self.messages[(chat, sent.message_id)] = sent
         result: dict[str, Any] = {
@@ -625,6 +692,31 @@ def _chat_of(update: dict[str, Any]) -> int | None:
     return None
 
 
+def _socket_owner(client_port: int, server_port: int, pids: set[int]) -> int | None:
+    """The process among `pids` that holds the TCP socket 127.0.0.1:client_port → server_port."""
+    inode = None
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table, encoding="ascii") as lines:
+            for line in list(lines)[1:]:
+                fields = line.split()
+                local, remote = fields[1], fields[2]
+                if (
+                    int(local.rsplit(":", 1)[1], 16) == client_port
+                    and int(remote.rsplit(":", 1)[1], 16) == server_port
+                ):
+                    inode = fields[9]
+    if inode is None:
+        return None
+    target = f"socket:[{inode}]"
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
+                        return pid
+    return None
+
+
 class _ApiError(Exception):
     def __init__(self, code: int, description: str) -> None:
         super().__init__(description)
@@ -657,7 +749,13 @@ class _Method(tornado.web.RequestHandler):
             fields = self.request.body_arguments.items()
             params = {name: _value(name, values[-1]) for name, values in fields}
         files = {name: parts[0].body for name, parts in self.request.files.items()}
-        status, body = await self.emulator.call(method, params, files)
+        caller = None
+        if self.emulator.watch:
+            stream: Any = getattr(self.request.connection, "stream", None)
+            sock = getattr(stream, "socket", None)
+            if sock is not None:
+                caller = self.emulator.caller_of(stream, int(sock.getpeername()[1]))
+        status, body = await self.emulator.call(method, params, files, caller)
         self.set_status(status)
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(body))

@@ -47,6 +47,8 @@ class Lotse:
     emulator: Emulator
     process: subprocess.Popen[str] | None = None
     logs: list[str] = field(default_factory=list)
+    url: str = "sqlite+aiosqlite:///data/lotse.db"  # or a PostgreSQL database's
+    sections: str = ""  # further configuration, e.g. a [service] section
 
     @property
     def config(self) -> Path:
@@ -68,10 +70,11 @@ class Lotse:
             else ""
         )
         self.config.write_text(
-            '[storage]\nurl = "sqlite+aiosqlite:///data/lotse.db"\ndata_dir = "data"\n'
+            f'[storage]\nurl = "{self.url}"\ndata_dir = "data"\n'
             f'[telegram]\nenabled = true\napi_base_url = "{self.emulator.root}"\n{extra}\n'
             f"{staff_section}"
-            '[counselling]\nhours = "Mo-So 00:00-23:59"\n',
+            '[counselling]\nhours = "Mo-So 00:00-23:59"\n'
+            f"{self.sections}",
             encoding="utf-8",
         )
 
@@ -87,11 +90,15 @@ class Lotse:
         assert added.returncode == 0, added.stderr
 
     def start(
-        self, token: str = TOKEN, extra_env: dict[str, str] | None = None, polling: bool = True
+        self,
+        token: str = TOKEN,
+        extra_env: dict[str, str] | None = None,
+        polling: bool = True,
+        config: Path | None = None,
     ) -> subprocess.Popen[str]:
         environment = {k: v for k, v in os.environ.items() if k not in LOTSE_ENVIRONMENT}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "bot", "-v", "run", "--config", str(self.config)],
+            [sys.executable, "-m", "bot", "-v", "run", "--config", str(config or self.config)],
             cwd=ROOT,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,

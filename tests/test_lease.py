@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
 import time
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.admin import verify_audit
 from bot.core.orchestrator import Core
 from bot.core.settings import Settings
 from bot.core.types import InboundSink, Reply
@@ -19,6 +21,7 @@ from bot.instance import InstanceError, only_instance
 from bot.service import Service
 from flows.engine import Engine
 from storage import outbox
+from storage.audit import Action
 from storage.db import open_database
 from storage.lease import Lease
 from storage.repository import Store
@@ -160,3 +163,34 @@ def test_a_second_instance_on_the_same_sqlite_data_is_refused(tmp_path: Path) ->
     assert "already using" in demo.stderr and "Traceback" not in demo.stderr
     with only_instance(tmp_path):  # released with its holder
         pass
+
+
+@on_postgres
+async def test_a_paused_holders_locks_are_released_for_the_instance_taking_over(
+    store: Store,
+) -> None:
+    """A process paused inside a transaction holds its locks (here the audit chain's) until
+    PostgreSQL ends the transaction that waits for it; `lotse run` asks for that
+    (storage.lease.IDLE_TRANSACTION_SECONDS), else the new leader would wait until the old
+    one resumed."""
+    url = store.database.url.render_as_string(hide_password=False)
+    paused = Store(open_database(url, idle_transaction_seconds=1.0), store.keys)
+    locked = asyncio.Event()
+
+    async def hold_the_audit_lock_and_pause() -> None:
+        async with paused.unit() as unit:
+            await unit.audit(Action.CASE_VIEWED, "old-leader")
+            locked.set()
+            await asyncio.sleep(60)  # what SIGSTOP looks like to the database
+
+    holder = asyncio.create_task(hold_the_audit_lock_and_pause())
+    try:
+        await asyncio.wait_for(locked.wait(), 10)
+        async with store.unit() as unit:  # the new leader appends to the chain
+            await asyncio.wait_for(unit.audit(Action.CASE_VIEWED, "new-leader"), 15)
+    finally:
+        holder.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await holder
+        await paused.database.dispose()
+    assert await verify_audit(store) == 0  # the paused one's entry was rolled back

@@ -30,6 +30,7 @@ from bot.core.handoff import Handoff
 from bot.core.hours import describe
 from bot.core.locks import KeyedLocks
 from bot.core.metrics import NO_METRICS, Metrics
+from bot.core.outage import until_stored
 from bot.core.pace import Pace
 from bot.core.relay import staff_member
 from bot.core.settings import Settings
@@ -148,7 +149,10 @@ class Core:
                 await asyncio.sleep(wait)
             started = time.monotonic()
             try:
-                step = await self._step_with_retry(inbound, sender, event_key)
+                step = await until_stored(
+                    lambda: self._step_with_retry(inbound, sender, event_key),
+                    self.delivery.may_send,
+                )
             except Exception as error:  # a generic apology; the details go to the log only
                 log_failure(logger, "handling a message", error)
                 self.metrics.failed(type(error).__name__)
@@ -357,13 +361,17 @@ class Core:
             return
         channels: set[str] = set()
         self.metrics.received(outbox.STAFF_CHANNEL)
-        try:
+
+        async def step() -> set[str]:
             async with self.store.unit() as unit:
                 if await unit.seen(event_key):
-                    return
+                    return set()
                 await self.handoff.staff_writes(unit, inbound)
                 await unit.mark_seen(event_key)
-                channels = unit.outbox_channels
+                return unit.outbox_channels
+
+        try:
+            channels = await until_stored(step, self.delivery.may_send)
         except Exception as error:
             log_failure(logger, "handling a staff-room message", error)
             self.metrics.failed(type(error).__name__)
