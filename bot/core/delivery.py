@@ -83,6 +83,9 @@ class _Worker:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     volatile: deque[_Volatile] = field(default_factory=deque)
+    # A pass that failed half-way (the database went away, the disk filled up) leaves what it
+    # had taken leased for LEASE; the next pass takes it back at once instead.
+    left_leased: bool = False
 
 
 class Delivery:
@@ -164,6 +167,7 @@ class Delivery:
             try:
                 done = await self._pass(worker)
             except Exception as error:  # the database may be away for a moment
+                worker.left_leased = True
                 log_failure(logger, f"delivery on {worker.name}", error)
                 self.metrics.failed(type(error).__name__)
                 done = _Pass()
@@ -200,7 +204,10 @@ class Delivery:
             if done.pause:
                 return done
             async with self.store.unit() as unit:
+                if worker.left_leased:  # only this process delivers (see `recover`)
+                    await outbox.release_leases(unit, worker.serves)
                 streams = await outbox.take(unit, worker.serves)
+            worker.left_leased = False
             room_problems: list[str] | None = None
             for index, stream in enumerate(streams):
                 if stream[0].stream in blocked:
