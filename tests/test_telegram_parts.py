@@ -9,6 +9,7 @@ from telegram import error as tg
 
 from bot.channels.telegram.adapter import language_of
 from bot.channels.telegram.limits import ChatLimits
+from bot.channels.telegram.request import Request, UnreadableResponse
 from bot.channels.telegram.send import MAX_CALLBACK, keyboard, split_text, translated
 from bot.core.types import ChatBusy, Choice, PermanentFailure, Reply, RetryAfter
 from flows.engine import Engine
@@ -101,3 +102,18 @@ def test_a_new_conversation_starts_in_the_apps_language_when_the_texts_have_it()
     assert again.state is not None and again.state.language == "de"
     assert language_of("de-AT") == "de" and language_of("en-GB") == "en"
     assert language_of(None) == "de" and language_of("uk") == "en"
+
+
+@pytest.mark.parametrize("deep", [b"[" * 100_000 + b"]" * 100_000, b"[1,"])
+def test_an_unreadable_bot_api_answer_names_its_updates_and_is_never_logged(
+    deep: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    payload = (
+        b'{"ok": true, "result": [{"update_id": 7, "message": {"text": "Geheim-Kanarie", '
+        b'"entities": ' + deep + b'}}, {"update_id": 8}]}'
+    )
+    with pytest.raises(UnreadableResponse) as raised:
+        Request.parse_json_payload(payload)
+    assert raised.value.update_ids == [7, 8]
+    assert "Geheim" not in caplog.text and "Geheim" not in str(raised.value)
+    assert Request.parse_json_payload(b'{"ok": true, "result": []}') == {"ok": True, "result": []}

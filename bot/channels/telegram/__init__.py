@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 from telegram import Bot, BotCommand
 from telegram import error as tg
-from telegram.request import HTTPXRequest
 
 from bot.channels.telegram.adapter import MAX_BACKOFF, POLL_SECONDS, Say, TelegramChannel, Webhook
 from bot.channels.telegram.limits import ChatLimits
+from bot.channels.telegram.request import Request
 from bot.channels.telegram.send import DoneLabel, Sender
 from bot.channels.telegram.staff import CounsellorIds, TelegramStaffRoom
 from bot.config import StartupError, TelegramConfig
@@ -59,8 +59,8 @@ async def connect(
         token,
         base_url=config.base_url or "https://api.telegram.org/bot",
         base_file_url=config.base_file_url or "https://api.telegram.org/file/bot",
-        request=HTTPXRequest(connection_pool_size=16, read_timeout=20, connect_timeout=10),
-        get_updates_request=HTTPXRequest(read_timeout=POLL_SECONDS + 10, connect_timeout=10),
+        request=Request(connection_pool_size=16, read_timeout=20, connect_timeout=10),
+        get_updates_request=Request(read_timeout=POLL_SECONDS + 10, connect_timeout=10),
     )
     pause = 1.0
     while True:
