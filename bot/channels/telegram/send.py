@@ -111,12 +111,12 @@ class Sender:
 
     async def send(self, chat: str, reply: Reply, thread: int | None = None) -> list[Message]:
         chat_id = int(chat)
-        busy = self.limits.delay(chat_id)
-        if busy > 0:
-            raise ChatBusy(busy)
         markup = keyboard(reply, self._done_label(reply))
         text = reply.text if markup is not None else reply_as_text(reply)
         parts = split_text(text)
+        busy = self.limits.delay(chat_id, len(parts) + len(reply.files))
+        if busy > 0:
+            raise ChatBusy(busy)
         sent: list[Message] = []
         with translated():
             if markup is not None:
