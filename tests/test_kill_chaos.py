@@ -23,9 +23,7 @@ import os
 import random
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 
@@ -37,7 +35,7 @@ from flows.engine import Engine
 from flows.messages import UserInput
 from flows.state import IntakeState
 from tests.telegram_emulator import Emulator
-from tests.telegram_harness import COUNSELLOR_ID, Lotse
+from tests.telegram_harness import Lotse
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -95,23 +93,6 @@ def _scripts(engine: Engine, rng: random.Random) -> list[Script]:
             _step(engine, script, rng.choice(WORDS))
         scripts.append(script)
     return scripts
-
-
-@pytest.fixture
-def emulator() -> Iterator[Emulator]:
-    running = Emulator().start()
-    yield running
-    running.stop()
-
-
-@pytest.fixture
-def service(tmp_path: Path, emulator: Emulator) -> Iterator[Lotse]:
-    emulator.administrators = [COUNSELLOR_ID]
-    configured = Lotse(tmp_path, emulator)
-    configured.setup()
-    yield configured
-    if configured.process is not None:
-        configured.stop(kill=True)
 
 
 def _received(emulator: Emulator) -> Counter[int]:

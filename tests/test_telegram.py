@@ -8,7 +8,6 @@ import re
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -40,24 +39,6 @@ CANARIES = {
     "note": "Kanarie-interne-Notiz-4RT",
 }
 PREFERRED = {"danger": "no", "family": "no", "evidence": "done", "contact": "chat"}
-
-
-@pytest.fixture
-def emulator() -> Iterator[Emulator]:
-    running = Emulator().start()
-    yield running
-    running.stop()
-
-
-@pytest.fixture
-def service(tmp_path: Path, emulator: Emulator) -> Iterator[Lotse]:
-    emulator.administrators = [COUNSELLOR_ID]
-    emulator.member_count = 2
-    configured = Lotse(tmp_path, emulator)
-    configured.setup()
-    yield configured
-    if configured.process is not None:
-        configured.stop(kill=True)
 
 
 def answer_until(

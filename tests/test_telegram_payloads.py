@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from tests.telegram_emulator import Emulator
-from tests.telegram_harness import COUNSELLOR_ID, PASSPHRASE, Lotse, lotse
+from tests.telegram_harness import PASSPHRASE, Lotse, lotse
 from tests.test_core import NORMAL_INTAKE
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
@@ -29,23 +27,6 @@ OFFICIALS = [40_001, 40_002, 40_003, 40_004]
 LINES = [*NORMAL_INTAKE, "absenden", "Noch etwas zum Fall."]
 CANARY = "Kanarie-100KB-"
 DEPTH = 10_000
-
-
-@pytest.fixture
-def emulator() -> Iterator[Emulator]:
-    running = Emulator().start()
-    yield running
-    running.stop()
-
-
-@pytest.fixture
-def service(tmp_path: Path, emulator: Emulator) -> Iterator[Lotse]:
-    emulator.administrators = [COUNSELLOR_ID]
-    configured = Lotse(tmp_path, emulator)
-    configured.setup()
-    yield configured
-    if configured.process is not None:
-        configured.stop(kill=True)
 
 
 def _nested(emulator: Emulator, user: int) -> None:
