@@ -31,6 +31,7 @@ from flows.state import SUBMITTED, Evidence, IntakeState
 from flows.texts import SHIPPED_TEXTS, Texts, load_texts
 
 UNKNOWN_SHOWN = 5  # unmatched items echoed back at most
+UNKNOWN_CHARS = 40  # and each cut to this length: a pasted page is not sent back whole
 
 
 class _Cursor:
@@ -372,7 +373,10 @@ class Engine(Confirmations):
             if bare:
                 replies.append(self._bare_nudge(state, bare))
             elif found.unknown and not self.safety.wants_a_person(text):
-                items = ", ".join(f"„{item}“" for item in found.unknown[:UNKNOWN_SHOWN])
+                items = ", ".join(
+                    f"„{item[:UNKNOWN_CHARS]}{'…' if len(item) > UNKNOWN_CHARS else ''}“"
+                    for item in found.unknown[:UNKNOWN_SHOWN]
+                )
                 if len(found.unknown) > UNKNOWN_SHOWN:  # "1,2,…,500": not 489 items echoed
                     items += f" … (+{len(found.unknown) - UNKNOWN_SHOWN})"
                 replies.append(self._nudge(state, "choose_many", items=items))

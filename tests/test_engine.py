@@ -1310,3 +1310,21 @@ def test_shipped_directory_always_offers_the_contact_point(flow_engine):
     urgent = ids(directory.match(need(land="bw", urgent=True)))
     assert urgent[0] == "bw-zamat"
     assert "telefonseelsorge" in urgent
+
+
+def test_a_pasted_page_at_any_step_is_refused_without_being_sent_back(
+    flow_engine: Engine,
+) -> None:
+    """100 KB at every step (a self-hosted Bot API need not keep Telegram's 4,096 limit):
+    a short reply each time, nothing taken, and the intake goes on."""
+    from tests.test_core import NORMAL_INTAKE  # the lines that make a whole intake
+
+    page = "Seite " + "x" * 100_000
+    state: IntakeState | None = None
+    for line in [*NORMAL_INTAKE, "absenden"]:
+        for text in (page, line):
+            outcome = flow_engine.handle(state, UserInput(text, language="de"))
+            assert all(len(reply.text) < 2000 for reply in outcome.replies), state
+            state = outcome.state or state
+    assert outcome.effect is Effect.SUBMIT
+    assert state is not None and "x" * 100 not in state.model_dump_json()

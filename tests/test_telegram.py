@@ -49,24 +49,6 @@ PREFERRED = {
 }
 
 
-@pytest.fixture
-def emulator() -> Iterator[Emulator]:
-    running = Emulator().start()
-    yield running
-    running.stop()
-
-
-@pytest.fixture
-def service(tmp_path: Path, emulator: Emulator) -> Iterator[Lotse]:
-    emulator.administrators = [COUNSELLOR_ID]
-    emulator.member_count = 2
-    configured = Lotse(tmp_path, emulator)
-    configured.setup()
-    yield configured
-    if configured.process is not None:
-        configured.stop(kill=True)
-
-
 def answer_until(
     emulator: Emulator, user: int, stop: str, on_text: dict[str, str], evidence: object = None
 ) -> list[Sent]:

@@ -90,8 +90,10 @@ class Core:
         self._unsaved = _Bounded()
         self._recent: OrderedDict[str, None] = OrderedDict()
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._slowed: dict[str, asyncio.Task[None]] = {}  # a slowed sender's latest message
         # Pacing of very fast senders: set by `lotse run` (the demo's one local user and the
-        # tests' scripted officials are not paced).
+        # tests' scripted officials are not paced). A paced message is taken in the background
+        # (`handle` returns at once), so it is confirmed to the platform before it is committed.
         self.pace: Pace | None = None
 
     def attach(self, channel: Channel) -> None:
@@ -130,23 +132,44 @@ class Core:
     # -- officials ---------------------------------------------------------------------------
 
     async def handle(self, inbound: Inbound) -> None:
-        await self._finish(self._handle(inbound))
-
-    async def _handle(self, inbound: Inbound) -> None:
         sender = self.pseudonym(inbound.channel, inbound.user)
+        wait, notice = self.pace.take(sender) if self.pace else (0.0, False)
+        if notice:  # one polite word, then this sender's messages are answered more slowly
+            logger.warning("one sender writes very fast: slowed down")
+            text = self.engine.texts.get("slow_down", self._language_of(sender))
+            stream = outbox.official_stream(sender)
+            self.delivery.send_volatile(inbound.channel, stream, inbound.chat, [Reply(text)])
+        earlier = self._slowed.get(sender)
+        if wait or earlier is not None:
+            # Adapters hand messages over one after another: a sender being slowed down must
+            # not hold up everyone behind them, so their message waits its turn here instead.
+            due = asyncio.get_running_loop().time() + wait
+            task = asyncio.ensure_future(self._handle_later(inbound, sender, due, earlier))
+            self._slowed[sender] = task
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
+            task.add_done_callback(lambda done: self._done_slowing(sender, done))
+            return
+        await self._finish(self._handle(inbound, sender))
+
+    async def _handle_later(
+        self, inbound: Inbound, sender: str, due: float, earlier: asyncio.Task[None] | None
+    ) -> None:
+        if earlier is not None:  # the same sender's messages stay in order
+            await asyncio.wait([earlier])
+        await asyncio.sleep(max(0.0, due - asyncio.get_running_loop().time()))
+        await self._handle(inbound, sender)
+
+    def _done_slowing(self, sender: str, task: asyncio.Task[None]) -> None:
+        if self._slowed.get(sender) is task:
+            del self._slowed[sender]
+
+    async def _handle(self, inbound: Inbound, sender: str) -> None:
         event_key = self.store.keys.pseudonym(f"event:{inbound.channel}", inbound.event_id)
         if event_key in self._recent:
             return
         self.metrics.received(inbound.channel)
         async with self._locks.hold(sender):
-            wait, notice = self.pace.take(sender) if self.pace else (0.0, False)
-            if notice:  # one polite word, then this sender's messages are answered more slowly
-                logger.warning("one sender writes very fast: slowed down")
-                text = self.engine.texts.get("slow_down", self._language_of(sender))
-                stream = outbox.official_stream(sender)
-                self.delivery.send_volatile(inbound.channel, stream, inbound.chat, [Reply(text)])
-            if wait:
-                await asyncio.sleep(wait)
             started = time.monotonic()
             try:
                 step = await until_stored(
