@@ -26,6 +26,7 @@ from storage.keyfile import unlock
 from storage.keyring import CounsellorEntry, active_counsellors, add
 from storage.models import Counsellor
 from storage.sealing import PrivateKey
+from tests.bench_ptb import pipeline
 from tests.fakes import NullRoom
 
 ANSWERS = [
@@ -159,6 +160,7 @@ def main() -> None:
         asyncio.run(bench_core(1000, Path(folder), ANSWERS[:3]))  # a burst: 1,000 at once
     with tempfile.TemporaryDirectory() as folder:
         asyncio.run(bench_claims(100, 8, Path(folder)))
+    pipeline()  # Lotse beside python-telegram-bot: the `ratio lotse/ptb` lines
 
 
 if __name__ == "__main__":
