@@ -1,0 +1,205 @@
+"""The hot path: one official's ordinary step, and one delivered message, in few statements.
+
+Most messages an official writes are one step of the questionnaire: mark the event
+seen, load the conversation, step, save it with the replies. `Store.unit()` does that
+through the ORM with a statement (and, on SQLite, a thread hop) per call; here it is
+a handful of SQLAlchemy Core statements in one transaction:
+
+1. `INSERT … ON CONFLICT DO NOTHING` into processed_events: marks the event seen and
+   tells whether it was (0 rows: a duplicate); on PostgreSQL it also holds the event
+   against a second process.
+2. `SELECT … FOR UPDATE` of the conversation (SQLite: under BEGIN IMMEDIATE's lock).
+3. the step, in the caller's code, between the two hops;
+4. one upsert of the conversation and one multi-row insert of the replies; commit.
+
+A step that writes nothing (before consent) rolls back, so nothing is stored, as before.
+On SQLite each group of statements runs as one call on a database thread of its own
+(plain `sqlite3` under SQLAlchemy Core, the same pragmas), instead of a hop per
+statement through aiosqlite; its transactions take turns under one lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar, cast
+
+from sqlalchemy import Connection, Engine, Table, create_engine, delete, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import StaticPool
+
+from storage.db import SQLITE_BUSY_SECONDS, take_sqlite_in_hand
+from storage.models import Conversation, OutboxMessage, ProcessedEvent, TransitFile
+
+T = TypeVar("T")
+_EVENTS = cast(Table, ProcessedEvent.__table__)
+_CONVERSATIONS = cast(Table, Conversation.__table__)
+_OUTBOX = cast(Table, OutboxMessage.__table__)
+
+
+def _claim_and_load(
+    connection: Connection, dialect: str, event_key: str, sender_key: str, now: dt.datetime
+) -> tuple[bool, Any]:
+    """Mark the event seen (False: it was already) and load the conversation's row, locked."""
+    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    claimed = connection.execute(
+        insert(_EVENTS).values(event_key=event_key, seen_at=now).on_conflict_do_nothing()
+    )
+    if not claimed.rowcount:
+        return False, None
+    row = connection.execute(
+        select(_CONVERSATIONS.c.state, _CONVERSATIONS.c.address, _CONVERSATIONS.c.channel)
+        .where(_CONVERSATIONS.c.sender_key == sender_key)
+        .with_for_update()
+    ).first()
+    return True, row
+
+
+def _write(
+    connection: Connection,
+    dialect: str,
+    conversation: dict[str, Any],
+    outbox_rows: Sequence[dict[str, Any]],
+) -> None:
+    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    upsert = insert(_CONVERSATIONS).values(**conversation)
+    changed = {key: upsert.excluded[key] for key in ("state", "address", "updated_at")}
+    connection.execute(upsert.on_conflict_do_update(index_elements=["sender_key"], set_=changed))
+    if outbox_rows:
+        connection.execute(_OUTBOX.insert(), list(outbox_rows))
+
+
+def _delete_delivered(connection: Connection, message_id: int, file_id: str | None) -> None:
+    if file_id is not None:
+        connection.execute(delete(TransitFile).where(TransitFile.id == file_id))
+    connection.execute(delete(_OUTBOX).where(_OUTBOX.c.id == message_id))
+
+
+class HotStep:
+    """One step's transaction: `seen`, `row`; `save(…)` to commit, else it rolls back."""
+
+    def __init__(self, seen: bool, row: Any) -> None:
+        self.seen = seen
+        self.row = row
+        self.conversation: dict[str, Any] | None = None
+        self.outbox_rows: list[dict[str, Any]] = []
+
+    def save(self, conversation: dict[str, Any], outbox_rows: list[dict[str, Any]]) -> None:
+        self.conversation, self.outbox_rows = conversation, outbox_rows
+
+
+class HotPath:
+    """Runs the hot path's transactions on SQLite's own database thread, or on PostgreSQL."""
+
+    def __init__(self, database: AsyncEngine, slots: asyncio.Semaphore) -> None:
+        self.database = database
+        self.dialect = database.dialect.name
+        # The store's turns: on PostgreSQL a bound on connections in use; on SQLite one
+        # transaction at a time in this process, units and the hot path alike.
+        self._slots = slots
+        self._sqlite: Engine | None = None
+        self._thread: ThreadPoolExecutor | None = None
+        self._connection: Connection | None = None
+
+    def _sqlite_connection(self) -> Connection:
+        if self._connection is None:
+            url = self.database.url.set(drivername="sqlite+pysqlite")
+            engine = create_engine(
+                url,
+                poolclass=StaticPool,
+                connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_SECONDS},
+            )
+            take_sqlite_in_hand(engine)
+            self._sqlite = engine
+            self._connection = engine.connect()
+        return self._connection
+
+    async def _on_thread(self, work: Callable[[Connection], T]) -> T:
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="lotse-sqlite")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._thread, lambda: work(self._sqlite_connection()))
+
+    @asynccontextmanager
+    async def step(
+        self, event_key: str, sender_key: str, now: dt.datetime
+    ) -> AsyncIterator[HotStep]:
+        """The step's transaction; committed when `save` was called and the block ends."""
+        if self.dialect == "sqlite":
+            async with self._slots:
+                hot = await self._on_thread(
+                    lambda connection: self._begin(connection, event_key, sender_key, now)
+                )
+                failed = True
+                try:
+                    yield hot
+                    failed = False
+                finally:
+                    await self._on_thread(lambda connection: self._end(connection, hot, failed))
+            return
+        async with (
+            self._slots,
+            self.database.connect() as connection,
+            connection.begin() as transaction,
+        ):
+            seen, row = await connection.run_sync(
+                _claim_and_load, self.dialect, event_key, sender_key, now
+            )
+            hot = HotStep(not seen, row)
+            yield hot
+            if hot.conversation is None:
+                await transaction.rollback()
+                return
+            await connection.run_sync(_write, self.dialect, hot.conversation, hot.outbox_rows)
+
+    def _begin(
+        self, connection: Connection, event_key: str, sender_key: str, now: dt.datetime
+    ) -> HotStep:
+        connection.begin()
+        try:
+            seen, row = _claim_and_load(connection, self.dialect, event_key, sender_key, now)
+        except BaseException:
+            connection.rollback()
+            raise
+        return HotStep(not seen, row)
+
+    def _end(self, connection: Connection, hot: HotStep, failed: bool) -> None:
+        if failed or hot.conversation is None:
+            connection.rollback()
+            return
+        try:
+            _write(connection, self.dialect, hot.conversation, hot.outbox_rows)
+            connection.commit()
+        except BaseException:
+            connection.rollback()
+            raise
+
+    async def delivered(self, message_id: int, file_id: str | None) -> None:
+        """A message the platform accepted leaves the outbox (with its file), committed."""
+        if self.dialect == "sqlite":
+
+            def work(connection: Connection) -> None:
+                with connection.begin():
+                    _delete_delivered(connection, message_id, file_id)
+
+            async with self._slots:
+                await self._on_thread(work)
+            return
+        async with self._slots, self.database.begin() as connection:
+            await connection.run_sync(_delete_delivered, message_id, file_id)
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._thread.shutdown(wait=True)
+            self._thread = None
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+        if self._sqlite is not None:
+            self._sqlite.dispose()
+            self._sqlite = None
