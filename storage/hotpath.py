@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import weakref
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Connection, Engine, Table, create_engine, delete, select
+from sqlalchemy import Connection, Engine, NestedTransaction, Table, create_engine, delete, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -80,6 +82,11 @@ def _delete_delivered(connection: Connection, message_id: int, file_id: str | No
     connection.execute(delete(_OUTBOX).where(_OUTBOX.c.id == message_id))
 
 
+@dataclass(frozen=True)
+class _Batch:
+    committed: asyncio.Future[None]
+
+
 class HotStep:
     """One step's transaction: `seen`, `row`; `save(…)` to commit, else it rolls back."""
 
@@ -88,6 +95,7 @@ class HotStep:
         self.row = row
         self.conversation: dict[str, Any] | None = None
         self.outbox_rows: list[dict[str, Any]] = []
+        self.savepoint: NestedTransaction | None = None  # SQLite: the step's part of a batch
 
     def save(self, conversation: dict[str, Any], outbox_rows: list[dict[str, Any]]) -> None:
         self.conversation, self.outbox_rows = conversation, outbox_rows
@@ -105,6 +113,9 @@ class HotPath:
         self._sqlite: Engine | None = None
         self._thread: ThreadPoolExecutor | None = None
         self._connection: Connection | None = None
+        self._turn = asyncio.Lock()  # SQLite: steps take turns on the one connection
+        self._batch: _Batch | None = None
+        self._committers: set[asyncio.Future[None]] = set()
 
     def _sqlite_connection(self) -> Connection:
         if self._connection is None:
@@ -117,11 +128,14 @@ class HotPath:
             take_sqlite_in_hand(engine)
             self._sqlite = engine
             self._connection = engine.connect()
+            # A store nobody closed (tests make many) lets go of its connection when dropped.
+            weakref.finalize(self, engine.dispose)
         return self._connection
 
     async def _on_thread(self, work: Callable[[Connection], T]) -> T:
         if self._thread is None:
             self._thread = ThreadPoolExecutor(1, thread_name_prefix="lotse-sqlite")
+            weakref.finalize(self, self._thread.shutdown, wait=False)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._thread, lambda: work(self._sqlite_connection()))
 
@@ -131,16 +145,8 @@ class HotPath:
     ) -> AsyncIterator[HotStep]:
         """The step's transaction; committed when `save` was called and the block ends."""
         if self.dialect == "sqlite":
-            async with self._slots:
-                hot = await self._on_thread(
-                    lambda connection: self._begin(connection, event_key, sender_key, now)
-                )
-                failed = True
-                try:
-                    yield hot
-                    failed = False
-                finally:
-                    await self._on_thread(lambda connection: self._end(connection, hot, failed))
+            async with self._grouped(event_key, sender_key, now) as hot:
+                yield hot
             return
         async with (
             self._slots,
@@ -157,26 +163,84 @@ class HotPath:
                 return
             await connection.run_sync(_write, self.dialect, hot.conversation, hot.outbox_rows)
 
-    def _begin(
+    @asynccontextmanager
+    async def _grouped(
+        self, event_key: str, sender_key: str, now: dt.datetime
+    ) -> AsyncIterator[HotStep]:
+        """Group commit: the steps that queue while one transaction is open join it, each in
+        a savepoint of its own (all or nothing per step), and one COMMIT – one fsync – makes
+        them durable together. Each step returns only once that commit went through; a step
+        of one conversation never overtakes another (the core holds its lock throughout)."""
+        async with self._turn:
+            batch = self._batch
+            if batch is None:
+                batch = await self._open_batch()
+            hot = await self._on_thread(
+                lambda connection: self._begin_step(connection, event_key, sender_key, now)
+            )
+            failed = True
+            try:
+                yield hot
+                failed = False
+            finally:
+                await self._on_thread(lambda connection: self._end_step(connection, hot, failed))
+        if hot.conversation is not None:
+            await asyncio.shield(batch.committed)
+
+    async def _open_batch(self) -> _Batch:
+        await self._slots.acquire()
+        try:
+            await self._on_thread(lambda connection: connection.begin())
+        except BaseException:
+            self._slots.release()
+            raise
+        batch = self._batch = _Batch(asyncio.get_running_loop().create_future())
+        # Queued behind every step already waiting for its turn: they join this batch.
+        committer = asyncio.ensure_future(self._commit(batch))
+        self._committers.add(committer)
+        committer.add_done_callback(self._committers.discard)
+        return batch
+
+    async def _commit(self, batch: _Batch) -> None:
+        async with self._turn:
+            self._batch = None
+            try:
+                await self._on_thread(lambda connection: connection.commit())
+            except Exception as error:
+                await self._on_thread(lambda connection: connection.rollback())
+                batch.committed.set_exception(error)
+                batch.committed.exception()  # read: a batch of rolled-back steps has no reader
+            else:
+                batch.committed.set_result(None)
+            finally:
+                self._slots.release()
+
+    def _begin_step(
         self, connection: Connection, event_key: str, sender_key: str, now: dt.datetime
     ) -> HotStep:
-        connection.begin()
+        savepoint = connection.begin_nested()
         try:
             seen, row = _claim_and_load(connection, self.dialect, event_key, sender_key, now)
         except BaseException:
-            connection.rollback()
+            savepoint.rollback()
             raise
-        return HotStep(not seen, row)
+        hot = HotStep(not seen, row)
+        hot.savepoint = savepoint
+        return hot
 
-    def _end(self, connection: Connection, hot: HotStep, failed: bool) -> None:
+    def _end_step(self, connection: Connection, hot: HotStep, failed: bool) -> None:
+        savepoint = hot.savepoint
+        assert savepoint is not None
         if failed or hot.conversation is None:
-            connection.rollback()
+            hot.conversation = None
+            savepoint.rollback()
             return
         try:
             _write(connection, self.dialect, hot.conversation, hot.outbox_rows)
-            connection.commit()
+            savepoint.commit()
         except BaseException:
-            connection.rollback()
+            hot.conversation = None
+            savepoint.rollback()
             raise
 
     async def delivered(self, message_id: int, file_id: str | None) -> None:
@@ -184,8 +248,18 @@ class HotPath:
         if self.dialect == "sqlite":
 
             def work(connection: Connection) -> None:
-                with connection.begin():
-                    _delete_delivered(connection, message_id, file_id)
+                # Without waiting for the disk: a commit survives the process being killed
+                # (the README's promise: at most the one message under way is sent twice);
+                # only a power cut before the next step's fsync could bring a sent message
+                # back, to be sent again, never lost.
+                raw = connection.connection.dbapi_connection  # outside any transaction
+                assert raw is not None
+                raw.execute("PRAGMA synchronous=NORMAL")
+                try:
+                    with connection.begin():
+                        _delete_delivered(connection, message_id, file_id)
+                finally:
+                    raw.execute("PRAGMA synchronous=FULL")
 
             async with self._slots:
                 await self._on_thread(work)
