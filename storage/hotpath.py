@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import weakref
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -29,7 +30,17 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Connection, Engine, NestedTransaction, Table, create_engine, delete, select
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Executable,
+    NestedTransaction,
+    Table,
+    bindparam,
+    create_engine,
+    delete,
+    select,
+)
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -44,21 +55,46 @@ _CONVERSATIONS = cast(Table, Conversation.__table__)
 _OUTBOX = cast(Table, OutboxMessage.__table__)
 
 
+@dataclass(frozen=True)
+class _Statements:
+    """Built once per dialect and run with parameters: SQLAlchemy then finds each compiled
+    in its cache at once, instead of building and keying a new statement per message."""
+
+    claim: Executable
+    load: Executable
+    upsert: Executable
+    reply: Executable
+    forget_file: Executable
+    delivered: Executable
+
+
+@functools.cache
+def _statements(dialect: str) -> _Statements:
+    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    upsert = insert(_CONVERSATIONS)
+    changed = {key: upsert.excluded[key] for key in ("state", "address", "updated_at")}
+    columns = _CONVERSATIONS.c
+    return _Statements(
+        claim=insert(_EVENTS).on_conflict_do_nothing(),
+        load=select(columns.state, columns.address, columns.channel)
+        .where(columns.sender_key == bindparam("sender_key"))
+        .with_for_update(),
+        upsert=upsert.on_conflict_do_update(index_elements=["sender_key"], set_=changed),
+        reply=_OUTBOX.insert(),
+        forget_file=delete(TransitFile).where(TransitFile.id == bindparam("file_id")),
+        delivered=delete(_OUTBOX).where(_OUTBOX.c.id == bindparam("message_id")),
+    )
+
+
 def _claim_and_load(
     connection: Connection, dialect: str, event_key: str, sender_key: str, now: dt.datetime
 ) -> tuple[bool, Any]:
     """Mark the event seen (False: it was already) and load the conversation's row, locked."""
-    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
-    claimed = connection.execute(
-        insert(_EVENTS).values(event_key=event_key, seen_at=now).on_conflict_do_nothing()
-    )
+    statements = _statements(dialect)
+    claimed = connection.execute(statements.claim, {"event_key": event_key, "seen_at": now})
     if not claimed.rowcount:
         return False, None
-    row = connection.execute(
-        select(_CONVERSATIONS.c.state, _CONVERSATIONS.c.address, _CONVERSATIONS.c.channel)
-        .where(_CONVERSATIONS.c.sender_key == sender_key)
-        .with_for_update()
-    ).first()
+    row = connection.execute(statements.load, {"sender_key": sender_key}).first()
     return True, row
 
 
@@ -68,18 +104,19 @@ def _write(
     conversation: dict[str, Any],
     outbox_rows: Sequence[dict[str, Any]],
 ) -> None:
-    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
-    upsert = insert(_CONVERSATIONS).values(**conversation)
-    changed = {key: upsert.excluded[key] for key in ("state", "address", "updated_at")}
-    connection.execute(upsert.on_conflict_do_update(index_elements=["sender_key"], set_=changed))
+    statements = _statements(dialect)
+    connection.execute(statements.upsert, conversation)
     if outbox_rows:
-        connection.execute(_OUTBOX.insert(), list(outbox_rows))
+        connection.execute(statements.reply, list(outbox_rows))
 
 
-def _delete_delivered(connection: Connection, message_id: int, file_id: str | None) -> None:
+def _delete_delivered(
+    connection: Connection, dialect: str, message_id: int, file_id: str | None
+) -> None:
+    statements = _statements(dialect)
     if file_id is not None:
-        connection.execute(delete(TransitFile).where(TransitFile.id == file_id))
-    connection.execute(delete(_OUTBOX).where(_OUTBOX.c.id == message_id))
+        connection.execute(statements.forget_file, {"file_id": file_id})
+    connection.execute(statements.delivered, {"message_id": message_id})
 
 
 @dataclass(frozen=True)
@@ -257,7 +294,7 @@ class HotPath:
                 raw.execute("PRAGMA synchronous=NORMAL")
                 try:
                     with connection.begin():
-                        _delete_delivered(connection, message_id, file_id)
+                        _delete_delivered(connection, self.dialect, message_id, file_id)
                 finally:
                     raw.execute("PRAGMA synchronous=FULL")
 
@@ -265,7 +302,7 @@ class HotPath:
                 await self._on_thread(work)
             return
         async with self._slots, self.database.begin() as connection:
-            await connection.run_sync(_delete_delivered, message_id, file_id)
+            await connection.run_sync(_delete_delivered, self.dialect, message_id, file_id)
 
     def close(self) -> None:
         if self._thread is not None:
