@@ -43,14 +43,10 @@ from bot.app import demo_config, open_app
 from bot.config import config_from_dict
 from bot.core.orchestrator import Core
 from bot.core.settings import Settings
-from bot.core.types import Inbound, Reply
+from bot.core.types import Inbound
 from bot.demo import demo_counsellor
-from tests.fakes import NullRoom
+from tests.bench import ANSWERS, _Sink
 
-ANSWERS = [
-    "/start", "1", "nein", "1", "by", "1, 3", "Beschreibung des Vorfalls", "1", "online", "1, 2",
-    "1", "1", "1", "nein", "https://example.org/post", "fertig", "nein", "1,3", "1", "absenden",
-]  # fmt: skip
 OFFICIALS = 200
 POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 TOKEN = "123456:BENCH-token"
@@ -68,21 +64,6 @@ class Rate:
 
 
 # -- Lotse ------------------------------------------------------------------------------------
-
-
-class _Sink(NullRoom):
-    """The official's channel: counts replies and apologies, sends nothing."""
-
-    name = "bench"
-
-    def __init__(self, apology: str) -> None:
-        self.apology = apology
-        self.replies = 0
-        self.apologies = 0
-
-    async def send(self, chat: str, reply: Reply) -> None:
-        self.replies += 1
-        self.apologies += reply.text == self.apology
 
 
 async def lotse_pipeline(url: str | None, folder: Path, officials: int) -> Rate:
