@@ -186,6 +186,9 @@ async def open_app(
             else f"the server secret {config.storage.secret_path}"
         )
         await secret_check.confirm(store, source)
-        yield App(config, engine, store)
+        try:
+            yield App(config, engine, store)
+        finally:
+            store.close()
     finally:
         await database.dispose()

@@ -1,8 +1,10 @@
 """The intake engine: one shared `transitions` machine, compiled from the questionnaire.
 
-`Engine.handle(state, input)` is pure: it copies the state, attaches a cursor to
-the shared machine, triggers, reads where the cursor went, detaches, and returns
-the new state, the replies and at most one effect for the core to carry out.
+`Engine.handle(state, input)` is pure: it copies the state, moves it along the
+machine's transitions, and returns the new state, the replies and at most one
+effect for the core to carry out. The machine is built once; its transitions are
+read into a table (trigger, step) -> [(destination, conditions)], which each step
+walks the way the machine's trigger would, without attaching a model per message.
 
 Every reply that asks something carries the prompt's id; a button press
 (`UserInput.pick`) counts only for the prompt asked now and otherwise changes
@@ -16,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from transitions import Machine
+from transitions import Machine, MachineError
 
 from flows import lanes
 from flows.answers import clean, is_number, match_many, match_one, parse_command, split_links
@@ -35,11 +37,34 @@ UNKNOWN_CHARS = 40  # and each cut to this length: a pasted page is not sent bac
 
 
 class _Cursor:
-    """What the shared machine moves: a position and the answers its conditions read."""
+    """What the conditions read: the answers (as `event.model.answers`, as the machine passes)."""
 
     def __init__(self, answers: dict[str, Any]) -> None:
         self.answers = answers
-        self.state = ""
+
+
+class _Event:
+    def __init__(self, model: _Cursor) -> None:
+        self.model = model
+
+
+# (destination, ((condition, the result it must give), ...)), in the machine's order
+_Options = tuple[tuple[str, tuple[tuple[Any, bool], ...]], ...]  # conditions are callables here
+
+
+def _table(machine: Machine) -> dict[tuple[str, str], _Options]:
+    """The machine's transitions per (trigger, source step), as its trigger would try them."""
+    return {
+        (name, source): tuple(
+            (
+                transition.dest or source,  # None: an internal transition, it stays
+                tuple((condition.func, condition.target) for condition in transition.conditions),
+            )
+            for transition in transitions
+        )
+        for name, event in machine.events.items()
+        for source, transitions in event.transitions.items()
+    }
 
 
 def _condition(rule: Rule) -> Callable[[Any], bool]:
@@ -63,7 +88,7 @@ class Engine(Confirmations):
         self.render = renderer
         self.safety = safety if safety is not None else load_safety()
         self.privacy = privacy
-        self._machine = self._compile()
+        self._transitions = _table(self._compile())
         self._commands = texts.command_names()
         yes, no = texts.word_list("yes_words"), texts.word_list("no_words")
         self._yes_no = {word: "yes" for word in yes} | {word: "no" for word in no}
@@ -109,13 +134,15 @@ class Engine(Confirmations):
         return machine
 
     def _move(self, state: IntakeState, trigger: str) -> None:
-        cursor = _Cursor(state.answers)
-        self._machine.add_model(cursor, initial=state.step)
-        try:
-            cursor.trigger(trigger)  # type: ignore[attr-defined]  # added by add_model
-        finally:
-            self._machine.remove_model(cursor)
-        state.step = cursor.state
+        """The first transition whose conditions hold moves the step; none: it stays."""
+        options = self._transitions.get((trigger, state.step))
+        if options is None:  # as the machine says it
+            raise MachineError(f"Can't trigger event {trigger} from state {state.step}!")
+        event = _Event(_Cursor(state.answers))
+        for destination, conditions in options:
+            if all(bool(check(event)) == target for check, target in conditions):
+                state.step = destination
+                break
         new_prompt(state)
 
     # -- state ------------------------------------------------------------------------------

@@ -160,6 +160,9 @@ def main() -> None:
         asyncio.run(bench_core(1000, Path(folder), ANSWERS[:3]))  # a burst: 1,000 at once
     with tempfile.TemporaryDirectory() as folder:
         asyncio.run(bench_claims(100, 8, Path(folder)))
+    from tests.bench_ptb import pipeline  # here: bench_ptb imports this module
+
+    pipeline()  # Lotse beside python-telegram-bot: the `ratio lotse/ptb` lines
 
 
 if __name__ == "__main__":

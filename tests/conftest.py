@@ -170,9 +170,11 @@ async def empty_store(database_url: str, server_keys: ServerKeys) -> AsyncIterat
     """A migrated database with no counsellor yet."""
     database = open_database(database_url)
     await upgrade(database)
+    store = Store(database, server_keys)
     try:
-        yield Store(database, server_keys)
+        yield store
     finally:
+        store.close()
         await database.dispose()
 
 

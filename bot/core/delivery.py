@@ -339,16 +339,17 @@ class Delivery:
             async with self.store.unit() as unit:
                 await outbox.failed(unit, message.id)
             return False
-        async with self.store.unit() as unit:
-            if message.kind == outbox.OPEN_THREAD and message.reference and thread:
+        if message.kind == outbox.OPEN_THREAD and message.reference and thread:
+            async with self.store.unit() as unit:
                 case = await unit.case(message.reference, lock=True)
                 if case is not None:
                     case.thread = thread
-            await outbox.delivered(unit, message)
+                await outbox.delivered(unit, message)
+        else:  # one Core transaction (storage/hotpath.py)
+            await self.store.hot.delivered(message.id, message.file_id)
         written = message.written_at
-        self.metrics.sent(
-            message.channel, (unit.now - written).total_seconds() if written else None
-        )
+        now = self.store.clock()
+        self.metrics.sent(message.channel, (now - written).total_seconds() if written else None)
         return True
 
     async def _dead(self, message: outbox.Queued, why: str) -> None:

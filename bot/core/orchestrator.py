@@ -42,7 +42,13 @@ from flows.messages import Effect, UserInput
 from flows.state import IntakeState, StoredFile
 from storage import outbox, queue
 from storage.keyring import active_counsellors
-from storage.repository import Store, Unit, UnreadableConversation
+from storage.repository import (
+    Store,
+    Unit,
+    UnreadableConversation,
+    open_conversation,
+    seal_conversation,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -204,6 +210,9 @@ class Core:
         # webhooks behind a load balancer): the loser retries against the winner's row.
         for attempt in range(1, ATTEMPTS + 1):
             try:
+                hot = await self._hot_step(inbound, sender, event_key)
+                if hot is not None:
+                    return hot
                 async with self.store.unit() as unit:
                     step = await self._step(unit, inbound, sender, event_key)
                     if step.durable:
@@ -222,6 +231,78 @@ class Core:
                     raise
                 logger.info("conversation written concurrently, retrying (attempt %d)", attempt)
         raise AssertionError("unreachable")
+
+    async def _hot_step(self, inbound: Inbound, sender: str, event_key: str) -> _Step | None:
+        """An ordinary step (no files, no effect, no handoff) in a few Core statements
+        (storage/hotpath.py); None: it needs the full unit, and nothing was written."""
+        if inbound.attachments:
+            return None
+        keys, now = self.store.keys, self.store.clock()
+        async with self.store.hot.step(event_key, sender, now) as hot:
+            if hot.seen:
+                return _Step()
+            if hot.row is not None:
+                row = hot.row
+                try:
+                    loaded = open_conversation(keys, sender, row.state, row.address, row.channel)
+                except UnreadableConversation:
+                    return None  # the unit sets it aside
+                current: IntakeState | None = loaded.state
+            else:
+                current = self._unsaved.get(sender)
+            if current is not None and self._for_the_handoff(current, inbound.text):
+                return None
+            outcome = self.engine.handle(current, self._given(inbound))
+            new_state = outcome.state
+            if outcome.effect is not None or new_state is None:
+                return None
+            replies = list(outcome.replies)
+            if not new_state.consented:  # nothing is stored before consent: rolled back
+                self._unsaved.remember(sender, new_state)
+                return _Step(replies)
+            sealed_state, sealed_address = seal_conversation(keys, sender, new_state, inbound.chat)
+            conversation = {
+                "sender_key": sender,
+                "channel": inbound.channel,
+                "address": sealed_address,
+                "state": sealed_state,
+                "created_at": now,
+                "updated_at": now,
+            }
+            hot.save(
+                conversation,
+                [
+                    outbox.official_values(
+                        keys,
+                        now,
+                        sender_key=sender,
+                        channel=inbound.channel,
+                        address=inbound.chat,
+                        reply=reply,
+                    )
+                    for reply in replies
+                ],
+            )
+        self._unsaved.pop(sender, None)  # committed
+        return _Step(replies, durable=True, channels={inbound.channel} if replies else set())
+
+    def _given(
+        self,
+        inbound: Inbound,
+        files: tuple[StoredFile, ...] = (),
+        dropped: int = 0,
+        too_big: int = 0,
+    ) -> UserInput:
+        return UserInput(
+            inbound.text,
+            files,
+            dropped,
+            inbound.pick,
+            too_big_files=too_big,
+            file_limit_mb=self.settings.max_file_bytes // (1024 * 1024),
+            language=inbound.language,
+            clears_chat=self._clears_chat(inbound.channel),
+        )
 
     async def _step(self, unit: Unit, inbound: Inbound, sender: str, event_key: str) -> _Step:
         if await unit.seen(event_key):
@@ -258,17 +339,7 @@ class Core:
             refused = [self._too_big(state.language)] if too_big else []
             return _Step([*notes, *refused, *turn.replies], durable=True)
 
-        given = UserInput(
-            inbound.text,
-            tuple(files),
-            dropped,
-            inbound.pick,
-            too_big_files=too_big,
-            file_limit_mb=self.settings.max_file_bytes // (1024 * 1024),
-            language=inbound.language,
-            clears_chat=self._clears_chat(inbound.channel),
-        )
-        outcome = self.engine.handle(state, given)
+        outcome = self.engine.handle(state, self._given(inbound, tuple(files), dropped, too_big))
         result = _Step([*notes, *outcome.replies])
         new_state = outcome.state
 
