@@ -10,13 +10,14 @@ import asyncio
 import statistics
 import tempfile
 import time
+import traceback
 import tracemalloc
 from pathlib import Path
 
 from bot.app import demo_config, open_app
 from bot.core.orchestrator import Core
 from bot.core.settings import Settings
-from bot.core.types import Inbound, Reply
+from bot.core.types import Inbound
 from bot.demo import DEMO_PASSPHRASE, demo_counsellor
 from flows.engine import Engine
 from flows.messages import UserInput
@@ -26,26 +27,9 @@ from storage.keyfile import unlock
 from storage.keyring import CounsellorEntry, active_counsellors, add
 from storage.models import Counsellor
 from storage.sealing import PrivateKey
-from tests.fakes import NullRoom
-
-ANSWERS = [  # the report lane, every question
-    "/start", "3", "1", "by", "1", "1", "1, 3", "Beschreibung des Vorfalls", "1", "online",
-    "1, 2", "Musterstadt", "1", "1", "1", "nein", "https://example.org/post", "fertig", "nein",
-    "1,3", "1", "absenden",
-]  # fmt: skip
-
-
-class _Sink(NullRoom):
-    name = "bench"
-
-    def __init__(self, apology: str) -> None:
-        self.apology = apology
-        self.replies = 0
-        self.apologies = 0  # "technical error": a failure, never throughput
-
-    async def send(self, chat: str, reply: Reply) -> None:
-        self.replies += 1
-        self.apologies += reply.text == self.apology
+from tests import bench_crypto, bench_drain, bench_latency, bench_matrix, bench_scale
+from tests.bench_results import Results
+from tests.bench_rig import ANSWERS, Sink
 
 
 def bench_engine(engine: Engine, rounds: int) -> None:
@@ -74,7 +58,7 @@ async def bench_core(intakes: int, folder: Path, answers: list[str] = ANSWERS) -
     """Officials writing at once through the real core; apologies are counted as failures."""
     async with open_app(demo_config(folder)) as app:
         await demo_counsellor(app)
-        sink = _Sink(app.engine.texts.get("technical_error", "de"))
+        sink = Sink(app.engine.texts.get("technical_error", "de"))
         core = Core(app.engine, app.store, staff_room=sink, settings=Settings.defaults())
         core.attach(sink)
         workers = asyncio.create_task(core.delivery.run())
@@ -163,6 +147,18 @@ def main() -> None:
     from tests.bench_ptb import pipeline  # here: bench_ptb imports this module
 
     pipeline()  # Lotse beside python-telegram-bot: the `ratio lotse/ptb` lines
+
+    results = Results()
+    started = time.perf_counter()
+    for section in (bench_latency, bench_scale, bench_drain, bench_matrix, bench_crypto):
+        try:
+            section.run(results)
+        except Exception:  # one broken section must not hide the others' figures
+            traceback.print_exc()
+            results.add(section.SECTION, "the section crashed", 1, "failures")
+    results.add("bench", "these sections together", time.perf_counter() - started, "s")
+    print(f"\n{results.table()}\n\nfailures in all: {results.failures():g}")
+    print(f"written to {results.write().relative_to(Path.cwd())}")
 
 
 if __name__ == "__main__":

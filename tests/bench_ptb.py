@@ -45,7 +45,7 @@ from bot.core.orchestrator import Core
 from bot.core.settings import Settings
 from bot.core.types import Inbound
 from bot.demo import demo_counsellor
-from tests.bench import ANSWERS, _Sink
+from tests.bench_rig import ANSWERS, Sink
 
 OFFICIALS = 200
 POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
@@ -74,7 +74,7 @@ async def lotse_pipeline(url: str | None, folder: Path, officials: int) -> Rate:
         config = config_from_dict(raw, folder, "bench")
     async with open_app(config) as app:
         await demo_counsellor(app)
-        sink = _Sink(app.engine.texts.get("technical_error", "de"))
+        sink = Sink(app.engine.texts.get("technical_error", "de"))
         core = Core(app.engine, app.store, staff_room=sink, settings=Settings.defaults())
         core.attach(sink)
         workers = asyncio.create_task(core.delivery.run())

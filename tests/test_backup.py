@@ -30,7 +30,7 @@ from bot.demo import DEMO_PASSPHRASE, demo_counsellor
 from storage.backup import head_revision
 from storage.db import open_database, schema_is_current, upgrade
 from storage.server_secret import ServerKeys, _derive
-from tests.bench import ANSWERS, _Sink
+from tests.bench_rig import ANSWERS, Sink
 from tests.conftest import _async_url, _create_database, _drop_database
 
 OFFICIALS = 8
@@ -85,7 +85,7 @@ async def _burst_with_backup(config_path: Path, out: Path) -> tuple[bool, int, i
     config = load_config(config_path)
     async with open_app(config) as app:
         await demo_counsellor(app)
-        sink = _Sink(app.engine.texts.get("technical_error", "de"))
+        sink = Sink(app.engine.texts.get("technical_error", "de"))
         core = Core(app.engine, app.store, staff_room=sink, settings=Settings.defaults())
         core.attach(sink)
         workers = asyncio.create_task(core.delivery.run())

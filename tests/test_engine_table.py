@@ -8,7 +8,7 @@ from typing import Any
 from flows.engine import Engine
 from flows.messages import UserInput
 from flows.state import IntakeState
-from tests.bench import ANSWERS
+from tests.bench_rig import ANSWERS
 
 
 class _Model:

@@ -1,0 +1,125 @@
+"""Latency per message through the real core: at 1, 100 and 1,000 conversations at once, and
+under a realistic load.
+
+A message's latency runs from the moment the official's message reaches the core until
+the channel has been handed the last reply to it (the reply counts per answer are
+learnt from one warm-up conversation). Back-to-back: every conversation sends its next
+answer as soon as the previous one is answered. Realistic: each conversation writes
+its next answer 2–10 s (uniform) after the last reply, in real time, for a fixed
+window (no time compression: compressing would raise the rate and change the load).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.bench_results import Results, percentile
+from tests.bench_rig import ANSWERS, Rig, running_core
+
+SECTION = "latency"
+
+
+@dataclass(frozen=True)
+class Sizes:
+    # (conversations at once, answers each): 1,000 at once send the first four answers
+    # (welcome, consent, danger question, role) so the run fits the budget.
+    concurrent: tuple[tuple[int, int], ...] = ((1, 20), (100, 20), (1000, 4))
+    realistic_conversations: int = 100
+    realistic_seconds: float = 45.0
+    pause: tuple[float, float] = (2.0, 10.0)
+
+
+@dataclass
+class _Tally:
+    latencies: list[float] = field(default_factory=list)
+    failures: int = 0
+
+
+async def _conversation(
+    rig: Rig,
+    user: str,
+    expected: list[int],
+    tally: _Tally,
+    *,
+    pause: tuple[float, float] | None = None,
+    until: float = float("inf"),
+) -> None:
+    total = 0
+    for number, answer in enumerate(ANSWERS[: len(expected)]):
+        if pause is not None:
+            await asyncio.sleep(random.uniform(*pause))
+            if time.monotonic() >= until:
+                return
+        total += expected[number]
+        started = time.perf_counter()
+        await rig.say(user, answer, f"{user}-{number}")
+        if await rig.sink.wait(f"chat-{user}", total):
+            tally.latencies.append(time.perf_counter() - started)
+        else:
+            tally.failures += 1
+            return  # its later answers would no longer fit the script
+
+
+def _report(results: Results, label: str, tally: _Tally, rig: Rig, note: str) -> None:
+    for share in (0.50, 0.95, 0.99):
+        value = percentile(tally.latencies, share) * 1000
+        results.add(SECTION, f"{label}: p{round(share * 100)}", value, "ms", note)
+    results.add(SECTION, f"{label}: unanswered or apologies", tally.failures, "failures")
+
+
+async def _concurrent(results: Results, folder: Path, conversations: int, answers: int) -> None:
+    async with running_core(folder) as rig:
+        expected = await rig.replies_per_answer(ANSWERS[:answers])
+        tally = _Tally()
+        started = time.perf_counter()
+        await asyncio.gather(
+            *(_conversation(rig, f"c{i}", expected, tally) for i in range(conversations))
+        )
+        elapsed = time.perf_counter() - started
+        messages = len(tally.latencies)
+        note = f"{conversations} x {answers} messages, {messages / elapsed:.0f} answered/s"
+        _report(results, f"{conversations} at once", tally, rig, note)
+
+
+async def _realistic(results: Results, folder: Path, sizes: Sizes) -> None:
+    async with running_core(folder) as rig:
+        expected = await rig.replies_per_answer(ANSWERS)
+        tally = _Tally()
+        until = time.monotonic() + sizes.realistic_seconds
+        tasks = [
+            asyncio.create_task(
+                _conversation(rig, f"r{i}", expected, tally, pause=sizes.pause, until=until)
+            )
+            for i in range(sizes.realistic_conversations)
+        ]
+        await asyncio.sleep(sizes.realistic_seconds)
+        await asyncio.gather(*tasks)  # the answers in flight at the end are still measured
+        rate = len(tally.latencies) / sizes.realistic_seconds
+        note = (
+            f"{sizes.realistic_conversations} conversations, one message each "
+            f"{sizes.pause[0]:g}-{sizes.pause[1]:g} s, {sizes.realistic_seconds:g} s real time, "
+            f"{len(tally.latencies)} messages ({rate:.1f}/s)"
+        )
+        _report(results, "realistic", tally, rig, note)
+
+
+def run(results: Results, sizes: Sizes = Sizes()) -> None:
+    results.sizes[SECTION] = {
+        "concurrent": sizes.concurrent,
+        "realistic_conversations": sizes.realistic_conversations,
+        "realistic_seconds": sizes.realistic_seconds,
+    }
+    for conversations, answers in sizes.concurrent:
+        with tempfile.TemporaryDirectory() as folder:
+            asyncio.run(_concurrent(results, Path(folder), conversations, answers))
+    with tempfile.TemporaryDirectory() as folder:
+        asyncio.run(_realistic(results, Path(folder), sizes))
+
+
+if __name__ == "__main__":
+    run(Results())
