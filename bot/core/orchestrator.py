@@ -349,7 +349,8 @@ class Core:
             result.replies += self.engine.confirmation(new_state, reference, hours)
             position = await queue.position(unit, reference)
             note = self.handoff.waiting_note(position, new_state.language, unit.now)
-            if self._clears_chat(inbound.channel):  # the last thing said: someone else may see the phone
+            # the last thing said: someone else may see the phone
+            if self._clears_chat(inbound.channel):
                 note += "\n\n" + self.engine.texts.get("clear_chat_hint", new_state.language)
             result.replies.append(Reply(note))
             new_state = IntakeState.submitted(new_state, reference)

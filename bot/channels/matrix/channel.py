@@ -59,6 +59,7 @@ class MatrixChannel:
 
     name = CHANNEL
     end_to_end_encrypted = True
+    clears_chat = True  # /chat_leeren redacts what the bot sent (direct.py)
 
     def __init__(
         self,
