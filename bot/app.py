@@ -179,7 +179,9 @@ async def open_app(
             may_create=not config.storage.secret_credential
             and not await secret_check.holds_data(database),
         )
-        store = Store(database, ServerKeys.from_secret(secret), clock)
+        store = Store(
+            database, ServerKeys.from_secret(secret), clock, anchor=config.keys.anchor or None
+        )
         source = (
             f"the server secret in ${config.storage.secret_env}"
             if from_environment

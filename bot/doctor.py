@@ -35,9 +35,11 @@ class Check:
     name: str
     ok: bool
     detail: str  # what was found; when not ok, what to do
+    warning: bool = False  # ok, but weaker than it could be: not counted as a problem
 
     def line(self) -> str:
-        return f"{'ok  ' if self.ok else 'FAIL'}  {self.name}: {self.detail}"
+        mark = "WARN" if self.warning else "ok  " if self.ok else "FAIL"
+        return f"{mark}  {self.name}: {self.detail}"
 
 
 async def run_doctor(path: Path) -> int:
@@ -64,7 +66,21 @@ async def diagnose(path: Path) -> list[Check]:
     checks += await _database_checks(config, path)
     checks += channel_checks(config)
     checks.append(staff_room_check(config))
+    checks.append(anchor_check(config))
     return checks
+
+
+def anchor_check(config: Config) -> Check:
+    if config.keys.anchor:
+        return Check("signature anchor", True, "[keys] anchor is set")
+    return Check(
+        "signature anchor",
+        True,
+        "no [keys] anchor: someone holding the database and the server secret could swap the "
+        "team key unnoticed. Set it to the first counsellor's signing fingerprint "
+        '(lotse keys generate printed it) in [keys] anchor = "..."',
+        warning=True,
+    )
 
 
 def _is_file(path: Path) -> bool:

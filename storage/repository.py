@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from flows.state import IntakeState, StoredFile
 from storage.audit import OFFICIAL, SYSTEM, Action, record
+from storage.chain import verify_team
 from storage.hotpath import HotPath
 from storage.key_binding import bind_case, case_public_key, team_public_key
 from storage.keyring import KeyringError, current_team, lock_keyring
@@ -86,10 +87,18 @@ class CaseSummary:
 
 
 class Store:
-    def __init__(self, database: AsyncEngine, keys: ServerKeys, clock: Clock = utc_now) -> None:
+    def __init__(
+        self,
+        database: AsyncEngine,
+        keys: ServerKeys,
+        clock: Clock = utc_now,
+        anchor: str | None = None,
+    ) -> None:
         self.database = database
         self.keys = keys
         self.clock = clock
+        # `[keys] anchor`: the signing fingerprint the team key's signature chain must reach
+        self.anchor = anchor
         self._sessions = async_sessionmaker(database, expire_on_commit=False)
         # Back-pressure: at most this many transactions at once, the rest wait their turn
         # here (however long) instead of timing out in the connection pool. SQLite has one
@@ -107,7 +116,7 @@ class Store:
     async def unit(self) -> AsyncIterator[Unit]:
         """One transaction: committed when the block ends, rolled back if it raises."""
         async with self._slots, self._sessions() as session, session.begin():
-            yield Unit(session, self.keys, self.clock())
+            yield Unit(session, self.keys, self.clock(), self.anchor)
 
     async def compact(self) -> None:
         """After deleting: move SQLite's WAL into the database and truncate it.
@@ -142,10 +151,17 @@ class Store:
 
 
 class Unit:
-    def __init__(self, session: AsyncSession, keys: ServerKeys, now: dt.datetime) -> None:
+    def __init__(
+        self,
+        session: AsyncSession,
+        keys: ServerKeys,
+        now: dt.datetime,
+        anchor: str | None = None,
+    ) -> None:
         self.session = session
         self.keys = keys
         self.now = now
+        self.anchor = anchor
         self.outbox_channels: set[str] = set()  # channels with messages to send once committed
         self._conversations: dict[str, Conversation | None] = {}  # rows locked so far
 
@@ -296,6 +312,8 @@ class Unit:
                 "no counsellor key is set up, so cases cannot be sealed; "
                 "run: lotse counsellor add NAME --public-key FILE --first"
             )
+        team_public = team_public_key(self.keys, team)
+        await verify_team(self.session, team, self.anchor)
         reference = await self._next_reference()
         case_private = PrivateKey.generate()
         case_public = case_private.public_key()
@@ -311,7 +329,7 @@ class Unit:
             created_at=self.now,
             public_key=case_public.to_bytes(),
             wrapped_key=seal(
-                team_public_key(self.keys, team),
+                team_public,
                 case_private.to_bytes(),
                 case_key_info(reference, team.id),
             ),
