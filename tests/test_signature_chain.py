@@ -6,21 +6,29 @@ the HMAC bindings. Only the signatures, checked against `[keys] anchor`, stop th
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import shutil
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
+from bot.app import open_app
+from bot.cli import main
+from bot.config import config_from_dict, load_config
+from bot.doctor import anchor_check
 from storage.casefile import open_case
 from storage.chain import ChainError
 from storage.key_binding import bind_team
-from storage.keyfile import UnlockedKey
+from storage.keyfile import UnlockedKey, read_public_key, unlock
 from storage.keyring import CounsellorEntry, add, bootstrap, current_team, revoke
 from storage.models import Counsellor
 from storage.repository import Store
 from storage.sealing import PrivateKey
 from storage.signing import SigningKey, counsellor_statement, team_statement
 
+VECTORS = Path(__file__).parent / "vectors"
 CONTENT = "Kontakt zur Beratungsstelle"
 
 
@@ -183,3 +191,64 @@ async def test_a_team_key_signed_by_a_counsellor_off_the_chain_is_refused(
     await _new_case(empty_store)  # no anchor: a valid signature by an active counsellor
     with pytest.raises(ChainError, match="not endorsed and is not the anchor"):
         await _new_case(_anchored(empty_store, _anchor(berger)), "official-2")
+
+
+async def test_a_version_1_key_file_still_opens_cases(empty_store: Store, tmp_path: Path) -> None:
+    key = tmp_path / "counsellor-v1.key"
+    shutil.copy(VECTORS / "counsellor-v1.key", key)
+    key.chmod(0o600)
+    old = unlock(key, "correct horse battery staple")
+    assert old.signing is None
+    async with empty_store.unit() as unit:
+        await bootstrap(unit, CounsellorEntry("KAT", "KAT"), old.public, own=old)
+    reference = await _new_case(empty_store)  # no anchor: an unsigned team key is accepted
+    async with empty_store.unit() as unit:
+        opened, _ = await open_case(unit, old, reference)
+    assert opened.intake == {"description": CONTENT}
+
+
+def test_first_counsellor_with_own_key_signs_and_gets_the_anchor_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("LOTSE_PASSPHRASE", "passphrase-123")
+    monkeypatch.delenv("LOTSE_SERVER_SECRET", raising=False)
+    berger, kaya = tmp_path / "berger.key", tmp_path / "kaya.key"
+    for path in (berger, kaya):
+        assert main(["keys", "generate", "--out", str(path), "--name", path.stem]) == 0
+    generated = capsys.readouterr().out
+    fingerprint = read_public_key(Path(f"{berger}.pub")).signing
+    assert fingerprint is not None
+    assert f"signing fingerprint: {fingerprint.fingerprint()}" in generated
+
+    config = tmp_path / "lotse.toml"
+    config.write_text(
+        f'[storage]\nurl = "sqlite+aiosqlite:///{tmp_path}/lotse.db"\ndata_dir = "{tmp_path}/d"\n'
+    )
+    add_first = ["counsellor", "add", "Berger", "--public-key", f"{berger}.pub", "--first"]
+    assert main([*add_first, "--by", str(berger), "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert f'[keys]\nanchor = "{fingerprint.fingerprint()}"' in out
+    anchor_lines = out[out.index("[keys]") :]
+    with config.open("a") as handle:
+        handle.write(anchor_lines)
+    add_kaya = ["counsellor", "add", "Kaya", "--public-key", f"{kaya}.pub", "--by", str(berger)]
+    assert main([*add_kaya, "--config", str(config)]) == 0
+    loaded = load_config(config)
+    assert loaded.keys.anchor == fingerprint.fingerprint()
+    assert anchor_check(loaded).line().startswith("ok")
+    assert anchor_check(load_config(config)).ok
+
+    async def seal_one() -> None:
+        async with open_app(loaded) as app:
+            assert app.store.anchor == fingerprint.fingerprint()
+            await _new_case(app.store)
+
+    asyncio.run(seal_one())
+
+
+def test_doctor_warns_without_an_anchor(tmp_path: Path) -> None:
+    storage = {"url": "sqlite+aiosqlite:///x.db", "data_dir": "d"}
+    config = config_from_dict({"storage": storage}, tmp_path)
+    check = anchor_check(config)
+    assert check.ok and check.warning
+    assert check.line().startswith("WARN  signature anchor: no [keys] anchor")
