@@ -18,6 +18,7 @@ from bot.app import open_app
 from bot.cli import main
 from bot.config import config_from_dict, load_config
 from bot.doctor import anchor_check
+from flows.engine import Engine
 from storage.casefile import open_case
 from storage.chain import ChainError
 from storage.key_binding import bind_team
@@ -27,6 +28,9 @@ from storage.models import Counsellor
 from storage.repository import Store
 from storage.sealing import PrivateKey
 from storage.signing import SigningKey, counsellor_statement, team_statement
+from tests.test_core import NORMAL_INTAKE
+from tests.test_handoff import SETTINGS, WEDNESDAY_10, Bench
+from tests.test_queue import Clock
 
 VECTORS = Path(__file__).parent / "vectors"
 CONTENT = "Kontakt zur Beratungsstelle"
@@ -252,3 +256,28 @@ def test_doctor_warns_without_an_anchor(tmp_path: Path) -> None:
     check = anchor_check(config)
     assert check.ok and check.warning
     assert check.line().startswith("WARN  signature anchor: no [keys] anchor")
+
+
+async def test_an_official_whose_case_cannot_be_sealed_is_told_to_try_again_later(
+    empty_store: Store, flow_engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    berger = _v2("Berger")
+    await _first(empty_store, berger, signed=False)
+    clock = Clock(WEDNESDAY_10)
+    bench = Bench(flow_engine, empty_store, clock, SETTINGS)
+    bench.store.anchor = _anchor(berger)  # what open_app does with [keys] anchor
+    person = bench.person()
+    for line in NORMAL_INTAKE:
+        await person.say(line)
+    replies = await person.say("absenden")
+    assert await bench.store.cases() == []
+    assert "in ein paar Minuten noch einmal" in replies[-1]
+    alerts = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert any(
+        "signature chain check failed: the team key carries no signature" in a for a in alerts
+    )
+    assert not any("CANARY" in alert for alert in alerts)
+    await _add(bench.store, berger, _v2("Schmidt"))  # Berger's first --by action signs the key
+    replies = await person.say("absenden")
+    assert any("L-" in reply for reply in replies)
+    assert len(await bench.store.cases()) == 1
