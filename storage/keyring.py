@@ -59,6 +59,7 @@ class Transaction(Protocol):
     session: AsyncSession
     now: dt.datetime
     keys: ServerKeys
+    anchor: str | None  # `[keys] anchor`: set, key changes must be signed
 
     async def audit(
         self,
@@ -116,6 +117,17 @@ def own_signing_key(counsellor: Counsellor, unlocked: UnlockedKey) -> SigningKey
     if signing is None or counsellor.signing_key != signing.public_key().to_bytes():
         return None
     return signing
+
+
+def _must_sign(unit: Transaction, signing: SigningKey | None, what: str) -> None:
+    """With an anchor, an unsigned key change would stop new cases being sealed: refuse it."""
+    if unit.anchor and signing is None:
+        raise KeyringError(
+            f"[keys] anchor is set, so {what} must be signed, and this key file cannot sign "
+            "(a version 1 file, or a key stored without its signing key): act with another "
+            "counsellor's key file, or make a new key with lotse keys generate and have a "
+            "colleague add it"
+        )
 
 
 async def _add_counsellor_row(
@@ -272,6 +284,7 @@ async def add(
     opened = await open_team(session, by)
     counsellor = await _add_counsellor_row(session, entry, public, now, signing)
     by_signing = own_signing_key(opened.counsellor, by)
+    _must_sign(unit, by_signing, "adding a counsellor")
     if by_signing is not None:
         if signing is not None:
             endorse(counsellor, opened.counsellor, by_signing)
@@ -350,6 +363,7 @@ async def revoke(unit: Transaction, by: UnlockedKey, name: str) -> int:
     await session.flush()
     bind_team(unit.keys, new_team)
     by_signing = own_signing_key(opened.counsellor, by)
+    _must_sign(unit, by_signing, "the new team key")
     if by_signing is not None:
         sign_team(new_team, opened.counsellor, by_signing)
     for counsellor in remaining:

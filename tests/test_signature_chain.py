@@ -23,7 +23,7 @@ from storage.casefile import open_case
 from storage.chain import ChainError
 from storage.key_binding import bind_team
 from storage.keyfile import UnlockedKey, read_public_key, unlock
-from storage.keyring import CounsellorEntry, add, bootstrap, current_team, revoke
+from storage.keyring import CounsellorEntry, KeyringError, add, bootstrap, current_team, revoke
 from storage.models import Counsellor
 from storage.repository import Store
 from storage.sealing import PrivateKey
@@ -281,3 +281,23 @@ async def test_an_official_whose_case_cannot_be_sealed_is_told_to_try_again_late
     replies = await person.say("absenden")
     assert any("L-" in reply for reply in replies)
     assert len(await bench.store.cases()) == 1
+
+
+async def test_with_an_anchor_a_key_change_that_cannot_be_signed_is_refused(
+    empty_store: Store,
+) -> None:
+    """Else a revocation by a version 1 key would leave an unsigned team key: no new case."""
+    berger, old = _v2("Berger"), UnlockedKey("Alt", PrivateKey.generate())
+    await _first(empty_store, berger)
+    async with empty_store.unit() as unit:
+        await add(unit, berger, CounsellorEntry("Alt", "Alt"), old.public)
+    store = _anchored(empty_store, _anchor(berger))
+    with pytest.raises(KeyringError, match=r"\[keys\] anchor is set, so the new team key must"):
+        async with store.unit() as unit:
+            await revoke(unit, old, "Berger")
+    with pytest.raises(KeyringError, match="so adding a counsellor must be signed"):
+        await _add(store, old, _v2("Neu"))
+    await _new_case(store)  # nothing changed: Berger's signed team key still seals
+    async with store.unit() as unit:
+        await revoke(unit, berger, "Alt")
+    await _new_case(store, "official-2")
