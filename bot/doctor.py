@@ -14,7 +14,7 @@ from pathlib import Path
 from sqlalchemy import func, inspect, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from bot.app import load_engine
 from bot.config import Config, ConfigError, load_config
@@ -23,7 +23,9 @@ from flows.questionnaire import QuestionnaireError
 from flows.texts import TextsError
 from storage import secret_check
 from storage.backup import head_revision, schema_relation
+from storage.chain import ChainError, verify_team
 from storage.db import DatabaseError, open_database
+from storage.keyring import current_team
 from storage.models import Counsellor, ServerCheck
 from storage.server_secret import SecretError, ServerKeys, load_or_create_secret
 
@@ -124,6 +126,7 @@ async def _database_checks(config: Config, path: Path) -> list[Check]:
                 select(func.count()).select_from(Counsellor).where(Counsellor.revoked_at.is_(None))
             )
         holds_data = await secret_check.holds_data(database)
+        chain = await _chain_check(database, config.keys.anchor) if config.keys.anchor else []
     finally:
         await database.dispose()
     return [
@@ -131,7 +134,21 @@ async def _database_checks(config: Config, path: Path) -> list[Check]:
         migrated,
         _secret_check(config, stored, holds_data),
         _counsellor_check(int(active or 0), path),
+        *chain,
     ]
+
+
+async def _chain_check(database: AsyncEngine, anchor: str) -> list[Check]:
+    """With an anchor: would the current team key be accepted for the next case?"""
+    async with AsyncSession(database) as session:
+        team = await current_team(session)
+        if team is None:
+            return []
+        try:
+            await verify_team(session, team, anchor)
+        except ChainError as error:
+            return [Check("signature chain", False, str(error))]
+    return [Check("signature chain", True, "the team key's signatures lead to the anchor")]
 
 
 async def _revision(database: AsyncEngine) -> str | None:
