@@ -114,9 +114,16 @@ async def list_counsellors(app: App) -> int:
     for counsellor in counsellors:
         state = f"revoked {counsellor.revoked_at:%Y-%m-%d}" if counsellor.revoked_at else "active"
         handles = ", ".join(f"{held.channel}:{held.handle}" for held in counsellor.handles)
+        signs = (
+            "cannot sign"
+            if counsellor.signing_key is None
+            else "endorsed"
+            if counsellor.endorsement is not None
+            else "signs"
+        )
         print(
             f"{counsellor.name:<24} {state:<18} shown as {counsellor.display_name!r:<20} "
-            f"{counsellor.fingerprint}  {handles}"
+            f"{counsellor.fingerprint}  {signs:<11}  {handles}"
         )
     return 0
 

@@ -237,6 +237,11 @@ def test_first_counsellor_with_own_key_signs_and_gets_the_anchor_line(
         handle.write(anchor_lines)
     add_kaya = ["counsellor", "add", "Kaya", "--public-key", f"{kaya}.pub", "--by", str(berger)]
     assert main([*add_kaya, "--config", str(config)]) == 0
+    capsys.readouterr()
+    assert main(["counsellor", "list", "--config", str(config)]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in listed] == ["Berger", "Kaya"]
+    assert " signs " in listed[0] and " endorsed " in listed[1]
     loaded = load_config(config)
     assert loaded.keys.anchor == fingerprint.fingerprint()
     assert anchor_check(loaded).line().startswith("ok")
