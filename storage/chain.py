@@ -12,7 +12,9 @@ which catches damage but not someone holding the database and the secret.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+from collections.abc import Callable
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -31,6 +33,10 @@ logger = logging.getLogger(__name__)
 
 class ChainError(KeyBindingError):
     """The team key's signature chain does not hold: nothing is sealed to it."""
+
+    def __init__(self, message: str, check: str) -> None:
+        super().__init__(message)
+        self.check = check  # which check failed, in a few words
 
 
 def normal_fingerprint(fingerprint: str) -> str:
@@ -55,10 +61,20 @@ def _refuse(team: TeamKey, check: str) -> ChainError:
     logger.critical(
         "team key %d: signature chain check failed: %s; refusing to seal to it", team.id, check
     )
+    return _error(team, check)
+
+
+def _error(team: TeamKey, check: str) -> ChainError:
     return ChainError(
         f"the signature chain of team key {team.id} does not hold ({check}); nothing is sealed "
-        "to it. Restore the database from a backup and run: lotse audit verify"
+        "to it. Restore the database from a backup and run: lotse audit verify",
+        check,
     )
+
+
+def _utc(moment: dt.datetime) -> dt.datetime:
+    """SQLite hands back naive datetimes (everything Lotse writes is UTC); a fresh row's are not."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
 def _signing_key(counsellor: Counsellor) -> SigningPublicKey | None:
@@ -70,26 +86,34 @@ def _signing_key(counsellor: Counsellor) -> SigningPublicKey | None:
         return None
 
 
-async def verify_team(session: AsyncSession, team: TeamKey, anchor: str | None) -> None:
-    """Raise ChainError unless the team key's signature (and, with an anchor, chain) holds."""
+async def verify_team(
+    session: AsyncSession, team: TeamKey, anchor: str | None, *, alert: bool = True
+) -> None:
+    """Raise ChainError unless the team key's signature (and, with an anchor, chain) holds.
+
+    `alert=False`: a check before a key change, whose refusal is the operator's answer.
+    """
+    refuse = _refuse if alert else _error
     if team.signature is None:
         if anchor:
-            raise _refuse(team, "the team key carries no signature")
+            raise refuse(team, "the team key carries no signature")
         return
     signer = await session.get(Counsellor, team.signed_by) if team.signed_by else None
     if signer is None:
-        raise _refuse(team, "its signer is not a counsellor")
+        raise refuse(team, "its signer is not a counsellor")
     if signer.revoked_at is not None:
-        raise _refuse(team, "its signer was revoked")
+        raise refuse(team, "its signer was revoked")
     signer_key = _signing_key(signer)
     if signer_key is None:
-        raise _refuse(team, "its signer has no signing key")
+        raise refuse(team, "its signer has no signing key")
     try:
         signer_key.verify(team.signature, team_statement(team.id, team.public_key))
     except SignatureError:
-        raise _refuse(team, "the team key signature does not verify") from None
+        raise refuse(team, "the team key signature does not verify") from None
     if anchor:
-        await _walk_to_anchor(session, team, signer, signer_key, normal_fingerprint(anchor))
+        await _walk_to_anchor(
+            session, team, signer, signer_key, normal_fingerprint(anchor), refuse=refuse
+        )
 
 
 async def _walk_to_anchor(
@@ -98,20 +122,24 @@ async def _walk_to_anchor(
     counsellor: Counsellor,
     key: SigningPublicKey,
     anchor: str,
+    *,
+    refuse: Callable[[TeamKey, str], ChainError],
 ) -> None:
     seen: set[int] = set()
     while normal_fingerprint(key.fingerprint()) != anchor:
         seen.add(counsellor.id)
         if counsellor.endorsement is None or counsellor.endorsed_by is None:
-            raise _refuse(team, "a counsellor in the chain is not endorsed and is not the anchor")
+            raise refuse(team, "a counsellor in the chain is not endorsed and is not the anchor")
         endorser = await session.get(Counsellor, counsellor.endorsed_by)
         if endorser is None or endorser.id in seen:
-            raise _refuse(team, "an endorser is not a counsellor")
-        if endorser.revoked_at is not None and endorser.revoked_at <= counsellor.added_at:
-            raise _refuse(team, "an endorser was revoked before endorsing")
+            raise refuse(team, "an endorser is not a counsellor")
+        if endorser.revoked_at is not None and _utc(endorser.revoked_at) < _utc(
+            counsellor.added_at
+        ):
+            raise refuse(team, "an endorser was revoked before endorsing")
         endorser_key = _signing_key(endorser)
         if endorser_key is None:
-            raise _refuse(team, "an endorser has no signing key")
+            raise refuse(team, "an endorser has no signing key")
         assert counsellor.signing_key is not None
         try:
             endorser_key.verify(
@@ -121,5 +149,5 @@ async def _walk_to_anchor(
                 ),
             )
         except SignatureError:
-            raise _refuse(team, "an endorsement does not verify") from None
+            raise refuse(team, "an endorsement does not verify") from None
         counsellor, key = endorser, endorser_key

@@ -18,7 +18,7 @@ from sqlalchemy import delete, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.audit import Action
-from storage.chain import endorse, sign_team
+from storage.chain import ChainError, endorse, sign_team, verify_team
 from storage.key_binding import bind_case, bind_team, key_pin, pinned_counsellor_key
 from storage.keyfile import UnlockedKey
 from storage.models import (
@@ -128,6 +128,20 @@ def _must_sign(unit: Transaction, signing: SigningKey | None, what: str) -> None
             "counsellor's key file, or make a new key with lotse keys generate and have a "
             "colleague add it"
         )
+
+
+async def _must_reach_anchor(unit: Transaction, team: TeamKey) -> None:
+    """With an anchor, a team key whose chain fails would stop new cases: refuse the change."""
+    if not unit.anchor:
+        return
+    try:
+        await verify_team(unit.session, team, unit.anchor, alert=False)
+    except ChainError as error:
+        raise KeyringError(
+            "this change would leave a team key that new cases cannot be sealed to "
+            f"({error.check}); act with the key file of a counsellor endorsed on the way "
+            "to [keys] anchor"
+        ) from error
 
 
 async def _add_counsellor_row(
@@ -290,6 +304,7 @@ async def add(
             endorse(counsellor, opened.counsellor, by_signing)
         if opened.team.signature is None:  # made at --first without the private key at hand
             sign_team(opened.team, opened.counsellor, by_signing)
+            await _must_reach_anchor(unit, opened.team)
     session.add(
         TeamKeyWrap(
             team_key_id=opened.team.id,
@@ -366,6 +381,7 @@ async def revoke(unit: Transaction, by: UnlockedKey, name: str) -> int:
     _must_sign(unit, by_signing, "the new team key")
     if by_signing is not None:
         sign_team(new_team, opened.counsellor, by_signing)
+        await _must_reach_anchor(unit, new_team)
     for counsellor in remaining:
         session.add(
             TeamKeyWrap(

@@ -296,12 +296,17 @@ async def test_with_an_anchor_a_key_change_that_cannot_be_signed_is_refused(
     await _first(empty_store, berger)
     async with empty_store.unit() as unit:
         await add(unit, berger, CounsellorEntry("Alt", "Alt"), old.public)
+    newer = _v2("Neu")
+    await _add(empty_store, old, newer)  # before the anchor: Neu is not endorsed
     store = _anchored(empty_store, _anchor(berger))
+    with pytest.raises(KeyringError, match=r"would leave a team key .*\(a counsellor in the"):
+        async with store.unit() as unit:
+            await revoke(unit, newer, "Alt")  # Neu signs, but the chain does not reach Berger
     with pytest.raises(KeyringError, match=r"\[keys\] anchor is set, so the new team key must"):
         async with store.unit() as unit:
             await revoke(unit, old, "Berger")
     with pytest.raises(KeyringError, match="so adding a counsellor must be signed"):
-        await _add(store, old, _v2("Neu"))
+        await _add(store, old, _v2("Neu2"))
     await _new_case(store)  # nothing changed: Berger's signed team key still seals
     async with store.unit() as unit:
         await revoke(unit, berger, "Alt")
