@@ -18,6 +18,7 @@ from storage.casefile import open_case
 from storage.keyfile import (
     MINIMUM_PASSPHRASE,
     KeyFileError,
+    public_path,
     read_public_key,
     unlock,
     write_key_pair,
@@ -61,6 +62,9 @@ def generate_keys(out: Path, name: str) -> int:
     print(f"private key: {out} (keep it on this machine; it is encrypted with your passphrase)")
     print(f"public key:  {out}.pub (hand this to the operator)")
     print(f"fingerprint: {public.fingerprint()}")
+    signing = read_public_key(public_path(out)).signing
+    assert signing is not None
+    print(f"signing fingerprint: {signing.fingerprint()}")
     return 0
 
 
@@ -76,15 +80,28 @@ async def add_counsellor(
 ) -> int:
     public = read_public_key(public_key)
     entry = CounsellorEntry(name, display_name or name, handles)
-    if first == (by is not None):
-        raise KeyringError("name exactly one of --by KEYFILE (an existing counsellor) or --first")
+    if not first and by is None:
+        raise KeyringError(
+            "name --by KEYFILE (an existing counsellor) or --first (with --by THEIR.key, "
+            "optional, to sign the team key at once)"
+        )
     unlocked = unlock(by, passphrase(f"Passphrase for {by}: ")) if by is not None else None
     async with app.store.unit() as unit:
-        if unlocked is None:
-            await bootstrap(unit, entry, public.key)
+        if first:
+            await bootstrap(unit, entry, public.key, signing=public.signing, own=unlocked)
         else:
-            await add(unit, unlocked, entry, public.key)
+            assert unlocked is not None
+            await add(unit, unlocked, entry, public.key, signing=public.signing)
     print(f"added {name} (fingerprint {public.key.fingerprint()})")
+    if first and public.signing is not None:
+        print("the signature chain's anchor; put these lines into the configuration:")
+        print("[keys]")
+        print(f'anchor = "{public.signing.fingerprint()}"')
+    elif public.signing is None:
+        print(
+            f"{public_key} is a version 1 key file: {name} can open cases but cannot sign; "
+            "a new key from lotse keys generate can"
+        )
     return 0
 
 
@@ -97,9 +114,16 @@ async def list_counsellors(app: App) -> int:
     for counsellor in counsellors:
         state = f"revoked {counsellor.revoked_at:%Y-%m-%d}" if counsellor.revoked_at else "active"
         handles = ", ".join(f"{held.channel}:{held.handle}" for held in counsellor.handles)
+        signs = (
+            "cannot sign"
+            if counsellor.signing_key is None
+            else "endorsed"
+            if counsellor.endorsement is not None
+            else "signs"
+        )
         print(
             f"{counsellor.name:<24} {state:<18} shown as {counsellor.display_name!r:<20} "
-            f"{counsellor.fingerprint}  {handles}"
+            f"{counsellor.fingerprint}  {signs:<11}  {handles}"
         )
     return 0
 

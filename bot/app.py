@@ -17,6 +17,7 @@ from bot.config import Config, config_from_dict
 from bot.core.hours import OpeningHours
 from bot.core.settings import Settings
 from flows.engine import Engine
+from flows.lanes import Privacy
 from flows.offers import SHIPPED_OFFERS
 from flows.questionnaire import SHIPPED_QUESTIONNAIRE
 from flows.safety import SHIPPED_SAFETY
@@ -71,6 +72,7 @@ def load_engine(config: Config) -> Engine:
         flow.offers or SHIPPED_OFFERS,
         flow.texts or SHIPPED_TEXTS,
         flow.safety or SHIPPED_SAFETY,
+        Privacy(config.counselling.retention_days, config.counselling.abandoned_intake_hours),
     )
 
 
@@ -177,13 +179,18 @@ async def open_app(
             may_create=not config.storage.secret_credential
             and not await secret_check.holds_data(database),
         )
-        store = Store(database, ServerKeys.from_secret(secret), clock)
+        store = Store(
+            database, ServerKeys.from_secret(secret), clock, anchor=config.keys.anchor or None
+        )
         source = (
             f"the server secret in ${config.storage.secret_env}"
             if from_environment
             else f"the server secret {config.storage.secret_path}"
         )
         await secret_check.confirm(store, source)
-        yield App(config, engine, store)
+        try:
+            yield App(config, engine, store)
+        finally:
+            store.close()
     finally:
         await database.dispose()

@@ -119,7 +119,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     add.add_argument("--matrix-id", metavar="ID", help="the same as --handle matrix:ID")
     add.add_argument("--telegram-id", metavar="ID", help="the same as --handle telegram:ID")
-    add.add_argument("--by", type=Path, help="key file of an existing counsellor")
+    add.add_argument(
+        "--by",
+        type=Path,
+        help="key file of an existing counsellor (with --first: the first one's own, to sign "
+        "the team key at once)",
+    )
     add.add_argument(
         "--first", action="store_true", help="the very first counsellor: creates the team key"
     )

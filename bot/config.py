@@ -204,6 +204,13 @@ class ServiceConfig(_Section):
         return value
 
 
+class KeysConfig(_Section):
+    # The signing fingerprint of the first counsellor (`lotse counsellor add --first` prints
+    # the line). Set, new case keys are sealed only to a team key whose signature chain
+    # leads to it (storage/chain.py). Keep the file read-only for the service.
+    anchor: str = Field(default="", pattern=r"^[0-9a-fA-F ]*$")
+
+
 class Config(_Section):
     storage: StorageConfig
     telegram: TelegramConfig = Field(default_factory=TelegramConfig)
@@ -212,6 +219,7 @@ class Config(_Section):
     counselling: CounsellingConfig = Field(default_factory=CounsellingConfig)
     flow: FlowConfig = Field(default_factory=FlowConfig)
     service: ServiceConfig = Field(default_factory=ServiceConfig)
+    keys: KeysConfig = Field(default_factory=KeysConfig)
 
     def secret_from_environment(self) -> str | None:
         return os.environ.get(self.storage.secret_env) or None

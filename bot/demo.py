@@ -12,8 +12,10 @@ from bot.config import Config
 from bot.core.orchestrator import Core
 from bot.instance import only_instance
 from bot.service import Service
-from storage.keyfile import public_path, read_public_key, write_key_pair
+from storage.keyfile import UnlockedKey, public_path, read_public_key, write_key_pair
 from storage.keyring import CounsellorEntry, active_counsellors, bootstrap
+from storage.sealing import PrivateKey
+from storage.signing import SigningKey
 
 DEFAULT_DEMO_DIR = "lotse-demo"
 DEMO_KEY = "demo-counsellor.key"
@@ -54,12 +56,19 @@ async def demo_counsellor(app: App) -> Path | None:
         if await active_counsellors(unit.session):
             return None
     key_file = app.config.storage.data_dir / DEMO_KEY
-    if key_file.exists():  # a half-finished first run: use the key it left
-        public = read_public_key(public_path(key_file)).key
-    else:
-        public = write_key_pair(key_file, DEMO_COUNSELLOR, DEMO_PASSPHRASE)
+    own = None  # made now: the demo counsellor signs the team key at once
+    if not key_file.exists():
+        own = UnlockedKey(DEMO_COUNSELLOR, PrivateKey.generate(), SigningKey.generate())
+        write_key_pair(key_file, DEMO_COUNSELLOR, DEMO_PASSPHRASE, own.key, own.signing)
+    public = read_public_key(public_path(key_file))  # or the key a half-finished run left
     async with app.store.unit() as unit:
-        await bootstrap(unit, CounsellorEntry(DEMO_COUNSELLOR, DEMO_DISPLAY_NAME), public)
+        await bootstrap(
+            unit,
+            CounsellorEntry(DEMO_COUNSELLOR, DEMO_DISPLAY_NAME),
+            public.key,
+            signing=public.signing,
+            own=own,
+        )
     return key_file
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from sqlalchemy import func, inspect, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from bot.app import load_engine
 from bot.config import Config, ConfigError, load_config
@@ -23,7 +23,9 @@ from flows.questionnaire import QuestionnaireError
 from flows.texts import TextsError
 from storage import secret_check
 from storage.backup import head_revision, schema_relation
+from storage.chain import ChainError, verify_team
 from storage.db import DatabaseError, open_database
+from storage.keyring import current_team
 from storage.models import Counsellor, ServerCheck
 from storage.server_secret import SecretError, ServerKeys, load_or_create_secret
 
@@ -35,9 +37,11 @@ class Check:
     name: str
     ok: bool
     detail: str  # what was found; when not ok, what to do
+    warning: bool = False  # ok, but weaker than it could be: not counted as a problem
 
     def line(self) -> str:
-        return f"{'ok  ' if self.ok else 'FAIL'}  {self.name}: {self.detail}"
+        mark = "WARN" if self.warning else "ok  " if self.ok else "FAIL"
+        return f"{mark}  {self.name}: {self.detail}"
 
 
 async def run_doctor(path: Path) -> int:
@@ -64,7 +68,21 @@ async def diagnose(path: Path) -> list[Check]:
     checks += await _database_checks(config, path)
     checks += channel_checks(config)
     checks.append(staff_room_check(config))
+    checks.append(anchor_check(config))
     return checks
+
+
+def anchor_check(config: Config) -> Check:
+    if config.keys.anchor:
+        return Check("signature anchor", True, "[keys] anchor is set")
+    return Check(
+        "signature anchor",
+        True,
+        "no [keys] anchor: someone holding the database and the server secret could swap the "
+        "team key unnoticed. Set it to the first counsellor's signing fingerprint "
+        '(lotse keys generate printed it) in [keys] anchor = "..."',
+        warning=True,
+    )
 
 
 def _is_file(path: Path) -> bool:
@@ -108,6 +126,7 @@ async def _database_checks(config: Config, path: Path) -> list[Check]:
                 select(func.count()).select_from(Counsellor).where(Counsellor.revoked_at.is_(None))
             )
         holds_data = await secret_check.holds_data(database)
+        chain = await _chain_check(database, config.keys.anchor) if config.keys.anchor else []
     finally:
         await database.dispose()
     return [
@@ -115,7 +134,21 @@ async def _database_checks(config: Config, path: Path) -> list[Check]:
         migrated,
         _secret_check(config, stored, holds_data),
         _counsellor_check(int(active or 0), path),
+        *chain,
     ]
+
+
+async def _chain_check(database: AsyncEngine, anchor: str) -> list[Check]:
+    """With an anchor: would the current team key be accepted for the next case?"""
+    async with AsyncSession(database) as session:
+        team = await current_team(session)
+        if team is None:
+            return []
+        try:
+            await verify_team(session, team, anchor)
+        except ChainError as error:
+            return [Check("signature chain", False, str(error))]
+    return [Check("signature chain", True, "the team key's signatures lead to the anchor")]
 
 
 async def _revision(database: AsyncEngine) -> str | None:

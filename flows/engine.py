@@ -1,8 +1,10 @@
 """The intake engine: one shared `transitions` machine, compiled from the questionnaire.
 
-`Engine.handle(state, input)` is pure: it copies the state, attaches a cursor to
-the shared machine, triggers, reads where the cursor went, detaches, and returns
-the new state, the replies and at most one effect for the core to carry out.
+`Engine.handle(state, input)` is pure: it copies the state, moves it along the
+machine's transitions, and returns the new state, the replies and at most one
+effect for the core to carry out. The machine is built once; its transitions are
+read into a table (trigger, step) -> [(destination, conditions)], which each step
+walks the way the machine's trigger would, without attaching a model per message.
 
 Every reply that asks something carries the prompt's id; a button press
 (`UserInput.pick`) counts only for the prompt asked now and otherwise changes
@@ -16,9 +18,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from transitions import Machine
+from transitions import Machine, MachineError
 
+from flows import lanes
 from flows.answers import clean, is_number, match_many, match_one, parse_command, split_links
+from flows.confirmations import Confirmations
 from flows.messages import Choice, Effect, Outcome, Pick, Reply, UserInput
 from flows.offers import SHIPPED_OFFERS, Need, load_directory
 from flows.picks import CONFIRMATION_KEYS, await_answer, new_prompt, picked, prompt_id
@@ -29,14 +33,38 @@ from flows.state import SUBMITTED, Evidence, IntakeState
 from flows.texts import SHIPPED_TEXTS, Texts, load_texts
 
 UNKNOWN_SHOWN = 5  # unmatched items echoed back at most
+UNKNOWN_CHARS = 40  # and each cut to this length: a pasted page is not sent back whole
 
 
 class _Cursor:
-    """What the shared machine moves: a position and the answers its conditions read."""
+    """What the conditions read: the answers (as `event.model.answers`, as the machine passes)."""
 
     def __init__(self, answers: dict[str, Any]) -> None:
         self.answers = answers
-        self.state = ""
+
+
+class _Event:
+    def __init__(self, model: _Cursor) -> None:
+        self.model = model
+
+
+# (destination, ((condition, the result it must give), ...)), in the machine's order
+_Options = tuple[tuple[str, tuple[tuple[Any, bool], ...]], ...]  # conditions are callables here
+
+
+def _table(machine: Machine) -> dict[tuple[str, str], _Options]:
+    """The machine's transitions per (trigger, source step), as its trigger would try them."""
+    return {
+        (name, source): tuple(
+            (
+                transition.dest or source,  # None: an internal transition, it stays
+                tuple((condition.func, condition.target) for condition in transition.conditions),
+            )
+            for transition in transitions
+        )
+        for name, event in machine.events.items()
+        for source, transitions in event.transitions.items()
+    }
 
 
 def _condition(rule: Rule) -> Callable[[Any], bool]:
@@ -46,19 +74,21 @@ def _condition(rule: Rule) -> Callable[[Any], bool]:
     return holds
 
 
-class Engine:
+class Engine(Confirmations):
     def __init__(
         self,
         questionnaire: Questionnaire,
         texts: Texts,
         renderer: Renderer,
         safety: SafetyCheck | None = None,
+        privacy: lanes.Privacy = lanes.DEFAULT_PRIVACY,
     ) -> None:
         self.questionnaire = questionnaire
         self.texts = texts
         self.render = renderer
         self.safety = safety if safety is not None else load_safety()
-        self._machine = self._compile()
+        self.privacy = privacy
+        self._transitions = _table(self._compile())
         self._commands = texts.command_names()
         yes, no = texts.word_list("yes_words"), texts.word_list("no_words")
         self._yes_no = {word: "yes" for word in yes} | {word: "no" for word in no}
@@ -76,11 +106,14 @@ class Engine:
         offers: Path = SHIPPED_OFFERS,
         texts: Path = SHIPPED_TEXTS,
         safety: Path = SHIPPED_SAFETY,
+        privacy: lanes.Privacy = lanes.DEFAULT_PRIVACY,
     ) -> Engine:
         loaded = load_questionnaire(questionnaire)
         phrases = load_texts(texts, loaded.meta.languages)
         directory = load_directory(loaded, offers)
-        return cls(loaded, phrases, Renderer(loaded, phrases, directory), load_safety(safety))
+        loaded = lanes.with_ways(loaded, lanes.offered_ways(directory))
+        renderer = Renderer(loaded, phrases, directory)
+        return cls(loaded, phrases, renderer, load_safety(safety), privacy)
 
     def _compile(self) -> Machine:
         steps = self.questionnaire.steps
@@ -97,17 +130,19 @@ class Engine:
                     [_condition(rule)] if rule.when else []
                 )
                 machine.add_transition("advance", step.id, rule.goto, conditions=conditions)
-        machine.add_transition("submit", self.questionnaire.summary.id, SUBMITTED)
+        machine.add_transition("submit", "*", SUBMITTED)  # the summary, or a step that sends
         return machine
 
     def _move(self, state: IntakeState, trigger: str) -> None:
-        cursor = _Cursor(state.answers)
-        self._machine.add_model(cursor, initial=state.step)
-        try:
-            cursor.trigger(trigger)  # type: ignore[attr-defined]  # added by add_model
-        finally:
-            self._machine.remove_model(cursor)
-        state.step = cursor.state
+        """The first transition whose conditions hold moves the step; none: it stays."""
+        options = self._transitions.get((trigger, state.step))
+        if options is None:  # as the machine says it
+            raise MachineError(f"Can't trigger event {trigger} from state {state.step}!")
+        event = _Event(_Cursor(state.answers))
+        for destination, conditions in options:
+            if all(bool(check(event)) == target for check, target in conditions):
+                state.step = destination
+                break
         new_prompt(state)
 
     # -- state ------------------------------------------------------------------------------
@@ -148,22 +183,22 @@ class Engine:
             urgent=self.is_urgent(state),
         )
 
-    def progress(self, state: IntakeState) -> tuple[int, int] | None:
-        questions = [step.id for step in self.questionnaire.path(state.answers) if step.is_question]
-        if state.step not in questions:
-            return None
-        return questions.index(state.step) + 1, len(questions)
+    def progress(self, state: IntakeState) -> lanes.Progress | None:
+        return lanes.progress(self.questionnaire, state)
 
     def begin_again(self, state: IntakeState, previous_reference: str | None) -> IntakeState:
-        """A new report from someone who agreed to the privacy notice before: first question."""
+        """A new report from someone who agreed to the privacy notice before: the first
+        question, and the notice is passed over."""
         fresh = self.new_state(state.language)
         fresh.consented = True
         fresh.previous_reference = previous_reference
         fresh.prompt_serial = state.prompt_serial  # the earlier report's buttons stay refused
-        consent = self.questionnaire.first
-        fresh.answers[consent.id] = "agree"
-        fresh.history.append(consent.id)
-        self._forward(fresh, [])
+        for step in self.questionnaire.steps.values():
+            if step.kind == "consent":
+                fresh.answers[step.id] = "agree"
+        if self.questionnaire.first.kind == "consent":
+            fresh.history.append(fresh.step)
+            self._forward(fresh, [])
         return fresh
 
     def is_command(self, text: str) -> bool:
@@ -177,7 +212,11 @@ class Engine:
         first = self.texts.get("submitted", language, reference=reference)
         if need.urgent:
             first += "\n\n" + self.texts.get("urgent_submitted", language)
-        after = self.texts.get("next_steps", language, hours=hours)
+        if lanes.in_danger_lane(self.questionnaire, state):  # only the lines open right now
+            lines = lanes.emergency_lines(self.render.directory, need.land, self.texts, language)
+            return [Reply(first), Reply(lines)]
+        contact = lanes.contact_of(self.questionnaire, state)
+        after = self.texts.get(lanes.next_steps_key(contact), language, hours=hours)
         return [
             Reply(first),
             Reply(self.render.offers(need, language, said_nearby=f"{first}\n{after}")),
@@ -198,6 +237,7 @@ class Engine:
             current = self.new_state(given.language if known else None)
         else:
             current = state.model_copy(deep=True)
+            lanes.known_steps_only(self.questionnaire, current)
         text = "" if given.pick is not None else clean(given.text)  # a button says only its pick
         command, argument, spelled = self._command(text)
         at_evidence = (
@@ -233,7 +273,10 @@ class Engine:
             pick=given.pick,
             clears_chat=given.clears_chat,
         )
-        return Outcome(outcome.state, [*notes, *outcome.replies], outcome.effect)
+        replies = outcome.replies
+        if notes and spelled is None and outcome.effect is None and outcome.state is not None:
+            replies = self._offer_sending(outcome.state, replies)
+        return Outcome(outcome.state, [*notes, *replies], outcome.effect)
 
     def _dispatch(
         self,
@@ -324,7 +367,8 @@ class Engine:
                 replies.append(Reply(step.declined[language]))
                 return Outcome(state, replies)
             if self.safety.wants_a_person(text):
-                replies.append(self._say(state, "talk_offer"))
+                talk = lanes.may_choose_talk(self.questionnaire, state)
+                replies.append(self._say(state, "talk_lane_chosen" if talk else "talk_offer"))
             replies.append(self.ask(state))
             return Outcome(state, replies)
 
@@ -337,6 +381,8 @@ class Engine:
         bare = self._bare_command(text)
         if step.kind in ("choice", "yesno"):
             key = chosen[0] if chosen else match_one(text, choices, self._yes_no_for(choices))
+            if key is None and self.safety.wants_a_person(text):
+                key = lanes.talk_at(self.questionnaire, step)  # the first question: that lane
             if key is not None:
                 return self._accept(state, step, key, replies)
             if bare:
@@ -354,7 +400,10 @@ class Engine:
             if bare:
                 replies.append(self._bare_nudge(state, bare))
             elif found.unknown and not self.safety.wants_a_person(text):
-                items = ", ".join(f"„{item}“" for item in found.unknown[:UNKNOWN_SHOWN])
+                items = ", ".join(
+                    f"„{item[:UNKNOWN_CHARS]}{'…' if len(item) > UNKNOWN_CHARS else ''}“"
+                    for item in found.unknown[:UNKNOWN_SHOWN]
+                )
                 if len(found.unknown) > UNKNOWN_SHOWN:  # "1,2,…,500": not 489 items echoed
                     items += f" … (+{len(found.unknown) - UNKNOWN_SHOWN})"
                 replies.append(self._nudge(state, "choose_many", items=items))
@@ -385,8 +434,20 @@ class Engine:
         replies += self.render.guidance_after(state, step.id, value)  # read before it is stored
         state.answers[step.id] = value
         state.history.append(step.id)
+        if step.sends:
+            return self._send(state, replies)
         self._forward(state, replies)
         return Outcome(state, replies)
+
+    def _send(self, state: IntakeState, replies: list[Reply]) -> Outcome:
+        """The intake becomes a case: only the answers on the official's path are kept."""
+        kept = {step.id for step in self.questionnaire.path(state.answers)}
+        state.answers = {key: value for key, value in state.answers.items() if key in kept}
+        state.contact = lanes.contact_of(self.questionnaire, state)
+        state.pending = None
+        self._move(state, "submit")
+        state.phase = "submitted"
+        return Outcome(state, replies, Effect.SUBMIT)
 
     def _forward(self, state: IntakeState, replies: list[Reply]) -> None:
         """Advance to the next step that needs the official, showing info steps on the way.
@@ -433,9 +494,12 @@ class Engine:
         parts = []
         position = self.progress(state)
         if position is not None:
+            key = "progress_about" if position.approximate else "progress"
             parts.append(
-                self.texts.get("progress", language, number=position[0], total=position[1])
+                self.texts.get(key, language, number=position.number, total=position.total)
             )
+        if step.kind == "consent":
+            parts.append(self.texts.get("privacy_notice", language, **self.privacy.fields()))
         parts.append(step.prompt[language].strip())
         hints = []
         if step.kind == "multi":
@@ -474,6 +538,9 @@ class Engine:
     def _unmatched(self, state: IntakeState, text: str, key: str, **fields: object) -> Reply:
         """No answer matched: say how to reach a person when that is what they asked for."""
         if self.safety.wants_a_person(text):
+            if lanes.may_offer_talk(self.questionnaire, state):
+                await_answer(state, "talk")
+                return self._confirmation_question(state)
             return self._nudge(state, "talk_offer")
         return self._nudge(state, key, **fields)
 
@@ -583,11 +650,7 @@ class Engine:
                 return Outcome(
                     state, [*replies, self._say(state, "missing_answer"), self.ask(state)]
                 )
-            kept = {step.id for step in path}
-            state.answers = {key: value for key, value in state.answers.items() if key in kept}
-            self._move(state, "submit")
-            state.phase = "submitted"
-            return Outcome(state, replies, Effect.SUBMIT)
+            return self._send(state, replies)
         items = self.render.answered_questions(state)
         if is_number(folded) and 1 <= int(folded) <= len(items):
             state.history.append(state.step)
@@ -628,6 +691,10 @@ class Engine:
             "language": lambda: self._language(state, argument),
             "help": lambda: self._help(state, clears_chat),
             "info": lambda: Outcome(state, [self._say(state, "info"), self.ask(state)]),
+            "privacy": lambda: Outcome(
+                state,
+                [self._say(state, "privacy_full", **self.privacy.fields()), self._current(state)],
+            ),
             "offers": lambda: Outcome(
                 state,
                 [Reply(self.render.all_offers(self.need(state), state.language)), self.ask(state)],
@@ -672,57 +739,6 @@ class Engine:
             )
         return Outcome(state, [self.ask(state)])
 
-    def _cancel(self, state: IntakeState) -> Outcome:
-        if not state.consented or state.phase != "intake":
-            start = self.texts.command("start", state.language)
-            return Outcome(state, [self._say(state, "nothing_to_cancel", command=start)])
-        await_answer(state, "cancel")
-        return Outcome(state, [self._confirmation_question(state)])
-
-    def _delete(self, state: IntakeState) -> Outcome:
-        # Always confirmed first, even when nothing may be stored: it cannot be undone.
-        await_answer(state, "delete")
-        return Outcome(state, [self._confirmation_question(state)])
-
-    def _confirmation_choices(self, state: IntakeState) -> tuple[Choice, Choice]:
-        """Yes and no for /abbrechen or /loeschen, with keys no other prompt uses."""
-        assert state.pending is not None
-        confirm, keep = CONFIRMATION_KEYS[state.pending]
-        language = state.language
-        return (
-            Choice(confirm, self.texts.get("yes", language)),
-            Choice(keep, self.texts.get("no", language)),
-        )
-
-    def _confirmation_question(self, state: IntakeState) -> Reply:
-        question = "cancel_confirm" if state.pending == "cancel" else "delete_confirm"
-        text = self.texts.get(question, state.language)
-        return Reply(text, self._confirmation_choices(state), prompt=prompt_id(state))
-
-    def _typed_confirmation(self, state: IntakeState, text: str) -> Outcome:
-        """Typed yes/no words (or the number, or the label) answer a confirmation too."""
-        choices = self._confirmation_choices(state)
-        confirm, keep = (choice.key for choice in choices)
-        aliases = {word: confirm if key == "yes" else keep for word, key in self._yes_no.items()}
-        return self._confirm(state, match_one(text, choices, aliases))
-
-    def _confirm(self, state: IntakeState, key: str | None) -> Outcome:
-        """The answer to a pending confirmation: only its own confirm key goes ahead."""
-        pending = state.pending
-        state.pending = None
-        language = state.language
-        if pending in CONFIRMATION_KEYS and key == CONFIRMATION_KEYS[pending][0]:
-            if pending == "cancel":
-                start = self.texts.command("start", language)
-                return Outcome(
-                    None,
-                    [Reply(self.texts.get("cancelled", language, command=start))],
-                    Effect.DISCARD,
-                )
-            return Outcome(None, [Reply(self.texts.get("deleted", language))], Effect.DELETE_ALL)
-        kept = "cancel_kept" if pending == "cancel" else "delete_kept"
-        return Outcome(state, [Reply(self.texts.get(kept, language)), self.ask(state)])
-
     def _language(self, state: IntakeState, argument: str) -> Outcome:
         languages: list[str] = list(self.questionnaire.meta.languages)
         wanted = argument.casefold().strip()
@@ -743,11 +759,9 @@ class Engine:
         if state.phase != "intake":
             return Outcome(state, [self.ask(state)])
         history = state.history
-        if (
-            not state.consented
-            or not history
-            or self.questionnaire.step(history[-1]).kind == "consent"
-        ):
+        while history and self.questionnaire.step(history[-1]).kind == "consent":
+            history.pop()  # back over the privacy notice: it was answered, once
+        if not history:
             return Outcome(
                 state, [Reply(self.texts.get("back_at_first", state.language)), self.ask(state)]
             )

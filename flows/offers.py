@@ -45,6 +45,8 @@ class Offer(_Strict):
     venues: list[Venue] = Field(default_factory=list)
     help: list[str] = Field(default_factory=list)
     always: bool = False  # the contact point itself: in every list, never as an "other" offer
+    # The contact point's ways of contact besides chat and phone: the intake offers them.
+    contact_ways: list[Literal["email", "video"]] = Field(default_factory=list)
     # Motive-specific (e.g. victims of right-wing violence): only on request (/hilfen) as long
     # as the intake asks nothing that points there.
     on_request: bool = False

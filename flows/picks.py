@@ -14,6 +14,8 @@ The prompt id is derived from the state alone:
     delete-confirm.<serial>   /loeschen waits for its confirmation      "delete-confirm.20"
     cancel-confirm.<serial>   /abbrechen waits for its confirmation     "cancel-confirm.7"
     return-choice.<serial>    a returning official: reopen, or report anew  "return-choice.24"
+    talk-offer.<serial>       asked for a person: switch to the talk lane?  "talk-offer.9"
+    send-now.<serial>         after a safety hit: send the intake at once?  "send-now.12"
 
 `serial` is `IntakeState.prompt_serial`. It rises by one whenever the official is moved
 to another prompt: a step is entered (an answer, /zurueck, a correction from the
@@ -42,11 +44,15 @@ AWAITING_PROMPTS: dict[Awaiting, str] = {
     "delete": "delete-confirm",
     "cancel": "cancel-confirm",
     "return": "return-choice",
+    "talk": "talk-offer",
+    "send_now": "send-now",
 }
-# The keys of the two confirmations: (confirm, keep).
+# The keys of the confirmations: (confirm, keep).
 CONFIRMATION_KEYS: dict[Awaiting, tuple[str, str]] = {
     "delete": ("delete_confirm", "delete_keep"),
     "cancel": ("cancel_confirm", "cancel_keep"),
+    "talk": ("talk_switch", "talk_stay"),
+    "send_now": ("send_now", "send_later"),
 }
 
 

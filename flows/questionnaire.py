@@ -29,6 +29,7 @@ YESNO_IDS = ("yes", "no")
 CONSENT_IDS = ("agree", "decline")
 
 Translated = dict[str, str]
+ContactWay = Literal["email", "video"]
 
 # The triage card's fields that name a step (see Triage).
 TRIAGE_STEPS = frozenset({"lane", "safe_now", "municipality", "police", "police_file_number"})
@@ -47,6 +48,8 @@ class ChoiceSpec(_Strict):
 
     id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=ID_MAX_LENGTH)]
     label: Translated
+    # Offered only when the contact point's directory entry lists this way of contact.
+    needs_way: ContactWay | None = None
 
 
 class Condition(_Strict):
@@ -136,6 +139,7 @@ class Step(_Strict):
     max_length: int = Field(default=4000, ge=1)
     declined: Translated = Field(default_factory=dict)
     marks_urgent: bool = False
+    sends: bool = False  # answering it sends the intake at once, without the summary
 
     @model_validator(mode="before")
     @classmethod
@@ -168,6 +172,7 @@ class Profile(_Strict):
     categories: str
     venue: str
     help: str
+    contact: str | None = None  # how the official wants to be reached (messages follow it)
     online_values: list[str] = Field(default_factory=lambda: ["online", "both"])
     offline_values: list[str] = Field(default_factory=lambda: ["offline", "both"])
 
@@ -206,6 +211,15 @@ class Triage(_Strict):
         return frozenset({self.lane, self.safe_now, self.municipality, self.police_file_number})
 
 
+class Lanes(_Strict):
+    """The lanes the first question offers (see flows/lanes.py)."""
+
+    step: str  # the choice step that picks the lane
+    talk: str  # the lane offered to someone asking for a person
+    danger: str  # the lane whose confirmation shows only the emergency lines
+    max_required: dict[str, int] = Field(default_factory=dict)  # per lane, checked
+
+
 class Meta(_Strict):
     id: str
     version: int
@@ -218,6 +232,7 @@ class QuestionnaireFile(_Strict):
     meta: Meta
     profile: Profile
     triage: Triage = Field(default_factory=Triage)
+    lanes: Lanes | None = None
     steps: list[Step] = Field(min_length=1)
 
 
@@ -229,6 +244,7 @@ class Questionnaire:
     profile: Profile
     steps: dict[str, Step]
     triage: Triage
+    lanes: Lanes | None = None
 
     @property
     def first(self) -> Step:
@@ -279,7 +295,7 @@ def check_questionnaire(path: Path) -> tuple[Questionnaire | None, list[Problem]
         return None, problems
     problems = list(_semantic_problems(parsed))
     steps = {step.id: step for step in parsed.steps}
-    return Questionnaire(parsed.meta, parsed.profile, steps, parsed.triage), problems
+    return Questionnaire(parsed.meta, parsed.profile, steps, parsed.triage, parsed.lanes), problems
 
 
 def _semantic_problems(parsed: QuestionnaireFile) -> Iterator[Problem]:
@@ -302,9 +318,9 @@ def _semantic_problems(parsed: QuestionnaireFile) -> Iterator[Problem]:
     for step in parsed.steps:
         yield from _step_problems(step, steps, languages)
 
-    for field in ("land", "categories", "venue", "help"):
+    for field in ("land", "categories", "venue", "help", "contact"):
         target = getattr(parsed.profile, field)
-        if target not in steps:
+        if target is not None and target not in steps:
             yield Problem(f"profile.{field}", f"names unknown step '{target}'")
     venue = steps.get(parsed.profile.venue)
     if venue is not None:
@@ -333,6 +349,8 @@ def _semantic_problems(parsed: QuestionnaireFile) -> Iterator[Problem]:
 
     if parsed.meta.first in steps:
         yield from _graph_problems(parsed.meta.first, steps)
+        if parsed.lanes is not None:
+            yield from _lane_problems(parsed.lanes, steps)
 
 
 def _step_problems(
@@ -364,6 +382,10 @@ def _step_problems(
         yield Problem(f"{where}.min_length", "is larger than max_length")
     if step.kind == "consent" and not step.required:
         yield Problem(f"{where}.required", "consent cannot be optional")
+    if step.sends and not step.is_question:
+        yield Problem(f"{where}.sends", "only a question can send the intake when answered")
+    if step.kind != "choice" and any(choice.needs_way for choice in step.choices):
+        yield Problem(f"{where}.choices", "only a choice step can offer a way of contact")
 
     for index, rule in enumerate(step.next):
         if rule.goto not in steps:
@@ -477,3 +499,52 @@ def _find_cycle(first: str, steps: dict[str, Step]) -> list[str]:
         return []
 
     return visit(first)
+
+
+def _lane_problems(lanes: Lanes, steps: dict[str, Step]) -> Iterator[Problem]:
+    """The lane question exists and offers every lane named; no lane asks too much."""
+    step = steps.get(lanes.step)
+    if step is None or step.kind != "choice":
+        yield Problem("lanes.step", f"'{lanes.step}' is not a choice step")
+        return
+    offered = step.choice_ids()
+    named = [("talk", lanes.talk), ("danger", lanes.danger)]
+    named += [(f"max_required.{lane}", lane) for lane in lanes.max_required]
+    for field, lane in named:
+        if lane not in offered:
+            yield Problem(f"lanes.{field}", f"'{lane}' is not a choice of step '{lanes.step}'")
+    for lane, most in lanes.max_required.items():
+        if lane not in offered:
+            continue
+        counted = required_answers(steps, lanes.step, lane)
+        if counted > most:
+            yield Problem(
+                f"lanes.max_required.{lane}",
+                f"the lane asks up to {counted} required answers, more than {most}",
+            )
+
+
+def required_answers(steps: dict[str, Step], lane_step: str, lane: str) -> int:
+    """The most required answers any path of one lane asks, the lane's own choice included.
+
+    Conditions on the lane are decided; every other condition may go either way."""
+    answers = {lane_step: lane}
+
+    def most(step_id: str, seen: frozenset[str]) -> int:
+        step = steps.get(step_id)
+        if step is None or step_id in seen or step.kind == "summary":
+            return 0
+        own = 1 if step.is_question and step.required else 0
+        if step.sends:
+            return own
+        branches = []
+        for rule in step.next:
+            decided = all(condition.answer == lane_step for condition in rule.when)
+            if decided and not rule.holds(answers):
+                continue
+            branches.append(most(rule.goto, seen | {step_id}))
+            if decided:
+                break
+        return own + max(branches, default=0)
+
+    return most(lane_step, frozenset())

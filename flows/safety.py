@@ -79,6 +79,8 @@ class _Word:
     """One word of a pattern: alternatives, each exact or a prefix."""
 
     options: tuple[tuple[str, bool], ...]  # (stem, is_prefix)
+    # A word matches only where its first letter is a stem's (exact, prefix and typo alike).
+    initials: frozenset[str] = frozenset()
 
     @classmethod
     def parse(cls, text: str) -> _Word:
@@ -88,7 +90,7 @@ class _Word:
             stem = option.rstrip("*")
             if stem:
                 options.append((stem, prefix))
-        return cls(tuple(options))
+        return cls(tuple(options), frozenset(stem[0] for stem, _ in options))
 
     def matches(self, word: str, typo_min: int | None) -> bool:
         for stem, prefix in self.options:
@@ -226,6 +228,10 @@ class SafetyCheck:
         )
 
     def _hits(self, pattern: _Pattern, words: list[str]) -> bool:
+        # Most patterns start with a letter no word of the message starts with: skip those.
+        first = pattern.words[0].initials if pattern.words else frozenset()
+        if not any(word[:1] in first for word in words):
+            return False
         return next(pattern.spans(words, self._gap, self._typo_min), None) is not None
 
 

@@ -32,8 +32,9 @@ class StoredFile(BaseModel):
 Answer = str | list[str] | Evidence | None  # None: an optional step the official skipped
 
 # What the conversation waits for besides the current step: a confirmation of /abbrechen or
-# /loeschen, or a returning official's choice. (Not storage/outbox.Pending, a message to send.)
-Awaiting = Literal["cancel", "delete", "return"]
+# /loeschen, a returning official's choice, whether to switch to the talk lane, or whether
+# to send at once after a safety hit. (Not storage/outbox.Pending, a message to send.)
+Awaiting = Literal["cancel", "delete", "return", "talk", "send_now"]
 Phase = Literal["intake", "submitted"]
 
 
@@ -59,6 +60,8 @@ class IntakeState(BaseModel):
     relay_backlog: list[str] = Field(default_factory=list)
     # The safety layer's classes this intake hit ("danger", "suicidal"): makes it urgent.
     safety: list[str] = Field(default_factory=list)
+    # How the official chose to be reached ("callback", "email", …): later messages follow it.
+    contact: str | None = None
 
     @classmethod
     def submitted(cls, before: IntakeState, reference: str) -> IntakeState:
@@ -71,6 +74,7 @@ class IntakeState(BaseModel):
             consented=True,
             case_reference=reference,
             prompt_serial=before.prompt_serial,
+            contact=before.contact,
         )
 
     def to_bytes(self) -> bytes:

@@ -22,6 +22,7 @@ SHIPPED_TEXTS = Path(__file__).with_name("texts.toml")
 # The commands the engine understands; their names live in texts.toml.
 COMMANDS = (
     "start", "help", "back", "skip", "cancel", "language", "info", "delete", "new", "offers",
+    "privacy",
 )  # fmt: skip
 STAFF_COMMANDS = (
     "claim", "release", "transfer", "note", "close", "reopen", "queue", "health", "help",
@@ -112,6 +113,17 @@ REQUIRED: dict[str, frozenset[str]] = {
         "telegram_clear_confirm": (), "telegram_clear_yes": (), "telegram_clear_no": (),
         "telegram_clear_kept": (), "telegram_clear_done": ("count",),
         "telegram_clear_partly": ("count",), "telegram_clear_menu": (),
+        # the three lanes, the privacy notice, contact as chosen (flows/lanes.py)
+        "progress_about": ("number", "total"),
+        "privacy_notice": ("retention_days", "intake_hours"),
+        "privacy_full": ("retention_days", "intake_hours"), "talk_lane_chosen": (),
+        "talk_confirm": (), "talk_confirm_yes": (), "talk_confirm_no": (), "talk_kept": (),
+        "send_now_confirm": (), "send_now_confirm_yes": (), "send_now_confirm_no": (),
+        "send_now_kept": (), "danger_numbers": (),
+        "next_steps_callback": ("hours",), "next_steps_email": ("hours",),
+        "next_steps_video": ("hours",), "next_steps_anonymous": ("hours",),
+        "claimed_notice_callback": ("name",), "claimed_notice_email": ("name",),
+        "claimed_notice_video": ("name",),
         # guidance at the moment it helps (flows/guidance.py; when and sources: offers.toml)
         "guidance_screenshot": (), "guidance_keep_originals": (), "guidance_online_report": (),
         "guidance_threatening_calls": (), "guidance_address_block": (),

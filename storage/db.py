@@ -10,7 +10,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, event
+from sqlalchemy import Connection, Engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -74,28 +74,35 @@ def _open_sqlite(url: str, file: str | None) -> AsyncEngine:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
     database = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_SECONDS})
 
-    @event.listens_for(database.sync_engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # Take transactions into our own hands (see _on_begin); set the pragmas Lotse relies on.
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        for pragma in (
-            "journal_mode=WAL",
-            "synchronous=FULL",
-            "secure_delete=ON",  # deleted rows are overwritten, not left in free pages
-            "foreign_keys=ON",
-            f"busy_timeout={SQLITE_BUSY_SECONDS * 1000}",
-        ):
-            cursor.execute(f"PRAGMA {pragma}")
-        cursor.close()
-
-    @event.listens_for(database.sync_engine, "begin")
-    def _on_begin(connection: Connection) -> None:
-        # IMMEDIATE takes the write lock up front: two writers queue on busy_timeout
-        # instead of one failing when it upgrades a read lock.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
-
+    take_sqlite_in_hand(database.sync_engine)
     return database
+
+
+def take_sqlite_in_hand(engine: Engine) -> None:
+    """Every connection of `engine` gets the pragmas Lotse relies on and BEGIN IMMEDIATE."""
+    event.listen(engine, "connect", _on_connect)
+    event.listen(engine, "begin", _on_begin)
+
+
+def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+    # Take transactions into our own hands (see _on_begin); set the pragmas Lotse relies on.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    for pragma in (
+        "journal_mode=WAL",
+        "synchronous=FULL",
+        "secure_delete=ON",  # deleted rows are overwritten, not left in free pages
+        "foreign_keys=ON",
+        f"busy_timeout={SQLITE_BUSY_SECONDS * 1000}",
+    ):
+        cursor.execute(f"PRAGMA {pragma}")
+    cursor.close()
+
+
+def _on_begin(connection: Connection) -> None:
+    # IMMEDIATE takes the write lock up front: two writers queue on busy_timeout
+    # instead of one failing when it upgrades a read lock.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def _alembic_config(connection: Connection) -> AlembicConfig:

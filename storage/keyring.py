@@ -18,6 +18,7 @@ from sqlalchemy import delete, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.audit import Action
+from storage.chain import ChainError, endorse, sign_team, verify_team
 from storage.key_binding import bind_case, bind_team, key_pin, pinned_counsellor_key
 from storage.keyfile import UnlockedKey
 from storage.models import (
@@ -41,6 +42,7 @@ from storage.sealing import (
     seal,
 )
 from storage.server_secret import ServerKeys
+from storage.signing import SigningKey, SigningPublicKey
 
 # PostgreSQL advisory lock: key changes exclusive, sealing new cases shared, so no
 # case is ever sealed to a team key that a concurrent revocation is retiring.
@@ -57,6 +59,7 @@ class Transaction(Protocol):
     session: AsyncSession
     now: dt.datetime
     keys: ServerKeys
+    anchor: str | None  # `[keys] anchor`: set, key changes must be signed
 
     async def audit(
         self,
@@ -105,8 +108,48 @@ def _wrap_info(team: TeamKey, counsellor: Counsellor) -> bytes:
     return context("team-key", team.id, counsellor.id)
 
 
+def own_signing_key(counsellor: Counsellor, unlocked: UnlockedKey) -> SigningKey | None:
+    """The acting counsellor's signing key, if their key file has one and it is the one stored.
+
+    A version 1 key file, or a counsellor stored before signing keys existed, signs nothing.
+    """
+    signing = unlocked.signing
+    if signing is None or counsellor.signing_key != signing.public_key().to_bytes():
+        return None
+    return signing
+
+
+def _must_sign(unit: Transaction, signing: SigningKey | None, what: str) -> None:
+    """With an anchor, an unsigned key change would stop new cases being sealed: refuse it."""
+    if unit.anchor and signing is None:
+        raise KeyringError(
+            f"[keys] anchor is set, so {what} must be signed, and this key file cannot sign "
+            "(a version 1 file, or a key stored without its signing key): act with another "
+            "counsellor's key file, or make a new key with lotse keys generate and have a "
+            "colleague add it"
+        )
+
+
+async def _must_reach_anchor(unit: Transaction, team: TeamKey) -> None:
+    """With an anchor, a team key whose chain fails would stop new cases: refuse the change."""
+    if not unit.anchor:
+        return
+    try:
+        await verify_team(unit.session, team, unit.anchor, alert=False)
+    except ChainError as error:
+        raise KeyringError(
+            "this change would leave a team key that new cases cannot be sealed to "
+            f"({error.check}); act with the key file of a counsellor endorsed on the way "
+            "to [keys] anchor"
+        ) from error
+
+
 async def _add_counsellor_row(
-    session: AsyncSession, entry: CounsellorEntry, public: PublicKey, now: dt.datetime
+    session: AsyncSession,
+    entry: CounsellorEntry,
+    public: PublicKey,
+    now: dt.datetime,
+    signing: SigningPublicKey | None = None,
 ) -> Counsellor:
     for other in await active_counsellors(session):
         if other.name == entry.name:
@@ -127,6 +170,7 @@ async def _add_counsellor_row(
         ],
         public_key=public.to_bytes(),
         fingerprint=public.fingerprint(),
+        signing_key=signing.to_bytes() if signing else None,
         added_at=now,
     )
     session.add(counsellor)
@@ -153,20 +197,36 @@ async def _check_handles(session: AsyncSession, entry: CounsellorEntry) -> None:
             raise KeyringError(f"the handle {channel}:{handle} belongs to {holder!r} already")
 
 
-async def bootstrap(unit: Transaction, entry: CounsellorEntry, public: PublicKey) -> Counsellor:
-    """The first counsellor: creates the team key and seals it to them."""
+async def bootstrap(
+    unit: Transaction,
+    entry: CounsellorEntry,
+    public: PublicKey,
+    *,
+    signing: SigningPublicKey | None = None,
+    own: UnlockedKey | None = None,
+) -> Counsellor:
+    """The first counsellor: creates the team key and seals it to them.
+
+    `signing` is their signing key (from a version 2 .pub); `own`, their unlocked key
+    file when at hand, signs the team key at once (else their first --by action does).
+    """
     session, now = unit.session, unit.now
     await lock_keyring(session, shared=False)
     if await active_counsellors(session):
         raise KeyringError(
             "counsellors exist already; an existing counsellor adds new ones with --by KEYFILE"
         )
-    counsellor = await _add_counsellor_row(session, entry, public, now)
+    if own is not None and own.public.to_bytes() != public.to_bytes():
+        raise KeyringError("--by with --first must be the first counsellor's own key file")
+    counsellor = await _add_counsellor_row(session, entry, public, now, signing)
     team_private = PrivateKey.generate()
     team = TeamKey(public_key=team_private.public_key().to_bytes(), created_at=now)
     session.add(team)
     await session.flush()
     bind_team(unit.keys, team)
+    own_signing = own_signing_key(counsellor, own) if own is not None else None
+    if own_signing is not None:
+        sign_team(team, counsellor, own_signing)
     session.add(
         TeamKeyWrap(
             team_key_id=team.id,
@@ -230,11 +290,21 @@ async def add(
     by: UnlockedKey,
     entry: CounsellorEntry,
     public: PublicKey,
+    *,
+    signing: SigningPublicKey | None = None,
 ) -> Counsellor:
     session, now = unit.session, unit.now
     await lock_keyring(session, shared=False)
     opened = await open_team(session, by)
-    counsellor = await _add_counsellor_row(session, entry, public, now)
+    counsellor = await _add_counsellor_row(session, entry, public, now, signing)
+    by_signing = own_signing_key(opened.counsellor, by)
+    _must_sign(unit, by_signing, "adding a counsellor")
+    if by_signing is not None:
+        if signing is not None:
+            endorse(counsellor, opened.counsellor, by_signing)
+        if opened.team.signature is None:  # made at --first without the private key at hand
+            sign_team(opened.team, opened.counsellor, by_signing)
+            await _must_reach_anchor(unit, opened.team)
     session.add(
         TeamKeyWrap(
             team_key_id=opened.team.id,
@@ -307,6 +377,11 @@ async def revoke(unit: Transaction, by: UnlockedKey, name: str) -> int:
     session.add(new_team)
     await session.flush()
     bind_team(unit.keys, new_team)
+    by_signing = own_signing_key(opened.counsellor, by)
+    _must_sign(unit, by_signing, "the new team key")
+    if by_signing is not None:
+        sign_team(new_team, opened.counsellor, by_signing)
+        await _must_reach_anchor(unit, new_team)
     for counsellor in remaining:
         session.add(
             TeamKeyWrap(

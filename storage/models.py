@@ -167,6 +167,11 @@ class Counsellor(Base):
     fingerprint: Mapped[str] = mapped_column(String(32))
     added_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # The signature chain (storage/chain.py): their signing key (None for a version 1 key
+    # file), and the adding counsellor's signature over their keys (None for the first).
+    signing_key: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    endorsement: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    endorsed_by: Mapped[int | None] = mapped_column(Integer, nullable=True)
     # Loaded with the counsellor: every staff-room message asks who its author is.
     handles: Mapped[list[CounsellorHandle]] = relationship(
         lazy="selectin",
@@ -200,6 +205,9 @@ class TeamKey(Base):
     public_key: Mapped[bytes] = mapped_column(LargeBinary)
     # An HMAC over public_key and the id (storage/key_binding.py): a swapped key is refused.
     binding: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # The creating or rotating counsellor's signature over id and key (storage/chain.py).
+    signature: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    signed_by: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     retired_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 

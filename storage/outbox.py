@@ -31,6 +31,7 @@ from sqlalchemy import delete, func, select, update
 from flows.messages import Reply, reply_from_data, reply_to_data
 from storage.models import Case, OutboxMessage, TransitFile
 from storage.repository import Unit, aware
+from storage.server_secret import ServerKeys
 
 OPEN_THREAD = "open_thread"  # a new case's post in the staff room, which opens its thread
 STAFF = "staff"  # a post in a case's thread, or in the room at large
@@ -77,6 +78,49 @@ def _context(kind: str) -> str:
     return f"outbox:{kind}"
 
 
+def row_values(
+    keys: ServerKeys,
+    now: dt.datetime,
+    kind: str,
+    channel: str,
+    stream: str,
+    *,
+    reference: str | None,
+    content: dict[str, Any],
+    urgent: bool = False,
+    file_id: str | None = None,
+) -> dict[str, Any]:
+    """An outbox row's columns, its content encrypted (for the ORM here, Core on the hot path)."""
+    payload = json.dumps(content, ensure_ascii=False).encode()
+    return {
+        "kind": kind,
+        "channel": channel,
+        "stream": stream,
+        "priority": 1 if urgent else 0,
+        "reference": reference,
+        "content": keys.encrypt(payload, _context(kind)),
+        "file_id": file_id,
+        "created_at": now,
+        "attempts": 0,
+        "next_attempt_at": now,
+    }
+
+
+def official_values(
+    keys: ServerKeys,
+    now: dt.datetime,
+    *,
+    sender_key: str,
+    channel: str,
+    address: str,
+    reply: Reply,
+) -> dict[str, Any]:
+    """The row of one plain reply to an official (no case, no file)."""
+    content = {"address": address, "reply": reply_to_data(reply)}
+    stream = official_stream(sender_key)
+    return row_values(keys, now, OFFICIAL, channel, stream, reference=None, content=content)
+
+
 def _add(
     unit: Unit,
     kind: str,
@@ -89,21 +133,18 @@ def _add(
     file_id: str | None = None,
 ) -> None:
     unit.outbox_channels.add(channel)
-    payload = json.dumps(content, ensure_ascii=False).encode()
-    unit.session.add(
-        OutboxMessage(
-            kind=kind,
-            channel=channel,
-            stream=stream,
-            priority=1 if urgent else 0,
-            reference=reference,
-            content=unit.keys.encrypt(payload, _context(kind)),
-            file_id=file_id,
-            created_at=unit.now,
-            attempts=0,
-            next_attempt_at=unit.now,
-        )
+    values = row_values(
+        unit.keys,
+        unit.now,
+        kind,
+        channel,
+        stream,
+        reference=reference,
+        content=content,
+        urgent=urgent,
+        file_id=file_id,
     )
+    unit.session.add(OutboxMessage(**values))
 
 
 async def to_official(

@@ -24,6 +24,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from flows.state import IntakeState, StoredFile
 from storage.audit import OFFICIAL, SYSTEM, Action, record
+from storage.chain import verify_team
+from storage.hotpath import HotPath
 from storage.key_binding import bind_case, case_public_key, team_public_key
 from storage.keyring import KeyringError, current_team, lock_keyring
 from storage.models import (
@@ -42,7 +44,7 @@ Clock = Callable[[], dt.datetime]
 REFERENCE_PREFIX = "L"
 EVENT_MEMORY = dt.timedelta(days=7)  # how long a platform event id is remembered for dedupe
 CHECKPOINT_ATTEMPTS = 100
-SQLITE_SLOTS = 4
+SQLITE_SLOTS = 1
 POOL_SLOTS = 12  # below SQLAlchemy's default pool of 5 + 10 overflow connections
 
 
@@ -85,22 +87,36 @@ class CaseSummary:
 
 
 class Store:
-    def __init__(self, database: AsyncEngine, keys: ServerKeys, clock: Clock = utc_now) -> None:
+    def __init__(
+        self,
+        database: AsyncEngine,
+        keys: ServerKeys,
+        clock: Clock = utc_now,
+        anchor: str | None = None,
+    ) -> None:
         self.database = database
         self.keys = keys
         self.clock = clock
+        # `[keys] anchor`: the signing fingerprint the team key's signature chain must reach
+        self.anchor = anchor
         self._sessions = async_sessionmaker(database, expire_on_commit=False)
         # Back-pressure: at most this many transactions at once, the rest wait their turn
         # here (however long) instead of timing out in the connection pool. SQLite has one
-        # writer at a time anyway; more would only queue on its lock.
+        # writer at a time anyway (every transaction is BEGIN IMMEDIATE): more would only
+        # poll its lock in the busy handler, sleeping milliseconds at a time.
         sqlite = database.dialect.name == "sqlite"
         self._slots = asyncio.Semaphore(SQLITE_SLOTS if sqlite else POOL_SLOTS)
+        self.hot = HotPath(database, self._slots)
+
+    def close(self) -> None:
+        """Let go of the hot path's SQLite connection and thread (the pool is the caller's)."""
+        self.hot.close()
 
     @asynccontextmanager
     async def unit(self) -> AsyncIterator[Unit]:
         """One transaction: committed when the block ends, rolled back if it raises."""
         async with self._slots, self._sessions() as session, session.begin():
-            yield Unit(session, self.keys, self.clock())
+            yield Unit(session, self.keys, self.clock(), self.anchor)
 
     async def compact(self) -> None:
         """After deleting: move SQLite's WAL into the database and truncate it.
@@ -135,10 +151,17 @@ class Store:
 
 
 class Unit:
-    def __init__(self, session: AsyncSession, keys: ServerKeys, now: dt.datetime) -> None:
+    def __init__(
+        self,
+        session: AsyncSession,
+        keys: ServerKeys,
+        now: dt.datetime,
+        anchor: str | None = None,
+    ) -> None:
         self.session = session
         self.keys = keys
         self.now = now
+        self.anchor = anchor
         self.outbox_channels: set[str] = set()  # channels with messages to send once committed
         self._conversations: dict[str, Conversation | None] = {}  # rows locked so far
 
@@ -172,12 +195,7 @@ class Unit:
         row = await self._conversation(sender_key)
         if row is None:
             return None
-        try:
-            state = IntakeState.from_bytes(self.keys.decrypt(row.state, f"state:{sender_key}"))
-            address = self.keys.decrypt(row.address, f"address:{sender_key}").decode()
-        except (DecryptionError, ValueError) as error:  # pydantic's errors are ValueErrors
-            raise UnreadableConversation from error
-        return LoadedConversation(state, address, row.channel)
+        return open_conversation(self.keys, sender_key, row.state, row.address, row.channel)
 
     async def quarantine(self, sender_key: str) -> Case | None:
         """Set a conversation that cannot be read aside, so it no longer stops every later
@@ -198,8 +216,7 @@ class Unit:
         return (await self.session.scalars(query)).first()
 
     async def save(self, sender_key: str, channel: str, address: str, state: IntakeState) -> None:
-        sealed_state = self.keys.encrypt(state.to_bytes(), f"state:{sender_key}")
-        sealed_address = self.keys.encrypt(address.encode(), f"address:{sender_key}")
+        sealed_state, sealed_address = seal_conversation(self.keys, sender_key, state, address)
         row = await self._conversation(sender_key)
         if row is None:
             row = Conversation(
@@ -295,6 +312,8 @@ class Unit:
                 "no counsellor key is set up, so cases cannot be sealed; "
                 "run: lotse counsellor add NAME --public-key FILE --first"
             )
+        team_public = team_public_key(self.keys, team)
+        await verify_team(self.session, team, self.anchor)
         reference = await self._next_reference()
         case_private = PrivateKey.generate()
         case_public = case_private.public_key()
@@ -310,7 +329,7 @@ class Unit:
             created_at=self.now,
             public_key=case_public.to_bytes(),
             wrapped_key=seal(
-                team_public_key(self.keys, team),
+                team_public,
                 case_private.to_bytes(),
                 case_key_info(reference, team.id),
             ),
@@ -499,6 +518,28 @@ class Unit:
     async def count_cases(self, sender_key: str) -> int:
         query = select(func.count()).select_from(Case).where(Case.sender_key == sender_key)
         return int((await self.session.scalar(query)) or 0)
+
+
+def open_conversation(
+    keys: ServerKeys, sender_key: str, state: bytes, address: bytes, channel: str
+) -> LoadedConversation:
+    """A conversation's row as the core reads it; UnreadableConversation when it does not open."""
+    try:
+        opened = IntakeState.from_bytes(keys.decrypt(state, f"state:{sender_key}"))
+        plain_address = keys.decrypt(address, f"address:{sender_key}").decode()
+    except (DecryptionError, ValueError) as error:  # pydantic's errors are ValueErrors
+        raise UnreadableConversation from error
+    return LoadedConversation(opened, plain_address, channel)
+
+
+def seal_conversation(
+    keys: ServerKeys, sender_key: str, state: IntakeState, address: str
+) -> tuple[bytes, bytes]:
+    """A conversation's state and chat address as stored: encrypted, bound to the sender."""
+    return (
+        keys.encrypt(state.to_bytes(), f"state:{sender_key}"),
+        keys.encrypt(address.encode(), f"address:{sender_key}"),
+    )
 
 
 def _rowcount(result: object) -> int:

@@ -144,6 +144,10 @@ def main() -> None:
         asyncio.run(bench_core(1000, Path(folder), ANSWERS[:3]))  # a burst: 1,000 at once
     with tempfile.TemporaryDirectory() as folder:
         asyncio.run(bench_claims(100, 8, Path(folder)))
+    from tests.bench_ptb import pipeline  # here: bench_ptb imports this module
+
+    pipeline()  # Lotse beside python-telegram-bot: the `ratio lotse/ptb` lines
+
     results = Results()
     started = time.perf_counter()
     for section in (bench_latency, bench_scale, bench_drain, bench_matrix, bench_crypto):

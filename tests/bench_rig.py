@@ -22,9 +22,10 @@ from bot.demo import demo_counsellor
 from tests.fakes import NullRoom
 
 # One whole intake, as an official types it (the shipped questionnaire, German).
-ANSWERS = [
-    "/start", "1", "nein", "1", "by", "1, 3", "Beschreibung des Vorfalls", "1", "online", "1, 2",
-    "1", "1", "1", "nein", "https://example.org/post", "fertig", "nein", "1,3", "1", "absenden",
+ANSWERS = [  # the report lane, every question
+    "/start", "3", "1", "by", "1", "1", "1, 3", "Beschreibung des Vorfalls", "1", "online",
+    "1, 2", "Musterstadt", "1", "1", "1", "nein", "https://example.org/post", "fertig", "nein",
+    "1,3", "1", "absenden",
 ]  # fmt: skip
 WAIT_SECONDS = 120.0  # a reply that takes longer counts as lost
 

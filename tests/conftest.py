@@ -11,6 +11,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import asyncpg
 import pytest
@@ -23,6 +24,10 @@ from storage.repository import Store
 from storage.sealing import PrivateKey
 from storage.server_secret import ServerKeys
 from tests.synapse import Synapse, free_port
+
+if TYPE_CHECKING:
+    from tests.telegram_emulator import Emulator
+    from tests.telegram_harness import Lotse
 
 ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -165,9 +170,11 @@ async def empty_store(database_url: str, server_keys: ServerKeys) -> AsyncIterat
     """A migrated database with no counsellor yet."""
     database = open_database(database_url)
     await upgrade(database)
+    store = Store(database, server_keys)
     try:
-        yield Store(database, server_keys)
+        yield store
     finally:
+        store.close()
         await database.dispose()
 
 
@@ -224,3 +231,31 @@ def synapse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Synapse]:
         pytest.fail(f"Synapse (dev dependency matrix-synapse) could not start: {error}")
     yield server
     server.stop()
+
+
+# -- `lotse run` against the Telegram Bot API emulator ------------------------------------------
+# (imported when used: tests.telegram_harness imports ROOT from this module)
+
+
+@pytest.fixture
+def emulator() -> Iterator[Emulator]:
+    from tests.telegram_emulator import Emulator
+
+    running = Emulator().start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def service(tmp_path: Path, emulator: Emulator) -> Iterator[Lotse]:
+    """A configured `lotse run` whose one counsellor administers the staff group; not yet
+    started, killed after the test."""
+    from tests.telegram_harness import COUNSELLOR_ID, Lotse
+
+    emulator.administrators = [COUNSELLOR_ID]
+    emulator.member_count = 2
+    configured = Lotse(tmp_path, emulator)
+    configured.setup()
+    yield configured
+    if configured.process is not None:
+        configured.stop(kill=True)

@@ -56,7 +56,7 @@ async def main(data_dir: Path, mode: str) -> None:
         core = Core(app.engine, app.store, channel, Settings.defaults())
         core.attach(channel)
         if killing:
-            for number, text in enumerate(["/start", "1"]):
+            for number, text in enumerate(["/start", "3", "1"]):  # lane, consent
                 await core.handle(Inbound(CHANNEL, "official", "chat-1", text, f"event-{number}"))
                 await core.settle()
         else:

@@ -44,7 +44,7 @@ async def test_a_busy_chat_waits_alone_and_nothing_counts_as_failed(
     core.attach(channel)
     workers = asyncio.create_task(core.delivery.run())
     try:
-        for number, line in enumerate(NORMAL_INTAKE[:3]):  # consent, then stored replies
+        for number, line in enumerate(NORMAL_INTAKE[:3]):  # lane, consent, then stored replies
             for chat in ("slow", "fast"):
                 await core.handle(Inbound("test", chat, chat, line, f"{chat}-{number}"))
         deadline = asyncio.get_running_loop().time() + 30

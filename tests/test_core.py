@@ -97,15 +97,20 @@ async def _rows(store: Store, model: type) -> int:
         return int(await unit.session.scalar(select(func.count()).select_from(model)) or 0)
 
 
+# The report lane: lane, consent, Land, role, safe now, categories, description, when,
+# where, place, municipality, link to the office, perpetrator, how many, family, evidence,
+# police, help, contact (the summary's "absenden" is added where it is sent).
 NORMAL_INTAKE = [
-    "/start", "1", "nein", "1", "by", "1, 3", "CANARY-DESCRIPTION wrote threats", "1", "offline",
-    "home", "1", "1", "1", "nein", "fertig", "nein", "1", "1",
+    "/start", "3", "1", "by", "1", "1", "1, 3", "CANARY-DESCRIPTION wrote threats", "1",
+    "offline", "home", "Musterstadt", "1", "1", "1", "nein", "fertig", "nein", "1", "1",
 ]  # fmt: skip
 
 
 async def test_nothing_is_stored_before_consent(official: Official, store: Store) -> None:
     replies = await official.say("Hallo")
-    assert "einverstanden" in replies[0].lower()
+    assert "Was möchten Sie tun?" in replies[0]
+    replies = await official.say("3")  # a lane, held in memory only
+    assert "einverstanden" in replies[-1].lower()
     await official.say("2")  # decline
     await official.say("/sprache en")
     await official.say("file> x", files=(Attachment("x.png", "image/png", b"PNG-CANARY"),))
@@ -116,7 +121,7 @@ async def test_nothing_is_stored_before_consent(official: Official, store: Store
 async def test_consent_starts_storage_and_the_intake_survives_a_new_core(
     official: Official, store: Store, flow_engine: Engine
 ) -> None:
-    for line in NORMAL_INTAKE[:6]:
+    for line in NORMAL_INTAKE[:7]:
         await official.say(line)
     assert await _rows(store, Conversation) == 1
     # A new core on the same database: what a restart looks like.
@@ -126,14 +131,15 @@ async def test_consent_starts_storage_and_the_intake_survives_a_new_core(
     again = Official(core, recorder, count=100)
     replies = await again.say("/start")
     assert "Willkommen zurück" in replies[0]
-    assert "Frage 5 von" in replies[1]  # the description, after danger, role, Land, categories
+    assert "Frage 5 von" in replies[1]  # the description, after Land, role, safe now, categories
 
 
 async def test_a_redelivered_event_is_answered_once(official: Official) -> None:
     await official.say("/start", event_id="e1")
-    await official.say("1", event_id="e2")
-    first = await official.say("nein", event_id="e3")
-    again = await official.say("nein", event_id="e3")
+    await official.say("3", event_id="e2")
+    await official.say("1", event_id="e3")
+    first = await official.say("by", event_id="e4")
+    again = await official.say("by", event_id="e4")
     assert first and not again
 
 
@@ -141,26 +147,28 @@ async def test_a_redelivered_event_is_answered_once_after_a_restart(
     official: Official, store: Store, flow_engine: Engine
 ) -> None:
     await official.say("/start", event_id="e1")
-    await official.say("1", event_id="e2")
+    await official.say("3", event_id="e2")
+    await official.say("1", event_id="e3")  # consent: from here on stored
     recorder = Recorder()
     core = Core(flow_engine, store, staff_room=recorder, settings=Settings.defaults())
     core.attach(recorder)
-    assert await Official(core, recorder).say("1", event_id="e2") == []
+    assert await Official(core, recorder).say("1", event_id="e3") == []
 
 
 async def test_concurrent_messages_of_one_official_do_not_interleave(
     official: Official, store: Store
 ) -> None:
     await official.say("/start")
+    await official.say("3")
     await official.say("1")
     # Two answers at once: the lock makes them two steps, the second sees the first.
-    await asyncio.gather(official.say("nein"), official.say("1"))
+    await asyncio.gather(official.say("by"), official.say("1"))
     async with store.unit() as unit:
         loaded = await unit.load(official.core.pseudonym(CHANNEL, official.user_id))
     assert loaded is not None
-    assert loaded.state.answers["danger"] == "no"
+    assert loaded.state.answers["land"] == "by"
     assert loaded.state.answers["role"] in ("mayor_full",)
-    assert loaded.state.step == "land"
+    assert loaded.state.step == "safe_now"
 
 
 async def test_submission_creates_an_encrypted_case_and_posts_to_the_staff_room(
@@ -189,8 +197,9 @@ async def test_files_are_kept_only_after_consent(official: Official, store: Stor
     refused = await official.say("", files=(shot,))
     assert await _rows(store, StoredBlob) == 0
     assert "nicht gespeichert" in refused[0]
-    assert "Lotse" in refused[1]  # and the welcome, asking for consent
-    await official.say("1")
+    assert "Lotse" in refused[1]  # and the welcome with the lanes
+    await official.say("3")
+    await official.say("1")  # consent
     accepted = await official.say("", files=(shot,))
     assert any("Datei erhalten" in reply for reply in accepted)
     assert await _rows(store, StoredBlob) == 1
@@ -214,17 +223,18 @@ async def test_a_failure_gives_a_kind_apology_and_keeps_the_answers(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     await official.say("/start")
+    await official.say("3")
     await official.say("1")
 
     def broken(*_: object) -> None:
         raise RuntimeError("boom CANARY-IN-EXCEPTION")
 
     monkeypatch.setattr(official.core.engine, "handle", broken)
-    replies = await official.say("nein")
+    replies = await official.say("by")
     assert "schiefgegangen" in replies[0]
     assert "CANARY" not in replies[0]
     assert "RuntimeError" in caplog.text
     assert "CANARY-IN-EXCEPTION" not in caplog.text
     monkeypatch.undo()
-    replies = await official.say("nein")
+    replies = await official.say("by")
     assert "Frage 2 von" in replies[0]

@@ -20,7 +20,7 @@ from tests.conftest import run_demo
 pytestmark = pytest.mark.slow
 
 REFERENCE = r"L-\d{4}-\d{4}"
-PROGRESS = re.compile(r"^(?:Frage|Question) \d+ (?:von|of) \d+$")
+PROGRESS = re.compile(r"^(?:Frage|Question) \d+ (?:von|of) (?:etwa |about )?\d+$")
 SUMMARY_START = ("Ihre Angaben:", "Your answers:")
 SUMMARY_END = ("Stimmt alles?", "Is everything right?")
 
@@ -30,10 +30,15 @@ SUMMARY_END = ("Stimmt alles?", "Is everything right?")
 
 @dataclass(frozen=True)
 class Intake:
-    """One official's answers. Choices are typed as their numbers, so any language works."""
+    """One official's answers. Choices are typed as their numbers, so any language works.
+
+    The lane: `urgent` is the danger lane (Land Rheinland-Pfalz, no sentence, 110 not yet
+    called: sent at once), `talk` the talk lane; otherwise the report lane, every question.
+    """
 
     language: str = "de"
     urgent: bool = False
+    talk: bool = False
     description: str = "Seit dem Ratsbeschluss bekomme ich anonyme Drohbriefe."
     evidence: tuple[str, ...] = ()  # lines sent at the evidence step before "Fertig"/"Done"
     callback: str | None = None  # asks for a phone call back with these details; None: chat
@@ -41,13 +46,15 @@ class Intake:
 
 # What the normal path answers with, and how the German summary shows it.
 NORMAL_DE = {
-    "Akute Gefahr": "Nein",
-    "Rolle": "Ehrenamtliche/r Bürgermeister/in oder Ortsbürgermeister/in",
+    "Anliegen": "Ich möchte schildern, was passiert ist",
     "Bundesland": "Bayern",
+    "Rolle": "Ehrenamtliche/r Bürgermeister/in oder Ortsbürgermeister/in",
+    "Jetzt in Sicherheit": "Ja",
     "Art des Vorfalls": "Beleidigung, Bedrohung oder Nötigung",
     "Zeitpunkt": "In den letzten 7 Tagen",
     "Wo": "Online (soziale Medien, E-Mail, Messenger)",
     "Plattformen": "Facebook, TikTok",
+    "Gemeinde oder Kreis": "Landkreis Musterland",
     "Bezug zum Amt": "Ja",
     "Wer es war": "Nein, unbekannt oder anonym",
     "Anzahl": "Mehrere Personen",
@@ -58,24 +65,29 @@ NORMAL_DE = {
 }
 
 
-def intake_steps(intake: Intake = Intake()) -> list[tuple[str, str]]:
-    """(the step the bot is asking, the line the official types), for a whole intake."""
-    steps = [("welcome", "/start")]
+def intake_steps(intake: Intake = Intake(), again: bool = False) -> list[tuple[str, str]]:
+    """(the step the bot is asking, the line the official types), for a whole intake.
+
+    `again`: a second report after /neu – no /start, and the privacy notice is not asked."""
+    steps = [] if again else [("lane", "/start")]
     if intake.language == "en":
-        steps.append(("welcome", "/language en"))
-    steps.append(("welcome", "1"))  # I agree
-    if intake.urgent:
-        steps += [("danger", "1"), ("emergency_continue", "2")]  # yes; send now as urgent
-    else:
+        steps.append(("lane", "/language en"))
+    lane = "1" if intake.urgent else "2" if intake.talk else "3"
+    steps.append(("lane", lane))
+    if not again:
+        steps.append(("welcome", "1"))  # I agree
+    if intake.urgent:  # sent at once
+        return [*steps, ("land", "11"), ("now", "/ueberspringen"), ("called_110", "2")]
+    steps += [("land", "2"), ("role", "2")]
+    if not intake.talk:
         steps += [
-            ("danger", "2"),
-            ("role", "2"),
-            ("land", "2"),
+            ("safe_now", "1"),
             ("categories", "1, 3"),
             ("description", intake.description),
             ("when", "2"),
             ("where", "1"),
             ("online_platforms", "1, 4"),
+            ("municipality", "Landkreis Musterland"),
             ("office_link", "1"),
             ("perpetrator", "3"),
             ("perpetrator_count", "2"),
@@ -88,7 +100,12 @@ def intake_steps(intake: Intake = Intake()) -> list[tuple[str, str]]:
     if intake.callback is None:
         steps.append(("contact", "1"))
     else:
-        steps += [("contact", "2"), ("callback_details", intake.callback)]
+        steps += [
+            ("contact", "2"),
+            ("callback_details", intake.callback),
+            ("callback_time", "2"),
+            ("callback_ok", "1, 2"),
+        ]
     steps.append(("summary", "absenden" if intake.language == "de" else "submit"))
     return steps
 
@@ -98,15 +115,18 @@ def intake_lines(
     *,
     at: Mapping[str, Sequence[str]] | None = None,
     start: bool = True,
+    again: bool = False,
 ) -> list[str]:
-    """The lines for a whole intake; `at[step]` is typed first when that step is asked."""
+    """The lines for a whole intake; `at[step]` is typed first when that step is asked.
+
+    `start=False` leaves out the /start; `again` is a second report after /neu."""
     extra = dict(at or {})
     lines: list[str] = []
-    for step, line in intake_steps(intake):
+    for step, line in intake_steps(intake, again):
         lines += extra.pop(step, ())
         lines.append(line)
     assert not extra, f"steps not on this path: {sorted(extra)}"
-    return lines if start else lines[1:]
+    return lines if start or again else lines[1:]
 
 
 # -- what the official reads ------------------------------------------------------------------
@@ -176,8 +196,8 @@ def test_german_intake_with_back_and_a_correction_reaches_a_case(demo_dir: Path)
     description = "Auf Facebook schreiben Leute, man solle mich aus dem Amt jagen."
     lines = intake_lines(
         Intake(description=description),
-        # at the Land question: go back and answer the role differently
-        at={"land": ["/zurueck", "4"], "summary": ["3", "3"]},  # then: Bundesland → Berlin
+        # at the safety question: go back and answer the role differently
+        at={"safe_now": ["/zurueck", "4"], "summary": ["2", "3"]},  # then: Bundesland → Berlin
     )
     result = run_demo(demo_dir, lines)
     said = ok(result)
@@ -191,15 +211,15 @@ def test_german_intake_with_back_and_a_correction_reaches_a_case(demo_dir: Path)
     # /zurueck asks the role again, showing what was answered before
     role_asked = [i for i, line in enumerate(said) if line == "Welche Rolle trifft auf Sie zu?"]
     assert len(role_asked) == 2
-    assert said[role_asked[0] - 2] == said[role_asked[1] - 2] == "Frage 2 von 16"
+    assert said[role_asked[0] - 2] == said[role_asked[1] - 2] == "Frage 2 von etwa 17"
     again = said[role_asked[1] : role_asked[1] + 4]
     assert f"Ihre bisherige Antwort: {NORMAL_DE['Rolle']}" in again
 
     # the correction by number: the Land question comes back, the summary shows the new value
     first, *_, last = summaries(said)
-    assert "3. Bundesland: Bayern" in first
+    assert "2. Bundesland: Bayern" in first
     assert "Ihre bisherige Antwort: Bayern" in said
-    assert "3. Bundesland: Berlin" in last
+    assert "2. Bundesland: Berlin" in last
     assert not any("Bayern" in line for line in last)
     shown = summary_entries(last)
     assert shown == NORMAL_DE | {
@@ -208,7 +228,7 @@ def test_german_intake_with_back_and_a_correction_reaches_a_case(demo_dir: Path)
         "Beschreibung": description,
         "Belege": "keine",
     }
-    assert list(shown)[:3] == ["Akute Gefahr", "Rolle", "Bundesland"]  # in the asked order
+    assert list(shown)[:3] == ["Anliegen", "Bundesland", "Rolle"]  # in the asked order
 
     # the confirmation: reference, offers that fit the corrected answers, hours
     assert re.search(r"Ihr Aktenzeichen: L-\d{4}-0001\b", text)
@@ -234,31 +254,33 @@ def test_german_intake_with_back_and_a_correction_reaches_a_case(demo_dir: Path)
 
 
 def test_german_urgent_branch(demo_dir: Path) -> None:
-    result = run_demo(demo_dir, intake_lines(Intake(urgent=True)))
+    lines = intake_lines(Intake(urgent=True))
+    assert len(lines) <= 6  # from /start: the danger lane sends in at most six messages
+    result = run_demo(demo_dir, lines)
     said = ok(result)
     text = text_of(said)
 
-    # the reply to "yes, in danger" starts with the emergency guidance, before anything else
-    asked = said.index("Sind Sie gerade jetzt in akuter Gefahr?")
-    after_choices = asked + said[asked:].index("  2. Nein") + 1
+    # the first message leads with 110; choosing the danger lane, the emergency guidance
+    assert said[0] == "In Gefahr? Rufen Sie 110."
+    asked = said.index("Was möchten Sie tun?")
+    after_choices = asked + said[asked:].index("  3. Ich möchte schildern, was passiert ist") + 1
     assert said[after_choices] == "Rufen Sie jetzt die Polizei: 110. Bei Verletzungen: 112."
-
-    assert "Wie möchten Sie weitermachen, wenn Sie in Sicherheit sind?" in said
-    assert "Wie sollen wir mit Ihnen Kontakt aufnehmen?" in said
+    assert "Haben Sie 110 schon angerufen? Mit Ihrer Antwort geht die Meldung sofort als " \
+        "dringend an unser Team." in said  # fmt: skip
     assert "Welche Rolle trifft auf Sie zu?" not in said  # the short way
-    (summary,) = summaries(said)
-    assert summary_entries(summary) == {
-        "Akute Gefahr": "Ja",
-        "Weiteres Vorgehen": "Jetzt dringend absenden, nur mit dem Wichtigsten",
-        "Kontaktweg": "Hier in diesem Chat",
-    }
+    assert summaries(said) == []  # sent at once
     assert re.search(rf"Ihr Aktenzeichen: {REFERENCE}", text)
     assert "Ihre Meldung ist als dringend markiert" in text
-    assert "Rufen Sie jetzt 110" in text.split("Ihr Aktenzeichen")[1]
+    after = text.split("Ihr Aktenzeichen")[1]
+    # only 110/112, the Land's line around the clock and the Telefonseelsorge
+    assert "Polizei: 110 · Rettungsdienst und Feuerwehr: 112" in after
+    assert "06131 65-65250" in after  # Rheinland-Pfalz, around the clock
+    assert "0800 111 0 111" in after
+    assert "HateAid" not in after and "Wie es weitergeht" not in after
 
     posted = staff_room(result.stdout)
-    assert re.match(rf"‼️ DRINGEND – Neuer Fall {REFERENCE} · ", posted[0])
-    assert "Akute Gefahr: Ja" in posted
+    assert re.match(rf"‼️ DRINGEND – Neuer Fall {REFERENCE} · Rheinland-Pfalz", posted[0])
+    assert "110 angerufen: Nein" in posted
 
 
 # -- English --------------------------------------------------------------------------------
@@ -274,10 +296,11 @@ def test_english_intake(demo_dir: Path) -> None:
 
     switched = said.index("The language is now English. (Auf Deutsch wechseln: /sprache)")
     after = said[switched:]
-    assert after[1].startswith("Hello. This is Lotse")
-    assert "Question 1 of 16" in after
+    assert after[1] == "In danger? Call 110."
+    assert any(line.startswith("Hello. This is Lotse") for line in after)
+    assert "Question 1 of about 17" in after
     assert "Which role describes you?" in after
-    assert "Question 17 of 17" in after  # the call-back question was added
+    assert "Question 18 of 20" in after  # the call-back questions were added
     assert not any(line.startswith("Frage ") for line in said)
     assert not any(line.startswith("Welche ") for line in after)
 
@@ -287,9 +310,14 @@ def test_english_intake(demo_dir: Path) -> None:
     assert shown["State (Land)"] == "Bavaria (Bayern)"
     assert shown["Description"] == description
     assert shown["Call back"] == callback
+    assert shown["Call back when"] == "In the afternoon"
+    assert (
+        shown["All right when calling back"] == "A call from a withheld number, A voicemail message"
+    )
     assert re.search(r"Your reference: L-\d{4}-0001\b", text)
     assert "These services can also help you (most of them in German):" in said
     assert "counselling hours: Monday–Friday 9:00–16:00" in text
+    assert "calls you back on the number you gave" in text  # as they chose
     assert "Ihr Aktenzeichen" not in text
 
     posted = staff_room(result.stdout)
@@ -306,13 +334,13 @@ def test_english_urgent_branch(demo_dir: Path) -> None:
     said = ok(result)
     text = text_of(said)
 
-    asked = said.index("Are you in acute danger right now?")
-    after_choices = asked + said[asked:].index("  2. No") + 1
+    asked = said.index("What would you like to do?")
+    after_choices = asked + said[asked:].index("  3. I would like to describe what happened") + 1
     assert said[after_choices] == "Call the police now: 110. If someone is injured: 112."
-    (summary,) = summaries(said)
-    assert summary_entries(summary)["Acute danger"] == "Yes"
+    assert summaries(said) == []
     assert re.search(rf"Your reference: {REFERENCE}", text)
     assert "Your report is marked urgent and is at the front of our queue." in text
+    assert "Police: 110 · Ambulance and fire brigade: 112" in text
     assert re.match(rf"‼️ DRINGEND – Neuer Fall {REFERENCE} · ", staff_room(result.stdout)[0])
 
 
@@ -324,7 +352,7 @@ def test_bad_input_gets_a_kind_message_and_keeps_the_answers(demo_dir: Path) -> 
     lines = intake_lines(
         Intake(description=description),
         at={
-            "danger": [""],  # an empty message
+            "safe_now": [""],  # an empty message
             "role": ["99"],  # out of range
             "land": ["/sprche"],  # a typo of a command
             "categories": ["1, 42"],  # one of several out of range
@@ -339,14 +367,14 @@ def test_bad_input_gets_a_kind_message_and_keeps_the_answers(demo_dir: Path) -> 
     assert "Ihre Nachricht war leer. Bitte antworten Sie auf die Frage oben." in said
     assert (
         "Das konnte ich keiner Antwort zuordnen. Bitte wählen Sie eine Antwort aus oder "
-        "schreiben Sie ihre Nummer (1 bis 9)."
+        "schreiben Sie ihre Nummer (1 bis 10)."
     ) in said
     assert "Den Befehl „/sprche“ kenne ich nicht. Meinten Sie /sprache? (/hilfe)" in said
     assert any(line.startswith("Diese Angaben konnte ich nicht zuordnen: „42“.") for line in said)
     assert "Den Befehl „/foo“ kenne ich nicht. (/hilfe)" in said
     choose = (
         "Bitte tippen Sie auf „Absenden“ oder schicken Sie die Nummer der Angabe, die Sie "
-        "ändern möchten (1 bis 16)."
+        "ändern möchten (1 bis 18)."
     )
     assert said.count(choose) == 2
     assert "Entschuldigung" not in text  # no technical error
@@ -396,11 +424,11 @@ def test_new_starts_a_second_case(submitted: Path, tmp_path: Path) -> None:
     shutil.copytree(submitted, data_dir)
     description = "Jetzt wird auch meine Familie bedroht, per Brief an unsere Adresse."
     # /neu skips the privacy notice they agreed to before and asks the first question.
-    lines = ["/start", "/neu", *intake_lines(Intake(description=description), start=False)[1:]]
+    lines = ["/start", "/neu", *intake_lines(Intake(description=description), again=True)]
     said = ok(run_demo(data_dir, lines))
     text = text_of(said)
     assert "Sind Sie einverstanden, dass Ihre Antworten so gespeichert werden?" not in said
-    assert "Frage 1 von 16" in said
+    assert "Frage 1 von etwa 17" in said
     # only the /start gets the "has arrived" answer
     assert sum(line.startswith("Ihre Meldung L-") for line in said) == 1
     (summary,) = summaries(said)
@@ -439,7 +467,7 @@ def _no_file_stored(data_dir: Path, content: bytes) -> None:
 
 
 def test_file_before_consent_is_refused_and_not_stored(demo_dir: Path, evidence_file: Path) -> None:
-    lines = ["/start", f"file> {evidence_file}", "1", "2"]  # then consent and answer one question
+    lines = ["/start", f"file> {evidence_file}", "3", "1", "2"]  # lane, consent, one answer
     said = ok(run_demo(demo_dir, lines))
     refused = [line for line in said if re.search(r"erst .*zugestimmt", line)]
     assert refused == [
@@ -447,7 +475,7 @@ def test_file_before_consent_is_refused_and_not_stored(demo_dir: Path, evidence_
         "Diese Datei habe ich nicht gespeichert."
     ]
     assert "Datei erhalten" not in text_of(said)
-    assert "Frage 2 von 16" in said  # the intake goes on
+    assert "Frage 2 von etwa 17" in said  # the intake goes on
     _no_file_stored(demo_dir, evidence_file.read_bytes())
     assert count_rows(demo_dir, "conversations") == 1
 
@@ -455,6 +483,6 @@ def test_file_before_consent_is_refused_and_not_stored(demo_dir: Path, evidence_
 def test_file_as_the_first_message_is_refused(demo_dir: Path, evidence_file: Path) -> None:
     said = ok(run_demo(demo_dir, [f"file> {evidence_file}"]))
     assert re.search(r"erst .*zugestimmt", said[0])
-    assert "Sind Sie einverstanden, dass Ihre Antworten so gespeichert werden?" in said
+    assert "Was möchten Sie tun?" in said  # the welcome, with the lanes
     _no_file_stored(demo_dir, evidence_file.read_bytes())
     assert count_rows(demo_dir, "conversations") == 0

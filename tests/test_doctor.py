@@ -9,14 +9,15 @@ import re
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from bot.app import open_app
 from bot.cli import main
 from bot.config import Config, load_config
-from bot.demo import DEMO_PASSPHRASE, demo_counsellor
+from bot.demo import DEMO_KEY, DEMO_PASSPHRASE, demo_counsellor
 from bot.doctor import channel_checks, staff_room_check
 from storage.db import open_database, upgrade
-from storage.keyfile import unlock
+from storage.keyfile import read_public_key, unlock
 from storage.keyring import CounsellorEntry, add
 from storage.sealing import PrivateKey
 
@@ -168,3 +169,28 @@ def test_channel_credentials_and_the_staff_room_are_checked(
     config = _channels(True, False, {"channel": "telegram", "room": "-1001234567890"})
     assert [check.ok for check in channel_checks(config)] == [True]
     assert staff_room_check(config).ok
+
+
+def test_with_an_anchor_the_signature_chain_is_checked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _config(tmp_path / "lotse")
+    asyncio.run(_set_up(config, counsellors=2))  # the demo counsellor signed the team key
+    key = read_public_key(tmp_path / "lotse" / "data" / f"{DEMO_KEY}.pub")
+    assert key.signing is not None
+    with config.open("a") as handle:
+        handle.write(f'[keys]\nanchor = "{key.signing.fingerprint()}"\n')
+    _, lines = doctor(capsys, config)
+    assert lines["signature chain"] == "ok the team key's signatures lead to the anchor"
+
+    async def unsign() -> None:
+        database = open_database(load_config(config).storage.url)
+        async with database.begin() as connection:
+            await connection.execute(text("UPDATE team_keys SET signature = NULL"))
+        await database.dispose()
+
+    asyncio.run(unsign())
+    code, lines = doctor(capsys, config)
+    assert code == 1
+    assert lines["signature chain"].startswith("FAIL the signature chain of team key 1")
+    assert "carries no signature" in lines["signature chain"]

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from flows.engine import Engine
+from flows.lanes import Privacy
 from flows.messages import Effect, Outcome, Reply, UserInput
 from flows.offers import Directory, LandNote, Need, Offer
 from flows.state import SUBMITTED, Evidence, IntakeState, StoredFile
@@ -21,25 +22,33 @@ from flows.state import SUBMITTED, Evidence, IntakeState, StoredFile
 # Valid answers for every question, as an official would type them (German chat).
 # `where` = online; `contact` = chat: the common path through the questionnaire.
 ANSWERS = {
-    "danger": "nein",
-    "emergency_continue": "1",
-    "role": "1",
+    "lane": "3",  # the report lane: every question
+    "welcome": "Einverstanden",
+    "now": "Jemand schreit vor dem Rathaus",
+    "called_110": "ja",
     "land": "Bremen",
+    "role": "1",
+    "safe_now": "1",
     "categories": "1, 3",
     "description": "Seit Wochen bekomme ich beleidigende Nachrichten.",
     "when": "2",
     "where": "1",
     "online_platforms": "Facebook",
     "offline_place": "1",
+    "municipality": "Bremerhaven",
     "office_link": "ja",
     "perpetrator": "3",
     "perpetrator_count": "1",
     "family": "nein",
     "evidence": "fertig",
     "police": "3",
+    "police_file_number": "BR-1234/26",
     "help": "1, 4",
     "contact": "1",
-    "callback_details": "0151 2345678, nachmittags",
+    "callback_details": "0151 2345678, nach Frau Muster fragen",
+    "callback_time": "2",
+    "callback_ok": "1, 2",
+    "email_details": "buero@example.org",
 }
 
 
@@ -104,7 +113,11 @@ class Chat:
 
 
 def progress(text: str, language: str = "de") -> tuple[int, int]:
-    pattern = r"Frage (\d+) von (\d+)" if language == "de" else r"Question (\d+) of (\d+)"
+    pattern = (
+        r"Frage (\d+) von (?:etwa )?(\d+)"
+        if language == "de"
+        else r"Question (\d+) of (?:about )?(\d+)"
+    )
     found = re.search(pattern, text)
     assert found, f"no progress in {text!r}"
     return int(found.group(1)), int(found.group(2))
@@ -124,8 +137,10 @@ def chat(flow_engine: Engine) -> Chat:
 
 @pytest.fixture
 def consented(flow_engine: Engine) -> Chat:
+    """On the report lane, privacy notice accepted: at the first question."""
     chat = Chat(flow_engine)
     chat.say("Hallo")
+    chat.say("Ich möchte schildern, was passiert ist")
     chat.say("Einverstanden")
     return chat
 
@@ -139,44 +154,79 @@ def at_summary(consented: Chat) -> Chat:
 # -- welcome and consent --------------------------------------------------------------------------
 
 
-def test_first_message_shows_welcome_and_stores_nothing(chat):
+def test_first_message_shows_the_lanes_and_stores_nothing(chat):
     text = chat.say("Hallo, ich brauche Hilfe")
-    assert "Hier ist Lotse" in text
-    assert "Wer Ihre Antworten liest" in text
-    assert "verschlüsselt" in text
-    assert "110" in text
-    assert chat.choice_labels() == ["Einverstanden", "Nicht einverstanden"]
-    assert chat.step == "welcome"
+    assert text.startswith("In Gefahr? Rufen Sie 110.\nEnglish: /language en")
+    assert "hier ist Lotse" in text
+    assert chat.choice_labels() == [
+        "Ich bin in Gefahr",
+        "Ich möchte mit jemandem sprechen",
+        "Ich möchte schildern, was passiert ist",
+    ]
+    assert chat.step == "lane"
     assert chat.now.consented is False
     assert chat.answers == {}
     assert chat.effect is None
 
 
+def test_the_privacy_notice_is_five_lines_with_the_configured_retention(flow_engine):
+    engine = Engine(
+        flow_engine.questionnaire,
+        flow_engine.texts,
+        flow_engine.render,
+        flow_engine.safety,
+        Privacy(retention_days=90, intake_hours=48),
+    )
+    chat = Chat(engine)
+    chat.say("Hallo")
+    text = chat.say("3")
+    notice = chat.replies[-1].text.split("\n\n")[0]
+    lines = notice.splitlines()
+    assert len(lines) <= 5
+    assert "Beraterinnen und Berater" in lines[0]  # who reads it
+    assert "verschlüsselt" in notice
+    assert "nach 90 Tagen" in notice and "nach 48 Stunden" in notice
+    assert "Telegram" in notice and "Ende-zu-Ende" in notice
+    assert "/loeschen" in notice and "/datenschutz" in notice
+    assert text.endswith("Sind Sie einverstanden, dass Ihre Antworten so gespeichert werden?")
+    assert chat.choice_labels() == ["Einverstanden", "Nicht einverstanden"]
+    assert chat.now.consented is False
+    full = chat.say("/datenschutz")
+    assert "90 Tage nach dem Abschluss" in full and "nach 48 Stunden" in full
+    assert chat.step == "welcome" and not chat.now.consented
+    chat.say("/sprache en")
+    assert "deleted after 90 days" in chat.replies[-1].text
+    assert "closed cases are deleted 90 days" in chat.say("/privacy")
+
+
 def test_a_yes_as_first_message_is_not_consent(chat):
     text = chat.say("ja")
-    assert "Sind Sie einverstanden" in text
+    assert "Was möchten Sie tun?" in text
+    chat.say("3")
+    chat.say("Wer sind Sie?")
     assert chat.now.consented is False
 
 
 def test_declining_consent_keeps_nothing(chat):
     chat.say("Hallo")
+    chat.say("3")
     text = chat.say("Nicht einverstanden")
     assert "Es wurde nichts gespeichert" in text
     assert "0800 300 99 44" in text
     assert "110" in text
     assert chat.now.consented is False
-    assert chat.answers == {}
     assert chat.step == "welcome"
     chat.say("nein")
     assert chat.now.consented is False
     # They can change their mind.
     text = chat.say("Einverstanden")
     assert chat.now.consented is True
-    assert "Sind Sie gerade jetzt in akuter Gefahr?" in text
+    assert "In welchem Bundesland" in text
 
 
 def test_unclear_consent_answer_asks_again(chat):
     chat.say("Hallo")
+    chat.say("3")
     text = chat.say("Wer sind Sie?")
     assert "Sind Sie einverstanden" in text
     assert chat.now.consented is False
@@ -185,31 +235,58 @@ def test_unclear_consent_answer_asks_again(chat):
 @pytest.mark.parametrize("agree", ["ja", "Einverstanden", "1", "I agree", "ok", "agree"])
 def test_consent_words(chat, agree):
     chat.say("Hallo")
+    chat.say("3")
     chat.say(agree)
     assert chat.now.consented is True
-    assert chat.step == "danger"
+    assert chat.step == "land"
+
+
+def test_back_from_the_first_question_returns_to_the_lanes(consented):
+    text = consented.say("/zurueck")
+    assert consented.step == "lane"
+    assert "Was möchten Sie tun?" in text
+    consented.say("2")  # another lane; the privacy notice is not asked again
+    assert consented.step == "land"
+    assert consented.answers["lane"] == "talk"
 
 
 # -- progress -------------------------------------------------------------------------------------
 
 
-def test_progress_starts_at_question_one_and_counts_up(chat):
-    chat.say("Hallo")
-    number, total = progress(chat.say("ja"))
+def test_progress_starts_at_question_one_and_counts_up(consented):
+    number, total = progress(consented.transcript[-1])
     assert number == 1
     assert total > 10
-    number, same_total = progress(chat.say("nein"))
-    assert (number, same_total) == (2, total)
-    assert progress(chat.say("1")) == (3, total)
+    assert "von etwa" in consented.transcript[-1]  # the report lane's path can still change
+    assert progress(consented.say("1")) == (2, total)
+    assert progress(consented.say("1")) == (3, total)
 
 
-def test_progress_total_follows_the_path(consented):
-    _, normal = progress(consented.transcript[-1])
-    # The urgent path adds the "how to continue" question …
-    _, urgent = progress(consented.say("ja"))
-    assert urgent == normal + 1
-    # … and shrinks to three questions when the official sends at once.
-    assert progress(consented.say("Jetzt dringend absenden")) == (3, 3)
+def test_progress_counts_each_lanes_own_path(chat):
+    chat.say("Hallo")
+    chat.say("Ich bin in Gefahr")
+    text = chat.say("Einverstanden")
+    assert "Frage 1 von 3" in text  # nothing on the danger lane can change its path
+    assert "Frage 2 von 3" in chat.say("Rheinland-Pfalz")
+    talk = Chat(chat.engine)
+    talk.say("Hallo")
+    talk.say("Ich möchte mit jemandem sprechen")
+    assert "Frage 1 von etwa 3" in talk.say("ja")  # a call-back adds its questions
+    talk.say("1")
+    assert "Frage 3 von etwa 3" in talk.say("1")
+    assert "Frage 4 von 6" in talk.say("Telefonischer Rückruf")
+
+
+def test_progress_never_goes_backwards_while_answering(consented):
+    seen = [progress(consented.transcript[-1])[0]]
+    for _ in range(40):
+        if consented.step == "summary":
+            break
+        text = consented.say({**ANSWERS, "where": "3", "police": "1"}[consented.step])
+        if "Frage" in text:
+            seen.append(progress(text)[0])
+    assert seen == sorted(seen)
+    assert seen == list(range(1, len(seen) + 1))
 
 
 def test_progress_grows_with_optional_branches(consented):
@@ -224,41 +301,51 @@ def test_progress_grows_with_optional_branches(consented):
     _, before = progress(text)
     text = consented.say("Telefonischer Rückruf")
     assert "Unter welcher Telefonnummer" in text
-    assert progress(text) == (before + 1, before + 1)
+    assert progress(text) == (before + 1, before + 3)
 
 
 # -- acute danger ---------------------------------------------------------------------------------
 
 
-def test_danger_shows_emergency_guidance_at_once(consented, flow_engine):
-    assert flow_engine.is_urgent(consented.now) is False
-    text = consented.say("ja")
-    assert "Rufen Sie jetzt die Polizei: 110" in text
+def test_danger_lane_shows_emergency_guidance_at_once(chat, flow_engine):
+    chat.say("Hallo")
+    text = chat.say("1")
+    assert chat.replies[0].text.startswith("Rufen Sie jetzt die Polizei: 110")
     assert "112" in text
-    assert "als dringend markiert" in text
-    assert flow_engine.is_urgent(consented.now) is True
-    assert consented.step == "emergency_continue"
-    assert "Wie möchten Sie weitermachen" in consented.replies[-1].text
-    # the guidance comes before the next question
-    assert "110" in consented.replies[0].text
+    assert flow_engine.is_urgent(chat.now) is True
+    assert chat.step == "welcome"  # the privacy notice still comes before anything is stored
+    assert not chat.now.consented
 
 
-def test_urgent_short_path_goes_straight_to_contact_and_summary(consented, flow_engine):
-    consented.say("ja")
-    text = consented.say("Jetzt dringend absenden, nur mit dem Wichtigsten")
-    assert consented.answers["emergency_continue"] == "submit_now"
-    assert consented.step == "contact"
-    assert "Wie sollen wir mit Ihnen Kontakt aufnehmen?" in text
-    text = consented.say("Hier in diesem Chat")
-    assert consented.step == "summary"
-    assert "1. Akute Gefahr: Ja" in text
-    assert "2. Weiteres Vorgehen: Jetzt dringend absenden" in text
-    assert "3. Kontaktweg: Hier in diesem Chat" in text
-    consented.say("absenden")
-    assert consented.effect is Effect.SUBMIT
-    assert flow_engine.is_urgent(consented.now) is True
-    summary = flow_engine.case_summary(consented.now, "L-2026-0001", "de")
+def test_danger_lane_sends_at_once_after_three_questions(chat, flow_engine):
+    for line in ("/start", "1", "ja", "Rheinland-Pfalz"):
+        chat.say(line)
+    assert chat.step == "now"
+    text = chat.say("/ueberspringen")
+    assert "Haben Sie 110 schon angerufen?" in text
+    chat.say("nein")
+    assert chat.effect is Effect.SUBMIT
+    assert chat.now.phase == "submitted"
+    assert chat.answers == {"lane": "danger", "welcome": "agree", "land": "rp", "now": None,
+                            "called_110": "no"}  # fmt: skip
+    assert flow_engine.is_urgent(chat.now) is True
+    said = "\n\n".join(reply.text for reply in flow_engine.confirmation(chat.now, "L-1", "Mo"))
+    assert "110" in said and "112" in said
+    assert "06131 65-65250" in said  # the Land's line, around the clock
+    assert "0800 111 0 111" in said  # Telefonseelsorge
+    assert "HateAid" not in said and "0800 300 99 44" not in said  # nothing else
+    summary = flow_engine.case_summary(chat.now, "L-2026-0001", "de")
     assert summary.startswith("‼️ DRINGEND – Neuer Fall L-2026-0001")
+
+
+def test_danger_lane_without_a_24_7_line_in_the_land(chat, flow_engine):
+    for line in ("/start", "1", "ja", "Bremen", "Er tritt gegen die Tür", "ja"):
+        chat.say(line)
+    assert chat.effect is Effect.SUBMIT
+    assert chat.answers["now"] == "Er tritt gegen die Tür"
+    said = "\n".join(reply.text for reply in flow_engine.confirmation(chat.now, "L-1", "Mo"))
+    assert "Polizei: 110" in said and "Telefonseelsorge" in said
+    assert "ZAMAT" not in said
 
 
 def test_no_danger_is_not_urgent(consented, flow_engine):
@@ -270,10 +357,12 @@ def test_no_danger_is_not_urgent(consented, flow_engine):
     assert "DRINGEND" not in summary
 
 
-def test_urgent_case_continuing_the_full_intake_stays_urgent(consented, flow_engine):
-    consented.say("ja")
-    consented.say("Weitere Fragen jetzt beantworten")
-    assert consented.step == "role"
+@pytest.mark.parametrize("answer", ["Nein", "Ich weiß es nicht"])
+def test_not_safe_now_is_urgent_and_the_intake_goes_on(consented, flow_engine, answer):
+    consented.answer_until("safe_now")
+    text = consented.say(answer)
+    assert "Rufen Sie jetzt die 110" in text
+    assert consented.step == "categories"
     consented.answer_until("summary")
     assert flow_engine.is_urgent(consented.now) is True
 
@@ -311,7 +400,7 @@ def test_choice_accepted_by_number_label_prefix_and_id(consented, typed, expecte
     consented.answer_until("role")
     consented.say(typed)
     assert consented.answers["role"] == expected
-    assert consented.step == "land"
+    assert consented.step == "safe_now"
 
 
 @pytest.mark.parametrize("typed", ["0", "18", "Sach", "Ba", "Sachsen-Bayern"])
@@ -346,8 +435,9 @@ def test_yes_no_words_in_either_language(consented, typed, expected):
     assert consented.step == "evidence"
 
 
-def test_english_yes_in_german_chat_at_danger_question(consented, flow_engine):
-    consented.say("yes")
+def test_english_no_in_german_chat_at_the_safety_question(consented, flow_engine):
+    consented.answer_until("safe_now")
+    consented.say("no")
     assert flow_engine.is_urgent(consented.now)
 
 
@@ -438,7 +528,7 @@ def test_long_description_is_shortened_in_the_summary_not_in_the_record(consente
 def test_empty_message_is_answered(consented):
     text = consented.say("   ")
     assert "Ihre Nachricht war leer" in text
-    assert consented.step == "danger"
+    assert consented.step == "land"
 
 
 # -- going back -----------------------------------------------------------------------------------
@@ -446,7 +536,7 @@ def test_empty_message_is_answered(consented):
 
 @pytest.mark.parametrize("command", ["/zurueck", "/back", "/zurück"])
 def test_back_shows_the_previous_question_and_answer(consented, command):
-    consented.answer_until("land")
+    consented.answer_until("safe_now")
     text = consented.say(command)
     assert consented.step == "role"
     assert "Welche Rolle trifft auf Sie zu?" in text
@@ -456,10 +546,11 @@ def test_back_shows_the_previous_question_and_answer(consented, command):
 
 
 def test_back_at_the_first_question_says_so(consented):
+    consented.say("/zurueck")  # over the privacy notice to the lanes
     text = consented.say("/zurueck")
     assert "Das ist schon die erste Frage." in text
-    assert "Sind Sie gerade jetzt in akuter Gefahr?" in text
-    assert consented.step == "danger"
+    assert "Was möchten Sie tun?" in text
+    assert consented.step == "lane"
     assert consented.now.consented is True
 
 
@@ -497,7 +588,7 @@ def test_skip_an_optional_question(consented, command):
     assert "In Ordnung, ausgelassen." in text
     assert "online_platforms" in consented.answers
     assert consented.answers["online_platforms"] is None
-    assert consented.step == "office_link"
+    assert consented.step == "municipality"
     text = consented.answer_until("summary")
     assert "Plattformen: (ausgelassen)" in text
 
@@ -517,8 +608,8 @@ def test_skip_a_required_question_is_refused(consented):
 def test_summary_lists_every_answer(at_summary):
     text = at_summary.transcript[-1]
     assert "Bitte prüfen Sie Ihre Angaben." in text
-    assert "1. Akute Gefahr: Nein" in text
-    assert "Bundesland: Bremen" in text
+    assert "1. Anliegen: Ich möchte schildern, was passiert ist" in text
+    assert "2. Bundesland: Bremen" in text
     assert "Art des Vorfalls: Beleidigung, Bedrohung oder Nötigung" in text
     assert "Plattformen: Facebook" in text
     assert "Ort:" not in text  # not asked on this path
@@ -628,7 +719,7 @@ def test_cancel_confirmed_discards(consented):
     assert "/start" in text
     # What comes next is a fresh start.
     text = consented.say("Hallo")
-    assert "Hier ist Lotse" in text
+    assert "hier ist Lotse" in text and "Was möchten Sie tun?" in text
 
 
 def test_cancel_before_consent_has_nothing_to_cancel(chat):
@@ -714,8 +805,13 @@ def test_unknown_language_is_explained(consented):
 
 def test_language_switch_before_consent_shows_the_english_welcome(chat):
     text = chat.say("/language")
+    assert text.startswith("The language is now English.")
+    assert "In danger? Call 110.\nDeutsch: /sprache de" in text
     assert "This is Lotse" in text
     assert chat.now.consented is False
+    text = chat.say("I would like to describe what happened")
+    assert "Only the counsellors of the starke Stelle read your answers." in text
+    assert "/privacy" in text
     chat.say("I agree")
     assert chat.now.consented is True
 
@@ -753,8 +849,8 @@ def test_info_has_the_guidance_and_numbers(consented):
     assert "110" in text
     for number in ("0800 111 0 111", "0800 111 0 222", "116 123"):
         assert number in text
-    assert consented.step == "danger"
-    assert "Sind Sie gerade jetzt in akuter Gefahr?" in consented.replies[-1].text
+    assert consented.step == "land"
+    assert "In welchem Bundesland" in consented.replies[-1].text
 
 
 def test_unknown_command_suggests_the_close_one(consented):
@@ -797,7 +893,7 @@ def test_start_while_in_progress_welcomes_back(consented):
 
 
 def test_new_while_in_progress_points_to_cancel(consented):
-    consented.answer_until("land")
+    consented.answer_until("safe_now")
     text = consented.say("/neu")
     assert "mitten in einer Meldung" in text
     assert "/abbrechen" in text
@@ -887,7 +983,7 @@ def test_files_outside_the_evidence_step_are_counted(consented):
 def test_dropped_files_before_consent_are_explained(chat):
     text = chat.say("", dropped=1)
     assert "Dateien kann ich erst annehmen, wenn Sie der Speicherung zugestimmt haben" in text
-    assert "Hier ist Lotse" in text
+    assert "hier ist Lotse" in text
     text = chat.say("Hier ein Foto", dropped=1)
     assert "Dateien kann ich erst annehmen" in text
     assert chat.now.files == []
@@ -921,14 +1017,14 @@ def test_after_submission_any_message_shows_the_reference(at_summary, flow_engin
     text = chat.say("/neu")
     assert chat.now.phase == "intake"
     assert chat.now.case_reference is None
-    if chat.now.consented:  # consent given for the first report carries over
-        assert chat.now.answers == {"welcome": "agree"}
-        assert chat.step == "danger"
-        assert "Sind Sie gerade jetzt in akuter Gefahr?" in text
-    else:
-        assert chat.now.answers == {}
-        assert chat.step == "welcome"
-        assert "Hier ist Lotse" in text
+    # the lanes again; consent given for the first report carries over
+    assert chat.now.consented
+    assert chat.now.answers == {"welcome": "agree"}
+    assert chat.step == "lane"
+    assert "Was möchten Sie tun?" in text
+    text = chat.say("2")
+    assert chat.step == "land"  # the privacy notice is not asked again
+    assert "Frage 1 von etwa 3" in text
 
 
 def test_submitted_state_keeps_no_answers(at_summary, flow_engine):
@@ -963,13 +1059,33 @@ def test_confirmation_for_a_land_with_offers_lists_them_first(consented, flow_en
 
 
 def test_confirmation_of_an_urgent_case(consented, flow_engine):
-    consented.say("ja")
-    consented.say("2")
-    consented.say("1")
+    consented.answer_until("summary", {"safe_now": "Nein"})
     consented.say("absenden")
     first = flow_engine.confirmation(consented.now, "L-9", "Mo–Fr")[0].text
     assert "als dringend markiert" in first
     assert "110" in first
+
+
+@pytest.mark.parametrize(
+    ("contact", "said"),
+    [
+        ("Hier in diesem Chat", "meldet sich hier im Chat"),
+        ("Telefonischer Rückruf", "ruft Sie unter der angegebenen Nummer zurück"),
+        ("Per E-Mail", "schreibt Ihnen an die angegebene E-Mail-Adresse"),
+        ("Videogespräch", "Termin für das Videogespräch"),
+        ("Anonym", "Sie bleiben anonym"),
+    ],
+)
+def test_what_happens_next_follows_the_chosen_contact(consented, flow_engine, contact, said):
+    consented.answer_until("summary", {"contact": contact})
+    consented.say("absenden")
+    assert consented.effect is Effect.SUBMIT
+    after = flow_engine.confirmation(consented.now, "L-9", "Mo–Fr")[-1].text
+    assert said in after
+    if contact != "Hier in diesem Chat":
+        assert "meldet sich hier im Chat, in den" not in after or contact == "Anonym"
+    kept = IntakeState.submitted(consented.now, "L-9")
+    assert kept.contact == consented.answers["contact"]  # for the claim notice later
 
 
 # -- English, end to end --------------------------------------------------------------------------
@@ -978,17 +1094,19 @@ def test_confirmation_of_an_urgent_case(consented, flow_engine):
 def test_full_intake_in_english(chat, flow_engine):
     text = chat.say("/language")
     assert "This is Lotse" in text
+    chat.say("3")
     text = chat.say("I agree")
     assert progress(text, "en")[0] == 1
     script = [
-        ("no", "role"),
-        ("Other role", "land"),
-        ("Bremen", "categories"),
+        ("Bremen", "role"),
+        ("Other role", "safe_now"),
+        ("Yes", "categories"),
         ("Insult and Stalking", "description"),
         ("Someone keeps insulting me online.", "when"),
         ("Today", "where"),
         ("Online", "online_platforms"),
-        ("Facebook, Instagram", "office_link"),
+        ("Facebook, Instagram", "municipality"),
+        ("Bremerhaven", "office_link"),
         ("I am not sure", "perpetrator"),
         ("No, unknown or anonymous", "perpetrator_count"),
         ("One person", "family"),
@@ -998,7 +1116,9 @@ def test_full_intake_in_english(chat, flow_engine):
         ("No", "help"),
         ("Just talk first", "contact"),
         ("A phone call back", "callback_details"),
-        ("0151 2345678, afternoons", "summary"),
+        ("0151 2345678, ask for Ms Muster", "callback_time"),
+        ("In the afternoon", "callback_ok"),
+        ("A call from a withheld number, a voicemail message", "summary"),
     ]
     for typed, step in script:
         text = chat.say(typed)
@@ -1009,7 +1129,9 @@ def test_full_intake_in_english(chat, flow_engine):
     assert "Type of incident: Insult, Stalking" in text
     assert "Platforms: Facebook, Instagram" in text
     assert "Evidence: 1 link(s), 0 file(s), 0 note(s)" in text
-    assert "Call back: 0151 2345678, afternoons" in text
+    assert "Call back: 0151 2345678, ask for Ms Muster" in text
+    assert "Call back when: In the afternoon" in text
+    assert "All right when calling back: A call from a withheld number, A voicemail message" in text
     chat.say("submit")
     assert chat.effect is Effect.SUBMIT
     assert chat.now.answers["categories"] == ["insult", "stalking"]
@@ -1017,7 +1139,7 @@ def test_full_intake_in_english(chat, flow_engine):
     confirmation = [reply.text for reply in flow_engine.confirmation(chat.now, "L-5", "Mon–Fri")]
     assert "Your reference: L-5" in confirmation[0]
     assert "We do not know of a dedicated offer in Bremen yet" in confirmation[1]
-    assert "What happens next" in confirmation[2]
+    assert "calls you back on the number you gave" in confirmation[2]
     staff = flow_engine.case_summary(chat.now, "L-5", "de")
     assert "Art des Vorfalls: Beleidigung, Stalking (Nachstellung)" in staff
 
@@ -1033,6 +1155,7 @@ def test_unusual_digits_are_not_a_crash(flow_engine, stop, typed):
     chat = Chat(flow_engine)
     chat.say("Hallo")
     if stop != "welcome":
+        chat.say("3")
         chat.say("ja")
         chat.answer_until(stop)
     before = chat.now.model_dump()
@@ -1187,3 +1310,21 @@ def test_shipped_directory_always_offers_the_contact_point(flow_engine):
     urgent = ids(directory.match(need(land="bw", urgent=True)))
     assert urgent[0] == "bw-zamat"
     assert "telefonseelsorge" in urgent
+
+
+def test_a_pasted_page_at_any_step_is_refused_without_being_sent_back(
+    flow_engine: Engine,
+) -> None:
+    """100 KB at every step (a self-hosted Bot API need not keep Telegram's 4,096 limit):
+    a short reply each time, nothing taken, and the intake goes on."""
+    from tests.test_core import NORMAL_INTAKE  # the lines that make a whole intake
+
+    page = "Seite " + "x" * 100_000
+    state: IntakeState | None = None
+    for line in [*NORMAL_INTAKE, "absenden"]:
+        for text in (page, line):
+            outcome = flow_engine.handle(state, UserInput(text, language="de"))
+            assert all(len(reply.text) < 2000 for reply in outcome.replies), state
+            state = outcome.state or state
+    assert outcome.effect is Effect.SUBMIT
+    assert state is not None and "x" * 100 not in state.model_dump_json()

@@ -126,7 +126,7 @@ def test_entry_point_fails_on_a_broken_file(tmp_path):
         check=False,
     )
     assert result.returncode == 1
-    assert "steps.role.next[0].goto: names unknown step 'lnad'" in result.stdout
+    assert "steps.welcome.next[0].goto: names unknown step 'lnad'" in result.stdout
 
 
 # -- a broken questionnaire -----------------------------------------------------------------------
@@ -135,7 +135,7 @@ def test_entry_point_fails_on_a_broken_file(tmp_path):
 def test_unknown_step_in_next(tmp_path, capsys):
     code, output = _check(_edited(tmp_path, "intake", 'next = "land"', 'next = "lnad"'), capsys)
     assert code == 1
-    _assert_reports(output, "steps.role.next[0].goto", "unknown step", "'lnad'")
+    _assert_reports(output, "steps.welcome.next[0].goto", "unknown step", "'lnad'")
     assert f"{tmp_path / 'intake.toml'}: " in output  # the file is named too
 
 
@@ -143,7 +143,7 @@ def test_unknown_step_in_conditional_goto(tmp_path, capsys):
     paths = _edited(tmp_path, "intake", '{ goto = "emergency", when', '{ goto = "emergancy", when')
     code, output = _check(paths, capsys)
     assert code == 1
-    _assert_reports(output, "steps.danger.next[0].goto", "unknown step", "'emergancy'")
+    _assert_reports(output, "steps.lane.next[0].goto", "unknown step", "'emergancy'")
 
 
 def test_a_choice_id_too_long_for_a_button(tmp_path, capsys):
@@ -179,12 +179,12 @@ def test_missing_english_choice_label(tmp_path, capsys):
 
 
 def test_choice_leading_nowhere(tmp_path, capsys):
-    # danger: only "yes" has a rule once the default rule is gone
-    rule = '{ goto = "emergency", when = { answer = "danger", is = "yes" } },\n'
-    old, new = rule + '  { goto = "role" },\n', rule
+    # safe_now: only "no" and "unsure" have a rule once the default rule is gone
+    rule = '{ goto = "not_safe", when = { answer = "safe_now", one_of = ["no", "unsure"] } },\n'
+    old, new = rule + '  { goto = "categories" },\n', rule
     code, output = _check(_edited(tmp_path, "intake", old, new), capsys)
     assert code == 1
-    _assert_reports(output, "steps.danger.next", "'no'", "leads nowhere")
+    _assert_reports(output, "steps.safe_now.next", "'yes'", "leads nowhere")
 
 
 def test_loop_between_steps(tmp_path, capsys):
@@ -196,12 +196,12 @@ def test_loop_between_steps(tmp_path, capsys):
 
 
 def test_condition_names_unknown_choice(tmp_path, capsys):
-    old = 'when = { answer = "danger", is = "yes" }'
+    old = 'when = { answer = "lane", is = "danger" }'
     code, output = _check(
-        _edited(tmp_path, "intake", old, 'when = { answer = "danger", is = "maybe" }'), capsys
+        _edited(tmp_path, "intake", old, 'when = { answer = "lane", is = "maybe" }'), capsys
     )
     assert code == 1
-    _assert_reports(output, "steps.danger.next[0]", "'maybe'", "not a choice", "'danger'")
+    _assert_reports(output, "steps.lane.next[0]", "'maybe'", "not a choice", "'lane'")
 
 
 def test_condition_names_unknown_step(tmp_path, capsys):
@@ -254,7 +254,7 @@ def test_every_problem_is_reported_at_once(tmp_path, capsys):
     code, output = _check(_edited(tmp_path, "intake", text, edited), capsys)
     assert code == 1
     _assert_reports(output, "steps.role.prompt", "missing", "'en'")
-    _assert_reports(output, "steps.role.next[0].goto", "'lnad'")
+    _assert_reports(output, "steps.welcome.next[0].goto", "'lnad'")
 
 
 # -- broken texts ---------------------------------------------------------------------------------
@@ -380,22 +380,22 @@ def test_graph_is_a_mermaid_flowchart_with_every_step(capsys):
     node_ids = set(re.findall(r"^    (\w+)", output, flags=re.MULTILINE))
     for step_id in step_ids:
         assert step_id in node_ids, f"step {step_id} missing from the graph"
-    assert '    danger -->|"danger = yes"| emergency' in output.splitlines()
-    assert "    danger --> role" in output.splitlines()
+    assert '    lane -->|"lane = danger"| emergency' in output.splitlines()
+    assert "    lane --> welcome" in output.splitlines()
 
 
 def test_graph_in_english_uses_english_labels(capsys):
     assert main(["flow", "graph", "--language", "en"]) == 0
     output = capsys.readouterr().out
-    assert "Acute danger" in output
-    assert "Akute Gefahr" not in output
+    assert "Safe now" in output
+    assert "Jetzt in Sicherheit" not in output
 
 
 def test_graph_of_a_broken_file_names_the_problem(tmp_path, capsys):
     paths = _edited(tmp_path, "intake", 'next = "land"', 'next = "lnad"')
     assert main(["flow", "graph", str(paths["intake"])]) == 1
     captured = capsys.readouterr()
-    assert "steps.role.next[0].goto: names unknown step 'lnad'" in captured.err
+    assert "steps.welcome.next[0].goto: names unknown step 'lnad'" in captured.err
     assert "flowchart" not in captured.out
 
 
@@ -423,6 +423,40 @@ def test_a_triage_note_citing_a_law_without_source_is_named(tmp_path, capsys):
     code, output = _check(edited, capsys)
     assert code == 1
     _assert_reports(output, "triage.notes.complaint_deadline.source", "needs its source")
+
+
+# -- the lanes ------------------------------------------------------------------------------------
+
+
+def test_a_lane_asking_too_many_required_answers_is_named(tmp_path, capsys):
+    # the municipality made required: the report lane asks 11 on its longest path
+    old = 'id = "municipality"\nkind = "text"\nrequired = false\n'
+    paths = _edited(tmp_path, "intake", old, 'id = "municipality"\nkind = "text"\n')
+    code, output = _check(paths, capsys)
+    assert code == 1
+    _assert_reports(output, "lanes.max_required.report", "up to 11 required answers", "10")
+
+
+def test_a_lane_that_is_not_a_choice_of_the_lane_step_is_named(tmp_path, capsys):
+    paths = _edited(tmp_path, "intake", 'talk = "talk"', 'talk = "tlak"')
+    code, output = _check(paths, capsys)
+    assert code == 1
+    _assert_reports(output, "lanes.talk", "'tlak' is not a choice of step 'lane'")
+
+
+def test_an_unknown_way_of_contact_is_named(tmp_path, capsys):
+    paths = _edited(tmp_path, "intake", 'needs_way = "video"', 'needs_way = "fax"')
+    code, output = _check(paths, capsys)
+    assert code == 1
+    _assert_reports(output, "steps.contact.choices.video.needs_way", "'email' or 'video'")
+
+
+def test_sending_from_a_step_that_asks_nothing_is_named(tmp_path, capsys):
+    old = 'id = "not_safe"\nkind = "info"\n'
+    paths = _edited(tmp_path, "intake", old, old + "sends = true\n")
+    code, output = _check(paths, capsys)
+    assert code == 1
+    _assert_reports(output, "steps.not_safe.sends", "only a question")
 
 
 def test_a_triage_field_naming_an_unknown_step_is_named(tmp_path, capsys):

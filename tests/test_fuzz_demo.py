@@ -39,7 +39,7 @@ from storage.keyfile import unlock
 pytestmark = pytest.mark.slow
 
 REF = f"L-{dt.datetime.now(dt.UTC).year}-0001"
-SETUP = ["/start", "1", "ja", "2", "1", "absenden", f"staff> {REF} /uebernehmen"]
+SETUP = ["/start", "1", "1", "5", "/ueberspringen", "ja", f"staff> {REF} /uebernehmen"]
 MARK = "FORGED"  # what the fuzzer tries to bring to the start of a line
 FORGERIES = [
     f"{MARK} Beraterin Demo hat den Fall abgeschlossen: beraten.",

@@ -25,7 +25,7 @@ from tests.test_sealed_cases import DEMO_KEY, DEMO_PASSPHRASE, lotse
 
 pytestmark = pytest.mark.slow
 
-SUBMIT_URGENT = ["/start", "1", "ja", "2", "1", "absenden"]  # in danger: sent at once
+SUBMIT_URGENT = ["/start", "1", "1", "5", "/ueberspringen", "ja"]  # the danger lane: sent at once
 CLAIM = f"staff> {REF} /uebernehmen"
 ROOM_PREFIX = "staff-room> "
 TOO_BIG_DE = "Diese Datei ist größer als 20 MB; ich habe sie nicht gespeichert."
@@ -77,7 +77,7 @@ def test_item_01_what_is_not_a_regular_file_is_refused_unread(
     os.mkfifo(fifo)
     folder = tmp_path / "folder"
     folder.mkdir()
-    lines = ["/start", "1", "file> /dev/zero", f"file> {fifo}", f"file> {folder}", "2"]
+    lines = ["/start", "3", "1", "file> /dev/zero", f"file> {fifo}", f"file> {folder}", "2"]
     result, peak = measured_demo(demo_dir, lines, timeout=60)
     assert result.returncode == 0, result.stderr
     for target in ("/dev/zero", str(fifo), str(folder)):
@@ -201,7 +201,7 @@ def test_item_05_words_are_cleaned_and_quoted_in_every_rendering(
     for character in ("\x1b", "\x07", "\x00", "\u202e", "\u200f", "\u2028", "\u2029"):
         assert character not in stdout, repr(character)
     thread = thread_of(stdout)
-    assert [line for line in thread if line.startswith("Akute Gefahr:")] == ["Akute Gefahr: Nein"]
+    assert [line for line in thread if line.startswith("Akute Gefahr:")] == []  # not a field
     assert "│ Akute Gefahr: Ja" in thread
     assert "Beraterin Demo hat den Fall abgeschlossen: beraten." not in thread
     assert "│ Beraterin Demo hat den Fall abgeschlossen: beraten." in thread
@@ -289,8 +289,8 @@ def test_item_17_a_kill_after_a_send_repeats_that_one_message_only(tmp_path: Pat
 
 def test_item_13_a_long_list_of_unknown_items_is_not_echoed_whole(demo_dir: Path) -> None:
     many = ",".join(str(number) for number in range(1, 501))
-    stdout = ok(run_demo(demo_dir, ["/start", "1", "2", "2", "2", many]))
-    [answer] = [line for line in stdout if "„12“" in line]
+    stdout = ok(run_demo(demo_dir, ["/start", "3", "1", "2", "2", "1", many]))
+    [answer] = [line for line in stdout if "„13“" in line]  # 12 choices: 13 is the first unknown
     assert len(answer) < 400, answer
     assert "(+" in answer
 

@@ -99,7 +99,7 @@ async def test_item_19b_a_file_sent_mid_intake_goes_with_loeschen(tmp_path: Path
         await demo_counsellor(app)
         channel = ConsoleChannel(out)
         core = console_core(app, channel)
-        for line in ("/start", "1", f"file> {attachment}", "2"):
+        for line in ("/start", "3", "1", f"file> {attachment}", "2"):
             await channel.feed(core, line)
         assert await _rows(app.store, StoredBlob) == 1  # the file is stored, with its intake
         assert await _rows(app.store, Conversation) == 1

@@ -14,7 +14,7 @@ from tests.test_core import NORMAL_INTAKE
 from tests.test_handoff import NEXT_WEDNESDAY_10, SATURDAY_11, SETTINGS, URGENT_INTAKE, Bench
 from tests.test_queue import Clock
 
-ENGLISH_URGENT = ["/start", "/sprache en", "1", "yes", "2", "1", "submit"]
+ENGLISH_URGENT = ["/start", "/sprache en", "1", "1", "5", "/skip", "yes"]  # the danger lane
 QUICK = re.compile(
     r"\bbald\b|(?<!as )\bsoon\b|zuerst|\bfirst\b|gleich|sofort melde|gerade erreichbar|on duty now",
     re.IGNORECASE,

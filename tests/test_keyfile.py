@@ -13,6 +13,7 @@ import pytest
 from bot.cli import main
 from storage.keyfile import KeyFileError, public_path, read_public_key, unlock, write_key_pair
 from storage.sealing import PrivateKey
+from storage.signing import SignatureError, SigningKey, counsellor_statement, team_statement
 
 VECTORS = Path(__file__).parent / "vectors"
 KAT_PASSPHRASE = "correct horse battery staple"
@@ -112,3 +113,61 @@ def test_cli_wrong_passphrase_is_one_line_without_traceback(
     )
     error = capsys.readouterr().err
     assert error.strip() == f"lotse: wrong passphrase for {key} (or the file was changed)"
+
+
+# -- version 2: a signing key beside the KEM key (issue 11 item 4) ------------------------------
+
+KAT_SIGNING_SEEDS = bytes([0x33]) * 32 + bytes([0x44]) * 32
+KAT_SIGNING_FINGERPRINT = "5866 650c 7767 63de cd02 50ec 2c8b e206"
+
+
+def test_known_v2_key_file_opens_with_both_keys(tmp_path: Path) -> None:
+    key = tmp_path / "counsellor-v2.key"
+    shutil.copy(VECTORS / "counsellor-v2.key", key)
+    key.chmod(0o600)
+    unlocked = unlock(key, KAT_PASSPHRASE)
+    assert unlocked.key.to_bytes() == bytes([0x11]) * 64 + bytes([0x22]) * 32
+    assert unlocked.signing is not None
+    assert unlocked.signing.to_bytes() == KAT_SIGNING_SEEDS
+    assert unlocked.signing.public_key().fingerprint() == KAT_SIGNING_FINGERPRINT
+    public = read_public_key(VECTORS / "counsellor-v2.key.pub")
+    assert public.signing is not None
+    expected = SigningKey.from_bytes(KAT_SIGNING_SEEDS).public_key()
+    assert public.signing.to_bytes() == expected.to_bytes()
+    document = json.loads((VECTORS / "counsellor-v2.key.pub").read_text())
+    assert (document["version"], document["signing_fingerprint"]) == (2, KAT_SIGNING_FINGERPRINT)
+
+
+def test_v1_key_file_still_opens_but_cannot_sign(kat_key: Path) -> None:
+    unlocked = unlock(kat_key, KAT_PASSPHRASE)
+    assert unlocked.signing is None
+    with pytest.raises(KeyFileError, match=r"version 1 key file and cannot sign.*keys generate"):
+        unlocked.signer(kat_key)
+
+
+def test_a_swapped_signing_key_in_a_v2_file_is_refused(tmp_path: Path) -> None:
+    document = json.loads((VECTORS / "counsellor-v2.key").read_text())
+    other = SigningKey.generate().public_key().to_bytes()
+    document["signing_key"] = base64.b64encode(other).decode()
+    spliced = tmp_path / "spliced.key"
+    spliced.write_text(json.dumps(document))
+    spliced.chmod(0o600)
+    with pytest.raises(KeyFileError, match=r"wrong passphrase .* \(or the file was changed\)"):
+        unlock(spliced, KAT_PASSPHRASE)
+
+
+def test_signed_statements_are_length_prefixed_bytes() -> None:
+    assert team_statement(7, b"") == (
+        b"\x00\x00\x00\x11lotse/team-key/v1"
+        + b"\x00\x00\x00\x017"
+        + b"\x00\x00\x00\x20"
+        + bytes.fromhex("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+    )
+    signing = SigningKey.from_bytes(KAT_SIGNING_SEEDS)
+    message = counsellor_statement("Kaya", b"kem", b"sign")
+    signature = signing.sign(message)
+    signing.public_key().verify(signature, message)
+    with pytest.raises(SignatureError):  # both halves must verify: a bad Ed25519 half fails
+        signing.public_key().verify(signature[:-64] + bytes(64), message)
+    with pytest.raises(SignatureError):  # and a bad ML-DSA half
+        signing.public_key().verify(bytes(3309) + signature[-64:], message)

@@ -192,10 +192,10 @@ async def test_after_sigkill_mid_intake_the_official_goes_on_in_the_same_room(
     steps = [line for _step, line in intake_steps(Intake())]
     try:
         room = await official.direct_chat(deployment.bot)
-        for line in steps[:4]:  # /start, agree, no danger, a role
+        for line in steps[:4]:  # /start, the report lane, agree, the Land
             await official.answer(room, official.say(room, line))
         before = len(official.texts(room))
-        await official.say(room, steps[4])  # the Land, and at once:
+        await official.say(room, steps[4])  # the role, and at once:
         deployment.lotse.stop(kill=True)
         deployment.lotse.start()
         await official.wait_for(lambda: len(official.texts(room)) > before, 60)

@@ -22,10 +22,10 @@ CASES = {
 def _submitted(engine: Engine, answers: dict[str, str], urgent: bool = False) -> Chat:
     chat = Chat(engine)
     chat.say("Hallo")
+    chat.say("Ich möchte schildern, was passiert ist")
     chat.say("Einverstanden")
-    if urgent:
-        chat.say("ja")
-        chat.say("1")  # answer more questions now
+    if urgent:  # not safe right now: urgent, and the questions go on
+        answers = {**answers, "safe_now": "Nein"}
     chat.answer_until("summary", answers)
     chat.say("absenden")
     return chat
@@ -64,6 +64,7 @@ def test_an_urgent_case_sees_its_lands_24_7_line_first(flow_engine: Engine) -> N
 def test_hilfen_shows_the_rest_with_what_each_does(flow_engine: Engine) -> None:
     chat = Chat(flow_engine)
     chat.say("Hallo")
+    chat.say("3")
     chat.say("Einverstanden")
     chat.answer_until("summary", {"land": "Rheinland-Pfalz"})
     text = chat.say("/hilfen")

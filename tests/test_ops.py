@@ -289,6 +289,7 @@ async def test_errors_and_retries_are_counted_by_type_and_channel(
     running: Running, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await running.say("/start")
+    await running.say("3")  # the report lane
     await running.say("1")  # consented: replies now go through the outbox
 
     async def refuse(chat: str, reply: object) -> None:

@@ -23,7 +23,10 @@ from flows.state import Evidence, IntakeState
 from tests.test_engine import ANSWERS, Chat
 from tests.test_engine_properties import noise, valid_answer
 
-PROMPT = re.compile(r"^(?:[a-z][a-z0-9_]*|delete-confirm|cancel-confirm|return-choice)\.[0-9]+$")
+PROMPT = re.compile(
+    r"^(?:[a-z][a-z0-9_]*|delete-confirm|cancel-confirm|return-choice|talk-offer|send-now)"
+    r"\.[0-9]+$"
+)
 CALLBACK_DATA_LIMIT = 64  # bytes, Telegram
 
 
@@ -58,8 +61,10 @@ class Buttons(Chat):
 
 @pytest.fixture
 def buttons(flow_engine: Engine) -> Buttons:
+    """At the privacy notice, on the report lane."""
     chat = Buttons(flow_engine)
     chat.say("Hallo")
+    chat.say("Ich möchte schildern, was passiert ist")
     return chat
 
 
@@ -76,7 +81,7 @@ def test_every_asking_reply_of_a_whole_intake_has_a_short_content_free_prompt_id
     seen: list[Reply] = list(buttons.replies)
     buttons.say("Einverstanden")
     seen += buttons.replies
-    given = {**ANSWERS, "description": "CANARY-ANSWER Drohbriefe", "danger": "ja"}
+    given = {**ANSWERS, "description": "CANARY-ANSWER Drohbriefe", "safe_now": "Nein"}
     for _ in range(40):
         if buttons.step == "summary":
             break
@@ -106,18 +111,23 @@ def test_every_asking_reply_of_a_whole_intake_has_a_short_content_free_prompt_id
 
 
 def test_ids_name_the_step_and_rise_with_each_move(buttons: Buttons, flow_engine: Engine) -> None:
-    assert buttons.prompt == "welcome.0"
+    assert buttons.transcript[0].startswith("In Gefahr?")
+    assert buttons.prompt == "welcome.1"  # after "lane.0"
     buttons.say("Einverstanden")
-    assert buttons.prompt == "danger.1"
-    buttons.say("nein")
-    assert buttons.prompt == "role.2"
+    assert buttons.prompt == "land.2"
+    buttons.say("Bremen")
+    assert buttons.prompt == "role.3"
     buttons.say("/loeschen")
-    assert buttons.prompt == "delete-confirm.3"
+    assert buttons.prompt == "delete-confirm.4"
     assert buttons.keys() == ("delete_confirm", "delete_keep")
     buttons.say("nein")
-    assert buttons.prompt == "role.3"  # the role question again, but not its earlier instance
+    assert buttons.prompt == "role.4"  # the role question again, but not its earlier instance
+    buttons.say("Kann ich mit jemandem reden?")
+    assert buttons.prompt == "talk-offer.5"
+    assert buttons.keys() == ("talk_switch", "talk_stay")
+    buttons.say("nein")
     buttons.say("/abbrechen")
-    assert buttons.prompt == "cancel-confirm.4"
+    assert buttons.prompt == "cancel-confirm.6"
     assert buttons.keys() == ("cancel_confirm", "cancel_keep")
     assert prompt_id(IntakeState.submitted(buttons.now, "L-2026-0001")) is None
 
@@ -128,24 +138,25 @@ def test_the_same_prompt_keeps_its_id_when_it_is_shown_again(buttons: Buttons) -
     for text in ("Was soll das?", "/hilfe", "/sprache en", "/info", "/sprache de", "/start"):
         buttons.say(text)
         assert buttons.prompt == first, text
-    buttons.press(first, "no")  # the button of the very first message still answers
-    assert buttons.answers["danger"] == "no"
+    buttons.press(first, "hb")  # the button of the very first message still answers
+    assert buttons.answers["land"] == "hb"
 
 
 def test_a_button_of_an_earlier_visit_of_the_same_step_is_refused(buttons: Buttons) -> None:
     buttons.say("Einverstanden")
+    buttons.answer_until("safe_now")
     first_visit = buttons.prompt
-    buttons.say("nein")
+    buttons.say("Ja")
     buttons.say("/zurueck")
-    assert buttons.step == "danger"
+    assert buttons.step == "safe_now"
     assert buttons.prompt != first_visit
     before = buttons.now.model_copy(deep=True)
-    text = buttons.press(first_visit, "yes")
+    text = buttons.press(first_visit, "no")
     assert text.startswith(stale(buttons.engine))
-    assert "Sind Sie gerade jetzt in akuter Gefahr?" in buttons.replies[1].text
+    assert "Sind Sie gerade in Sicherheit?" in buttons.replies[1].text
     assert buttons.now == before
     assert buttons.engine.is_urgent(buttons.now) is False
-    buttons.press(buttons.prompt, "yes")  # the current one counts
+    buttons.press(buttons.prompt, "no")  # the current one counts
     assert buttons.engine.is_urgent(buttons.now) is True
 
 
@@ -159,7 +170,7 @@ def test_a_correction_from_the_summary_is_a_new_instance(buttons: Buttons) -> No
             break
         buttons.say(ANSWERS[buttons.step])
     summary_first = buttons.prompt
-    buttons.say("2")  # the role, the second item after the danger question
+    buttons.say("3")  # the role, the third item after the lane and the Land
     assert buttons.step == "role"
     assert role_first is not None and buttons.prompt != role_first
     assert buttons.press(role_first, "mayor_honorary").startswith(stale(buttons.engine))
@@ -177,18 +188,18 @@ def test_a_correction_from_the_summary_is_a_new_instance(buttons: Buttons) -> No
 def test_the_serial_is_carried_into_the_submitted_state_and_a_new_report(
     buttons: Buttons, flow_engine: Engine
 ) -> None:
+    lane_first = "lane.0"  # the buttons of the very first message
     buttons.say("Einverstanden")
-    danger_first = buttons.prompt
     buttons.answer_until("summary")
     buttons.say("absenden")
     submitted = IntakeState.submitted(buttons.now, "L-2026-0001")
     assert submitted.prompt_serial == buttons.now.prompt_serial
     buttons.state = submitted
     buttons.say("/neu")
-    assert buttons.step == "danger"
-    assert buttons.prompt != danger_first
-    assert buttons.press(danger_first, "yes").startswith(stale(flow_engine))
-    assert "danger" not in buttons.answers
+    assert buttons.step == "lane"
+    assert buttons.prompt != lane_first
+    assert buttons.press(lane_first, "danger").startswith(stale(flow_engine))
+    assert "lane" not in buttons.answers
 
 
 def test_a_stored_state_from_before_prompt_ids_still_loads() -> None:
@@ -250,9 +261,10 @@ def test_a_yes_key_of_a_question_cannot_confirm_anything(buttons: Buttons) -> No
 
 def test_a_pick_before_there_is_any_state_is_refused(flow_engine: Engine) -> None:
     chat = Buttons(flow_engine)
-    text = chat.press("welcome.0", "agree")
+    text = chat.press("lane.0", "talk")
     assert text.startswith(stale(flow_engine))
-    assert "Sind Sie einverstanden" in chat.replies[1].text
+    assert "Was möchten Sie tun?" in chat.replies[1].text
+    assert chat.answers == {}
     assert chat.now.consented is False
 
 
@@ -280,14 +292,14 @@ def _pick_for(engine: Engine, before: IntakeState, after: IntakeState) -> tuple[
 
 
 @pytest.mark.parametrize(
-    ("danger", "language"), [("nein", "de"), ("ja", "de"), ("nein", "en")], ids=str
+    ("safe", "language"), [("ja", "de"), ("nein", "de"), ("ja", "en")], ids=str
 )
 def test_every_valid_pick_gives_exactly_what_its_typed_equivalent_gives(
-    flow_engine: Engine, danger: str, language: str
+    flow_engine: Engine, safe: str, language: str
 ) -> None:
     state = flow_engine.new_state(language)
-    given = {**ANSWERS, "danger": danger, "categories": "1, 3, 4", "summary": "absenden"}
-    typed_answers = {"welcome": "1", **given}
+    given = {**ANSWERS, "safe_now": safe, "categories": "1, 3, 4", "summary": "absenden"}
+    typed_answers = {**given, "welcome": "1"}
     compared = 0
     for _ in range(40):
         typed = typed_answers[state.step]
@@ -320,7 +332,7 @@ def test_a_confirmation_button_gives_what_the_typed_word_gives(
     buttons: Buttons, command: str, typed: str, keys: tuple[str, ...]
 ) -> None:
     buttons.say("Einverstanden")
-    buttons.say("nein")
+    buttons.say("Bremen")
     buttons.say(command)
     state, prompt = buttons.now, buttons.prompt
     by_text = buttons.engine.handle(state, UserInput(typed))
@@ -339,8 +351,8 @@ def test_a_multiple_choice_pick_with_several_keys(buttons: Buttons) -> None:
 def test_text_in_a_pick_is_not_read(buttons: Buttons) -> None:
     """An adapter may put the button's label into `text`; it must not count as typed."""
     buttons.say("Einverstanden")
-    buttons.send(UserInput("/loeschen Messer", pick=Pick(buttons.prompt, ("no",))))
-    assert buttons.answers["danger"] == "no"
+    buttons.send(UserInput("/loeschen Messer", pick=Pick(buttons.prompt, ("hb",))))
+    assert buttons.answers["land"] == "hb"
     assert buttons.now.pending is None
     danger_reply = buttons.engine.texts.get("safety_danger", "de")
     assert not any(danger_reply in reply.text for reply in buttons.replies)

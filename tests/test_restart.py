@@ -138,9 +138,9 @@ def answer_one_by_one(demo: LiveDemo, lines: Sequence[str]) -> list[str]:
 # The question the bot is asking when it is killed, and how it shows it.
 KILL_POINTS = {
     # the last answer was the free-text description; a choice question is waiting
-    "when": ("Frage 6 von 16", "Wann ist es passiert?"),
+    "when": ("Frage 6 von etwa 17", "Wann ist es passiert?"),
     # the last answer was a multiple choice; the free-text description is waiting
-    "description": ("Frage 5 von 16", "Bitte beschreiben Sie in Ihren eigenen Worten"),
+    "description": ("Frage 5 von etwa 17", "Bitte beschreiben Sie in Ihren eigenen Worten"),
 }
 
 
@@ -150,7 +150,9 @@ def assert_at_most_the_last_message_again(repeated: list[str], asked: list[str])
     if repeated:
         start = asked.index(repeated[0])  # it was said before the kill
         assert repeated[: len(asked) - start] == asked[start:], repeated
-        assert repeated[0] in ("Frage 5 von 16", "Frage 6 von 16", "Frage 2 von 17"), repeated
+        assert repeated[0] in ("Frage 5 von etwa 17", "Frage 6 von etwa 17", "Frage 2 von 3"), (
+            repeated
+        )
         assert len(repeated) < 15, repeated  # one question with its choices, not more
 
 
@@ -164,8 +166,9 @@ def test_killed_mid_intake_continues_where_it_was(demo_dir: Path, waiting_at: st
     progress, prompt = KILL_POINTS[waiting_at]
 
     with LiveDemo(demo_dir) as demo:
-        demo.say(before[0], r"^  2\. Nicht einverstanden$")  # /start: the welcome
-        asked = answer_one_by_one(demo, before[1:])
+        demo.say(before[0], r"^  3\. Ich möchte schildern, was passiert ist$")  # the lanes
+        demo.say(before[1], r"^  2\. Nicht einverstanden$")  # the report lane: privacy notice
+        asked = answer_one_by_one(demo, before[2:])
         asked += demo.wait_for(re.escape(prompt))  # the whole reply to the last answer is out
         assert asked[asked.index(progress) :][:3] == [progress, "", asked[-1]]
         demo.kill()
@@ -184,9 +187,10 @@ def test_killed_mid_intake_continues_where_it_was(demo_dir: Path, waiting_at: st
     (summary,) = summaries(said)
     shown = summary_entries(summary)
     given_before_kill = {
-        "Akute Gefahr": "Nein",
+        "Anliegen": "Ich möchte schildern, was passiert ist",
         "Rolle": "Ehrenamtliche/r Bürgermeister/in oder Ortsbürgermeister/in",
         "Bundesland": "Bayern",
+        "Jetzt in Sicherheit": "Ja",
         "Art des Vorfalls": "Beleidigung, Bedrohung oder Nötigung",
     }
     if waiting_at == "when":
@@ -199,17 +203,18 @@ def test_killed_mid_intake_continues_where_it_was(demo_dir: Path, waiting_at: st
 
 def test_killed_in_the_urgent_branch_stays_urgent(demo_dir: Path) -> None:
     with LiveDemo(demo_dir) as demo:
-        demo.say("/start", r"^  2\. Nicht einverstanden$")
+        demo.say("/start", r"^  3\. Ich möchte schildern, was passiert ist$")
+        demo.say("1", r"^  2\. Nicht einverstanden$")  # the danger lane: guidance, privacy
         demo.say("1", PROGRESS.pattern)
-        asked = demo.say("1", r"^Wie möchten Sie weitermachen, wenn Sie in Sicherheit sind\?$")
+        asked = demo.say("11", r"^In einem Satz: Was passiert gerade\?$")
         demo.kill()
 
-    result = run_demo(demo_dir, ["/start", "2", "1", "absenden"])
+    result = run_demo(demo_dir, ["/start", "/ueberspringen", "nein"])
     said = ok(result)
     back = next(index for index, line in enumerate(said) if line.startswith("Willkommen zurück."))
     assert_at_most_the_last_message_again(said[:back], asked)
     said = said[back:]
-    assert "Wie möchten Sie weitermachen, wenn Sie in Sicherheit sind?" in said[:5]
+    assert "In einem Satz: Was passiert gerade?" in said[:5]
     assert (
         "Ihre Meldung ist als dringend markiert und steht in unserer Warteschlange ganz vorn."
         in text_of(said)

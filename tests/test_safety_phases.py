@@ -173,6 +173,7 @@ async def test_a_hit_during_the_intake_is_flagged_on_the_case_post(
     lines = list(NORMAL_INTAKE)
     described = lines.index("CANARY-DESCRIPTION wrote threats")
     lines[described] = "Ich will nicht mehr leben"
+    lines.insert(described + 1, "Weiter mit den Fragen")  # not sent at once: the whole intake
     reference = await bench.person().submit(lines)
     [(posted, text, urgent)] = bench.recorder.posts
     assert posted == reference and urgent

@@ -387,7 +387,7 @@ def test_cases_list_shows_metadata_only_and_needs_no_key(
     data_dir = tmp_path / "copy"
     shutil.copytree(submitted.data_dir, data_dir)
     # a second, urgent case by the same official
-    urgent = ["/start", "/neu", *intake_lines(Intake(urgent=True), start=False)[1:]]
+    urgent = ["/start", "/neu", *intake_lines(Intake(urgent=True), again=True)]
     result = run_demo(data_dir, urgent)
     ok(result)
     second = re.match(r"‼️ DRINGEND – Neuer Fall (L-\d{4}-\d{4}) · ", staff_room(result.stdout)[0])

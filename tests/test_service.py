@@ -30,14 +30,15 @@ class SlowCore(Core):
 
 @dataclass
 class OneShot(NullRoom):
-    """An adapter that receives one message (the consent) after the welcome, then waits."""
+    """An adapter that receives the lane and the consent after the welcome, then waits."""
 
     name: str = "test"
     sent: list[str] = field(default_factory=list)
 
     async def receive(self, sink: InboundSink) -> None:
         await sink.handle(Inbound(self.name, "u1", "chat", "/start", "e1"))
-        await sink.handle(Inbound(self.name, "u1", "chat", "1", "e2"))
+        await sink.handle(Inbound(self.name, "u1", "chat", "3", "e2"))
+        await sink.handle(Inbound(self.name, "u1", "chat", "1", "e3"))
         await asyncio.Event().wait()
 
     async def send(self, chat: str, reply: Reply) -> None:
@@ -52,8 +53,9 @@ async def test_a_stop_finishes_the_step_in_flight_and_delivers_its_reply(
     core.started = asyncio.Event()
     service = Service(core, [adapter])
     running = asyncio.create_task(service.run(handle_signals=False))
-    await core.started.wait()  # the welcome's step
-    core.started.clear()
+    for _ in range(2):  # the welcome's step, the lane's step
+        await core.started.wait()
+        core.started.clear()
     await core.started.wait()  # the consent's step is in flight now
     loop = asyncio.get_running_loop()
     stopped_at = loop.time()

@@ -24,7 +24,7 @@ from storage.models import Case, CaseItem, Conversation
 from storage.repository import Store
 from tests.test_core import CHANNEL, NORMAL_INTAKE, Recorder
 
-SECOND_REPORT = ["nein", "1", "by", "1, 3"]  # after /neu: danger, role, Land, categories
+SECOND_REPORT = ["3", "by", "1", "1", "1, 3"]  # after /neu: lane, Land, role, safe now, categories
 
 
 @dataclass
@@ -157,11 +157,9 @@ async def test_no_earlier_button_deletes_cancels_or_marks_urgent(
     phone: Phone, store: Store, flow_engine: Engine
 ) -> None:
     await _submitted_and_a_second_report_begun(phone)
-    danger_buttons = [
-        (prompt, key) for prompt, key in phone.buttons if prompt.startswith("danger.")
-    ]
-    assert len({prompt for prompt, _ in danger_buttons}) == 2  # one per report
-    assert {key for _, key in danger_buttons} == {"yes", "no"}
+    lane_buttons = [(prompt, key) for prompt, key in phone.buttons if prompt.startswith("lane.")]
+    assert len({prompt for prompt, _ in lane_buttons}) == 2  # one per report
+    assert {key for _, key in lane_buttons} == {"danger", "talk", "report"}
     answers = (await phone.state()).answers
 
     delete_question = flow_engine.texts.get("delete_confirm", "de")
@@ -205,7 +203,7 @@ async def test_no_earlier_button_deletes_cancels_or_marks_urgent(
 async def test_forged_picks_are_refused_without_a_crash(
     phone: Phone, store: Store, flow_engine: Engine
 ) -> None:
-    for line in NORMAL_INTAKE[:4]:  # up to the Land question
+    for line in NORMAL_INTAKE[:3]:  # up to the Land question
         await phone.say(line)
     current = phone.prompt
     assert current.startswith("land.")
@@ -239,7 +237,7 @@ async def test_forged_picks_are_refused_without_a_crash(
 
 
 async def test_a_multiple_choice_pick_with_several_keys_is_accepted(phone: Phone) -> None:
-    for line in NORMAL_INTAKE[:5]:  # up to the categories
+    for line in NORMAL_INTAKE[:6]:  # up to the categories
         await phone.say(line)
     assert phone.prompt.startswith("categories.")
     await phone.press(phone.prompt, "stalking", "insult", "threat")
@@ -257,8 +255,10 @@ async def test_a_valid_pick_stores_exactly_what_the_typed_answer_stores(
     typing, pressing = Phone(core, recorder, "typist"), Phone(core, recorder, "presser")
     await typing.say("/start")
     await pressing.say("/start")
-    pressed = 0
-    for line in [*NORMAL_INTAKE[1:], "absenden"]:
+    await typing.say("3")  # the lane: held in memory until the consent, nothing to compare
+    await pressing.press(pressing.prompt, "report")
+    pressed = 1
+    for line in [*NORMAL_INTAKE[2:], "absenden"]:
         prompt = pressing.prompt
         step = flow_engine.questionnaire.step(prompt.rsplit(".", 1)[0])
         await typing.say(line)
@@ -300,7 +300,7 @@ async def test_after_submitting_old_buttons_change_nothing_and_the_return_choice
     [case] = await _cases(store)
     reference = case.reference
     earlier = list(dict.fromkeys(phone.buttons))
-    assert any(prompt.startswith("danger.") and key == "yes" for prompt, key in earlier)
+    assert any(prompt.startswith("lane.") and key == "danger" for prompt, key in earlier)
 
     # The case waits: nothing is asked, so any button is an earlier one; nothing is kept.
     before = await phone.state()

@@ -8,7 +8,7 @@ import re
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -40,25 +40,13 @@ CANARIES = {
     "staff_relay": "Kanarie-Beraterin-antwortet-8MM",
     "note": "Kanarie-interne-Notiz-4RT",
 }
-PREFERRED = {"danger": "no", "family": "no", "evidence": "done", "contact": "chat"}
-
-
-@pytest.fixture
-def emulator() -> Iterator[Emulator]:
-    running = Emulator().start()
-    yield running
-    running.stop()
-
-
-@pytest.fixture
-def service(tmp_path: Path, emulator: Emulator) -> Iterator[Lotse]:
-    emulator.administrators = [COUNSELLOR_ID]
-    emulator.member_count = 2
-    configured = Lotse(tmp_path, emulator)
-    configured.setup()
-    yield configured
-    if configured.process is not None:
-        configured.stop(kill=True)
+PREFERRED = {
+    "lane": "report",
+    "family": "no",
+    "evidence": "done",
+    "police": "planned",
+    "contact": "chat",
+}
 
 
 def answer_until(
@@ -74,10 +62,11 @@ def answer_until(
         if any(stop in sent.text for sent in new):
             return said
         last = new[-1]
-        if not last.markup:
+        if not last.markup:  # a text question: the given words, or left out if optional
             step = next((key for key in on_text if key in last.text), None)
-            if step is not None:  # else a note (guidance, say): its question follows
-                emulator.message(user, on_text[step])
+            if step is None and not last.text.startswith("Frage "):
+                continue  # a note ("In Ordnung, ausgelassen."): its question follows
+            emulator.message(user, on_text[step] if step else "/ueberspringen")
             continue
         choices = buttons(last)
         step = choices[0][1].split(".")[0]
@@ -283,8 +272,11 @@ def test_bad_input_gets_a_clear_reply_or_is_ignored_and_the_process_keeps_runnin
     service.start()
     emulator.message(OFFICIAL, "/start")
     welcome = said_to(emulator, OFFICIAL, "Guten Tag")
-    emulator.press(OFFICIAL, welcome, "welcome.0|agree")
-    said_to(emulator, OFFICIAL, "akuter Gefahr?")
+    emulator.press(OFFICIAL, welcome, "lane.0|report")
+    emulator.press(
+        OFFICIAL, said_to(emulator, OFFICIAL, "Sind Sie einverstanden"), "welcome.1|agree"
+    )
+    said_to(emulator, OFFICIAL, "In welchem Bundesland")
     # garbage callback data: answered with a short text, nothing else changes
     count = len(emulator.messages_to(OFFICIAL))
     emulator.press(OFFICIAL, welcome, "garbage-without-separator")
@@ -352,9 +344,11 @@ def test_an_update_delivered_twice_is_handled_once_also_after_a_restart(
     service.start()
     emulator.message(OFFICIAL, "/start")
     welcome = said_to(emulator, OFFICIAL, "Guten Tag")
-    agree = emulator.press(OFFICIAL, welcome, "welcome.0|agree")
-    danger = said_to(emulator, OFFICIAL, "akuter Gefahr?")
-    answered = emulator.press(OFFICIAL, danger, "danger.1|no")
+    emulator.press(OFFICIAL, welcome, "lane.0|report")  # held in memory: nothing to redeliver
+    privacy = said_to(emulator, OFFICIAL, "Sind Sie einverstanden")
+    agree = emulator.press(OFFICIAL, privacy, "welcome.1|agree")
+    land = said_to(emulator, OFFICIAL, "In welchem Bundesland")
+    answered = emulator.press(OFFICIAL, land, "land.2|by")
     said_to(emulator, OFFICIAL, "Rolle")
     emulator.reinject(answered)
     time.sleep(2)
@@ -366,20 +360,23 @@ def test_an_update_delivered_twice_is_handled_once_also_after_a_restart(
     time.sleep(3)
     assert len(emulator.messages_to(OFFICIAL)) == count  # nothing handled twice
     emulator.message(OFFICIAL, "1")  # the role question is still the one asked
-    said_to(emulator, OFFICIAL, "Bundesland")
+    said_to(emulator, OFFICIAL, "Sind Sie gerade in Sicherheit?")
     emulator.message(OFFICIAL + 1, "/start", language="en-GB")  # an English app
     said_to(emulator, OFFICIAL + 1, "Hello. This is Lotse")
     assert emulator.violations == []
 
 
 def _consented(emulator: Emulator, users: list[int]) -> None:
-    """Each of `users` agreed and was asked the danger question."""
+    """Each of `users` chose the report lane, agreed and was asked for their Land."""
     for user in users:
         emulator.message(user, "/start")
     for user in users:
-        emulator.press(user, said_to(emulator, user, "Guten Tag", 60), "welcome.0|agree")
+        emulator.press(user, said_to(emulator, user, "Guten Tag", 60), "lane.0|report")
     for user in users:
-        said_to(emulator, user, "akuter Gefahr?", 60)
+        privacy = said_to(emulator, user, "Sind Sie einverstanden", 60)
+        emulator.press(user, privacy, "welcome.1|agree")
+    for user in users:
+        said_to(emulator, user, "In welchem Bundesland", 60)
 
 
 @pytest.mark.slow
@@ -427,7 +424,7 @@ def _kill_amid_answers(
     for user in users:
         question = last_with_buttons(emulator, user)
         assert question is not None
-        emulator.press(user, question, buttons(question)[1][1])  # "no" danger
+        emulator.press(user, question, buttons(question)[1][1])  # Bayern
     emulator.wait(lambda: sum(len(emulator.messages_to(u)) > before[u] for u in users) >= 5, 60)
     assert service.stop(kill=True) == -9
     answered_at_kill = sum(len(emulator.messages_to(u)) > before[u] for u in users)
@@ -566,8 +563,11 @@ def test_clearing_the_chat_deletes_both_sides_also_after_a_restart_and_keeps_the
 ) -> None:
     service.start()
     emulator.message(OFFICIAL, "/start")
-    emulator.press(OFFICIAL, said_to(emulator, OFFICIAL, "Guten Tag"), "welcome.0|agree")
-    emulator.press(OFFICIAL, said_to(emulator, OFFICIAL, "akuter Gefahr?"), "danger.1|no")
+    emulator.press(OFFICIAL, said_to(emulator, OFFICIAL, "Guten Tag"), "lane.0|report")
+    emulator.press(
+        OFFICIAL, said_to(emulator, OFFICIAL, "Sind Sie einverstanden"), "welcome.1|agree"
+    )
+    emulator.press(OFFICIAL, said_to(emulator, OFFICIAL, "In welchem Bundesland"), "land.2|by")
     said_to(emulator, OFFICIAL, "Rolle")
     assert service.stop() == 0
     service.start()  # the ids are kept (sealed) across a restart
@@ -585,7 +585,7 @@ def test_clearing_the_chat_deletes_both_sides_also_after_a_restart_and_keeps_the
     assert str(len(ours) + len(official) - 1) in done.text
     # the intake is untouched: the role question still answers
     emulator.message(OFFICIAL, "1")
-    said_to(emulator, OFFICIAL, "Bundesland")
+    said_to(emulator, OFFICIAL, "Sind Sie gerade in Sicherheit?")
     assert "chat_leeren" in emulator.commands["de"] and "clear_chat" in emulator.commands["en"]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 import pytest
@@ -9,7 +10,8 @@ from telegram import error as tg
 
 from bot.channels.telegram.adapter import language_of
 from bot.channels.telegram.limits import ChatLimits
-from bot.channels.telegram.send import MAX_CALLBACK, keyboard, split_text, translated
+from bot.channels.telegram.request import Request, UnreadableResponse
+from bot.channels.telegram.send import MAX_CALLBACK, Sender, keyboard, split_text, translated
 from bot.core.types import ChatBusy, Choice, PermanentFailure, Reply, RetryAfter
 from flows.engine import Engine
 from flows.messages import UserInput
@@ -92,7 +94,8 @@ def test_a_new_conversation_starts_in_the_apps_language_when_the_texts_have_it()
     engine = Engine.from_files(SHIPPED_QUESTIONNAIRE, SHIPPED_OFFERS, SHIPPED_TEXTS)
     english = engine.handle(None, UserInput("/start", language="en"))
     assert english.state is not None and english.state.language == "en"
-    assert english.replies[0].text.startswith("Hello.")
+    assert english.replies[0].text.startswith("In danger? Call 110.")
+    assert "Hello. This is Lotse" in english.replies[0].text
     for unknown in ("fr", None):
         german = engine.handle(None, UserInput("/start", language=unknown))
         assert german.state is not None and german.state.language == "de"
@@ -101,3 +104,51 @@ def test_a_new_conversation_starts_in_the_apps_language_when_the_texts_have_it()
     assert again.state is not None and again.state.language == "de"
     assert language_of("de-AT") == "de" and language_of("en-GB") == "en"
     assert language_of(None) == "de" and language_of("uk") == "en"
+
+
+@pytest.mark.parametrize("deep", [b"[" * 100_000 + b"]" * 100_000, b"[1,"])
+def test_an_unreadable_bot_api_answer_names_its_updates_and_is_never_logged(
+    deep: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    payload = (
+        b'{"ok": true, "result": [{"update_id": 7, "message": {"text": "Geheim-Kanarie", '
+        b'"entities": ' + deep + b'}}, {"update_id": 8}]}'
+    )
+    with pytest.raises(UnreadableResponse) as raised:
+        Request.parse_json_payload(payload)
+    assert raised.value.update_ids == [7, 8]
+    assert "Geheim" not in caplog.text and "Geheim" not in str(raised.value)
+    assert Request.parse_json_payload(b'{"ok": true, "result": []}') == {"ok": True, "result": []}
+
+
+class _Bot:
+    """Records send_message calls; what Sender needs of a Bot."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    async def send_message(self, chat_id: int, text: str, **_: object) -> object:
+        self.sent.append(text)
+        return type("Message", (), {"message_id": len(self.sent)})()
+
+
+async def test_a_reply_in_two_parts_waits_for_room_for_both_instead_of_holding_the_channel() -> (
+    None
+):
+    """The delivery worker sends for every chat of the channel: a later part that had to wait
+    for the group's 20 a minute would hold up every official's answer meanwhile."""
+    now = [0.0]
+    limits = ChatLimits(clock=lambda: now[0])
+    bot = _Bot()
+    sender = Sender(bot, limits, lambda reply: "Fertig")  # type: ignore[arg-type]
+    for _ in range(19):
+        limits.spend(-100)
+    two_parts = Reply(("Absatz. " * 300 + "\n\n") * 2)
+    assert len(split_text(two_parts.text)) == 2
+    with pytest.raises(ChatBusy) as busy:
+        await asyncio.wait_for(sender.send("-100", two_parts), 1.0)
+    assert busy.value.seconds > 60 and bot.sent == []  # nothing half sent
+    now[0] += 67
+    await asyncio.wait_for(sender.send("-100", two_parts), 1.0)
+    assert len(bot.sent) == 2
+    assert limits.delay(42, 3) == 0 and limits.delay(42, 4) == 0  # a burst is all a chat has

@@ -48,6 +48,7 @@ from storage.repository import Store
 
 logger = logging.getLogger(__name__)
 IDLE_SECONDS = 5.0  # a worker looks again this often even when nobody wakes it
+FIRST_BACKOFF = 0.5  # after a failed pass; doubling up to IDLE_SECONDS while failures last
 ROOM_RECHECK = dt.timedelta(seconds=30)  # a failed staff-room check is tried again after this
 VOLATILE_ATTEMPTS = 5
 # The staff room's content-free words for a situation ("dead": a dead letter; "held": a new
@@ -83,6 +84,9 @@ class _Worker:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     volatile: deque[_Volatile] = field(default_factory=deque)
+    # A pass that failed half-way (the database went away, the disk filled up) leaves what it
+    # had taken leased for LEASE; the next pass takes it back at once instead.
+    left_leased: bool = False
 
 
 class Delivery:
@@ -159,14 +163,19 @@ class Delivery:
             await outbox.release_leases(unit, serves)
 
     async def _work(self, worker: _Worker) -> None:
+        backoff = 0.0
         while True:
             worker.wake.clear()
             try:
                 done = await self._pass(worker)
-            except Exception as error:  # the database may be away for a moment
+                backoff = 0.0
+            except Exception as error:  # the database may be away for a moment (full, locked)
+                worker.left_leased = True
                 log_failure(logger, f"delivery on {worker.name}", error)
                 self.metrics.failed(type(error).__name__)
-                done = _Pass()
+                backoff = min(IDLE_SECONDS, max(FIRST_BACKOFF, backoff * 2))
+                await asyncio.sleep(backoff)  # not a busy loop of failures while it lasts
+                continue
             if done.pause:
                 await asyncio.sleep(done.pause)
                 continue
@@ -200,7 +209,10 @@ class Delivery:
             if done.pause:
                 return done
             async with self.store.unit() as unit:
+                if worker.left_leased:  # only this process delivers (see `recover`)
+                    await outbox.release_leases(unit, worker.serves)
                 streams = await outbox.take(unit, worker.serves)
+            worker.left_leased = False
             room_problems: list[str] | None = None
             for index, stream in enumerate(streams):
                 if stream[0].stream in blocked:
@@ -327,16 +339,17 @@ class Delivery:
             async with self.store.unit() as unit:
                 await outbox.failed(unit, message.id)
             return False
-        async with self.store.unit() as unit:
-            if message.kind == outbox.OPEN_THREAD and message.reference and thread:
+        if message.kind == outbox.OPEN_THREAD and message.reference and thread:
+            async with self.store.unit() as unit:
                 case = await unit.case(message.reference, lock=True)
                 if case is not None:
                     case.thread = thread
-            await outbox.delivered(unit, message)
+                await outbox.delivered(unit, message)
+        else:  # one Core transaction (storage/hotpath.py)
+            await self.store.hot.delivered(message.id, message.file_id)
         written = message.written_at
-        self.metrics.sent(
-            message.channel, (unit.now - written).total_seconds() if written else None
-        )
+        now = self.store.clock()
+        self.metrics.sent(message.channel, (now - written).total_seconds() if written else None)
         return True
 
     async def _dead(self, message: outbox.Queued, why: str) -> None:

@@ -42,7 +42,13 @@ from flows.messages import Effect, UserInput
 from flows.state import IntakeState, StoredFile
 from storage import outbox, queue
 from storage.keyring import active_counsellors
-from storage.repository import Store, Unit, UnreadableConversation
+from storage.repository import (
+    Store,
+    Unit,
+    UnreadableConversation,
+    open_conversation,
+    seal_conversation,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -90,8 +96,10 @@ class Core:
         self._unsaved = _Bounded()
         self._recent: OrderedDict[str, None] = OrderedDict()
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._slowed: dict[str, asyncio.Task[None]] = {}  # a slowed sender's latest message
         # Pacing of very fast senders: set by `lotse run` (the demo's one local user and the
-        # tests' scripted officials are not paced).
+        # tests' scripted officials are not paced). A paced message is taken in the background
+        # (`handle` returns at once), so it is confirmed to the platform before it is committed.
         self.pace: Pace | None = None
 
     def attach(self, channel: Channel) -> None:
@@ -130,23 +138,44 @@ class Core:
     # -- officials ---------------------------------------------------------------------------
 
     async def handle(self, inbound: Inbound) -> None:
-        await self._finish(self._handle(inbound))
-
-    async def _handle(self, inbound: Inbound) -> None:
         sender = self.pseudonym(inbound.channel, inbound.user)
+        wait, notice = self.pace.take(sender) if self.pace else (0.0, False)
+        if notice:  # one polite word, then this sender's messages are answered more slowly
+            logger.warning("one sender writes very fast: slowed down")
+            text = self.engine.texts.get("slow_down", self._language_of(sender))
+            stream = outbox.official_stream(sender)
+            self.delivery.send_volatile(inbound.channel, stream, inbound.chat, [Reply(text)])
+        earlier = self._slowed.get(sender)
+        if wait or earlier is not None:
+            # Adapters hand messages over one after another: a sender being slowed down must
+            # not hold up everyone behind them, so their message waits its turn here instead.
+            due = asyncio.get_running_loop().time() + wait
+            task = asyncio.ensure_future(self._handle_later(inbound, sender, due, earlier))
+            self._slowed[sender] = task
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
+            task.add_done_callback(lambda done: self._done_slowing(sender, done))
+            return
+        await self._finish(self._handle(inbound, sender))
+
+    async def _handle_later(
+        self, inbound: Inbound, sender: str, due: float, earlier: asyncio.Task[None] | None
+    ) -> None:
+        if earlier is not None:  # the same sender's messages stay in order
+            await asyncio.wait([earlier])
+        await asyncio.sleep(max(0.0, due - asyncio.get_running_loop().time()))
+        await self._handle(inbound, sender)
+
+    def _done_slowing(self, sender: str, task: asyncio.Task[None]) -> None:
+        if self._slowed.get(sender) is task:
+            del self._slowed[sender]
+
+    async def _handle(self, inbound: Inbound, sender: str) -> None:
         event_key = self.store.keys.pseudonym(f"event:{inbound.channel}", inbound.event_id)
         if event_key in self._recent:
             return
         self.metrics.received(inbound.channel)
         async with self._locks.hold(sender):
-            wait, notice = self.pace.take(sender) if self.pace else (0.0, False)
-            if notice:  # one polite word, then this sender's messages are answered more slowly
-                logger.warning("one sender writes very fast: slowed down")
-                text = self.engine.texts.get("slow_down", self._language_of(sender))
-                stream = outbox.official_stream(sender)
-                self.delivery.send_volatile(inbound.channel, stream, inbound.chat, [Reply(text)])
-            if wait:
-                await asyncio.sleep(wait)
             started = time.monotonic()
             try:
                 step = await until_stored(
@@ -181,6 +210,9 @@ class Core:
         # webhooks behind a load balancer): the loser retries against the winner's row.
         for attempt in range(1, ATTEMPTS + 1):
             try:
+                hot = await self._hot_step(inbound, sender, event_key)
+                if hot is not None:
+                    return hot
                 async with self.store.unit() as unit:
                     step = await self._step(unit, inbound, sender, event_key)
                     if step.durable:
@@ -199,6 +231,78 @@ class Core:
                     raise
                 logger.info("conversation written concurrently, retrying (attempt %d)", attempt)
         raise AssertionError("unreachable")
+
+    async def _hot_step(self, inbound: Inbound, sender: str, event_key: str) -> _Step | None:
+        """An ordinary step (no files, no effect, no handoff) in a few Core statements
+        (storage/hotpath.py); None: it needs the full unit, and nothing was written."""
+        if inbound.attachments:
+            return None
+        keys, now = self.store.keys, self.store.clock()
+        async with self.store.hot.step(event_key, sender, now) as hot:
+            if hot.seen:
+                return _Step()
+            if hot.row is not None:
+                row = hot.row
+                try:
+                    loaded = open_conversation(keys, sender, row.state, row.address, row.channel)
+                except UnreadableConversation:
+                    return None  # the unit sets it aside
+                current: IntakeState | None = loaded.state
+            else:
+                current = self._unsaved.get(sender)
+            if current is not None and self._for_the_handoff(current, inbound.text):
+                return None
+            outcome = self.engine.handle(current, self._given(inbound))
+            new_state = outcome.state
+            if outcome.effect is not None or new_state is None:
+                return None
+            replies = list(outcome.replies)
+            if not new_state.consented:  # nothing is stored before consent: rolled back
+                self._unsaved.remember(sender, new_state)
+                return _Step(replies)
+            sealed_state, sealed_address = seal_conversation(keys, sender, new_state, inbound.chat)
+            conversation = {
+                "sender_key": sender,
+                "channel": inbound.channel,
+                "address": sealed_address,
+                "state": sealed_state,
+                "created_at": now,
+                "updated_at": now,
+            }
+            hot.save(
+                conversation,
+                [
+                    outbox.official_values(
+                        keys,
+                        now,
+                        sender_key=sender,
+                        channel=inbound.channel,
+                        address=inbound.chat,
+                        reply=reply,
+                    )
+                    for reply in replies
+                ],
+            )
+        self._unsaved.pop(sender, None)  # committed
+        return _Step(replies, durable=True, channels={inbound.channel} if replies else set())
+
+    def _given(
+        self,
+        inbound: Inbound,
+        files: tuple[StoredFile, ...] = (),
+        dropped: int = 0,
+        too_big: int = 0,
+    ) -> UserInput:
+        return UserInput(
+            inbound.text,
+            files,
+            dropped,
+            inbound.pick,
+            too_big_files=too_big,
+            file_limit_mb=self.settings.max_file_bytes // (1024 * 1024),
+            language=inbound.language,
+            clears_chat=self._clears_chat(inbound.channel),
+        )
 
     async def _step(self, unit: Unit, inbound: Inbound, sender: str, event_key: str) -> _Step:
         if await unit.seen(event_key):
@@ -235,17 +339,7 @@ class Core:
             refused = [self._too_big(state.language)] if too_big else []
             return _Step([*notes, *refused, *turn.replies], durable=True)
 
-        given = UserInput(
-            inbound.text,
-            tuple(files),
-            dropped,
-            inbound.pick,
-            too_big_files=too_big,
-            file_limit_mb=self.settings.max_file_bytes // (1024 * 1024),
-            language=inbound.language,
-            clears_chat=self._clears_chat(inbound.channel),
-        )
-        outcome = self.engine.handle(state, given)
+        outcome = self.engine.handle(state, self._given(inbound, tuple(files), dropped, too_big))
         result = _Step([*notes, *outcome.replies])
         new_state = outcome.state
 
@@ -255,7 +349,8 @@ class Core:
             result.replies += self.engine.confirmation(new_state, reference, hours)
             position = await queue.position(unit, reference)
             note = self.handoff.waiting_note(position, new_state.language, unit.now)
-            if given.clears_chat:  # the last thing said: someone else may see the phone
+            # the last thing said: someone else may see the phone
+            if self._clears_chat(inbound.channel):
                 note += "\n\n" + self.engine.texts.get("clear_chat_hint", new_state.language)
             result.replies.append(Reply(note))
             new_state = IntakeState.submitted(new_state, reference)

@@ -11,10 +11,11 @@ import logging
 from bot.core.relay import Relay, staff_member
 from bot.core.types import StaffInbound
 from flows.answers import clean, parse_command, quoted
+from flows.lanes import claimed_notice_key
 from storage import queue
 from storage.audit import Action
 from storage.keyring import active_counsellors
-from storage.models import Counsellor
+from storage.models import Case, Counsellor
 from storage.queue import Refusal
 from storage.repository import Unit
 
@@ -105,12 +106,12 @@ class StaffDesk(Relay):
             key = "staff_taken_over" if holder else "staff_claimed"
             await self._post(unit, reference, self._staff(key, name=name, holder=holder))
             await self._relay_backlog(unit, case)
-            await self._tell_official(unit, case, "claimed_notice", name=name)
+            await self._tell_official(unit, case, await self._claimed_notice(unit, case), name=name)
         elif command == "claim":
             case = await queue.claim(unit, reference, counsellor)
             await self._post(unit, reference, self._staff("staff_claimed", name=name))
             await self._relay_backlog(unit, case)
-            await self._tell_official(unit, case, "claimed_notice", name=name)
+            await self._tell_official(unit, case, await self._claimed_notice(unit, case), name=name)
         elif command == "release":
             case = await queue.release(
                 unit, reference, counsellor, argument, self.settings.escalate_after
@@ -147,6 +148,12 @@ class StaffDesk(Relay):
                 unit, reference, self._staff("staff_reopened", actor=name), thread_open=True
             )
             await self._tell_official(unit, case, "reopened_notice", reference=reference)
+
+    async def _claimed_notice(self, unit: Unit, case: Case) -> str:
+        """The claim notice that fits how the official chose to be reached (kept in their
+        conversation state when they sent the intake)."""
+        loaded = await unit.load(case.sender_key)
+        return claimed_notice_key(loaded.state.contact if loaded else None)
 
     async def _queue_text(self, unit: Unit) -> str:
         cases = await queue.waiting(unit)

@@ -14,10 +14,10 @@ from typing import Any
 
 from telegram import Bot, BotCommand
 from telegram import error as tg
-from telegram.request import HTTPXRequest
 
 from bot.channels.telegram.adapter import MAX_BACKOFF, POLL_SECONDS, Say, TelegramChannel
 from bot.channels.telegram.limits import ChatLimits
+from bot.channels.telegram.request import Request
 from bot.channels.telegram.send import DoneLabel, Sender
 from bot.channels.telegram.staff import CounsellorIds, TelegramStaffRoom
 from bot.channels.telegram.webhook import SECRET_TOKEN, Webhook
@@ -138,7 +138,7 @@ class Reached:
         return self._at
 
 
-class TimedRequest(HTTPXRequest):
+class TimedRequest(Request):
     """python-telegram-bot's HTTP client, noting every call Telegram answered with 200
     (a poll, a send, a file): the health check's `last_reachable`."""
 

@@ -31,13 +31,23 @@ from telegram import (
 from telegram import error as tg
 
 from bot.channels.telegram.evidence import file_of, origin_of
-from bot.channels.telegram.send import CHECK, DONE, SEPARATOR, TOGGLE, Sender, retry_seconds
+from bot.channels.telegram.request import UnreadableResponse
+from bot.channels.telegram.send import (
+    CHECK,
+    DONE,
+    MAX_TEXT,
+    SEPARATOR,
+    TOGGLE,
+    Sender,
+    retry_seconds,
+)
 from bot.channels.telegram.webhook import Webhook, WebhookServer
 from bot.core.types import Attachment, Inbound, InboundSink, Pick, Reply, StaffInbound
 
 logger = logging.getLogger(__name__)
 CHANNEL = "telegram"
 POLL_SECONDS = 25
+BATCH = 100  # updates per poll, Telegram's maximum
 MAX_BACKOFF = 60.0
 WEBHOOK_CHECK_SECONDS = 20.0  # getWebhookInfo this often: keeps `last_reachable` fresh
 ALLOWED_UPDATES = ["message", "edited_message", "callback_query", "my_chat_member"]
@@ -99,18 +109,37 @@ class TelegramChannel:
         await _retrying("removing a webhook", self.bot.delete_webhook)
         offset: int | None = None
         pause = 1.0
+        hunting = False  # a batch could not be read: one update at a time until it is found
         while True:
             try:
                 # Raw, so that one update this library version cannot read is skipped alone
                 # instead of failing the whole batch for ever.
                 raw = await self.bot.do_api_request(
                     "getUpdates",
-                    {"offset": offset, "timeout": POLL_SECONDS, "allowed_updates": ALLOWED_UPDATES},
+                    {
+                        "offset": offset,
+                        "limit": 1 if hunting else BATCH,
+                        "timeout": 0 if hunting else POLL_SECONDS,
+                        "allowed_updates": ALLOWED_UPDATES,
+                    },
                     read_timeout=POLL_SECONDS + 10,
                 )
                 pause = 1.0
+                hunting = hunting and bool(raw)
             except tg.RetryAfter as error:
                 await asyncio.sleep(retry_seconds(error))
+                continue
+            except UnreadableResponse as error:
+                if hunting and error.update_ids:  # this one update cannot be read: skip it
+                    logger.warning("telegram: an update that cannot be read was skipped")
+                    offset = max(offset or 0, error.update_ids[0] + 1)
+                    hunting = False
+                elif not hunting:
+                    hunting = True
+                else:  # not even one update: a proxy's error page, say
+                    logger.warning("telegram: unreadable answer, again in %.0f s", pause)
+                    await asyncio.sleep(pause)
+                    pause = min(pause * 2, MAX_BACKOFF)
                 continue
             except tg.InvalidToken:
                 logger.error("telegram: the bot token was revoked; no more updates are fetched")
@@ -231,6 +260,9 @@ class TelegramChannel:
         assert message.from_user is not None
         language = language_of(message.from_user.language_code)
         text = message.text or message.caption or ""
+        if len(text) > MAX_TEXT:  # Telegram sends nothing longer: a broken or forged server
+            logger.warning("telegram: a message longer than Telegram allows was ignored")
+            return
         if message.text and message.text.startswith("/"):
             text = _without_bot_name(message.text)
         await self.sender.log(message.chat.id, [message.message_id])
@@ -416,8 +448,11 @@ class TelegramChannel:
         assert message.from_user is not None
         if message.from_user.id == self.bot.id or message.from_user.is_bot:
             return
-        attachment = await self._attachment(message, "de")
         text = message.text or message.caption or ""
+        if len(text) > MAX_TEXT:  # as for officials: no real Telegram message is this long
+            logger.warning("telegram: a staff-room message longer than Telegram allows was ignored")
+            return
+        attachment = await self._attachment(message, "de")
         if text.startswith("/"):
             text = _without_bot_name(text)
         if not text and not isinstance(attachment, Attachment):

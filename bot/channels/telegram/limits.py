@@ -36,18 +36,22 @@ class ChatLimits:
         self._groups: dict[int, deque[float]] = {}
         self._overall: deque[float] = deque()
 
-    def delay(self, chat: int) -> float:
-        """Seconds until one more message may go to `chat` (0: now)."""
+    def delay(self, chat: int, count: int = 1) -> float:
+        """Seconds until `count` more messages may go to `chat` (0: now). A reply in several
+        parts waits for room for all of them (as far as a burst allows), so its later parts
+        need not wait while the sender holds up every other chat."""
         now = self._clock()
         if chat < 0:
             sent = self._window(self._groups.setdefault(chat, deque()), now, GROUP_WINDOW)
-            if len(sent) < GROUP_MAX:
+            over = len(sent) + min(count, GROUP_MAX) - GROUP_MAX  # sends that must age out
+            if over <= 0:
                 return 0.0
-            return max(0.0, sent[0] + GROUP_WINDOW * MARGIN - now)
+            return max(0.0, sent[over - 1] + GROUP_WINDOW * MARGIN - now)
         bucket = self._refilled(chat, now)
-        if bucket.tokens >= 1.0:
+        needed = float(min(count, PRIVATE_BURST))
+        if bucket.tokens >= needed:
             return 0.0
-        return (1.0 - bucket.tokens) / PRIVATE_PER_SECOND * MARGIN
+        return (needed - bucket.tokens) / PRIVATE_PER_SECOND * MARGIN
 
     def spend(self, chat: int) -> None:
         now = self._clock()

@@ -115,14 +115,14 @@ class Sender:
         """`head` starts every part of a long reply (the case's reference in a staff group
         without topics, where a counsellor may reply to any part)."""
         chat_id = int(chat)
-        busy = self.limits.delay(chat_id)
-        if busy > 0:
-            raise ChatBusy(busy)
         markup = keyboard(reply, self._done_label(reply))
         text = reply.text if markup is not None else reply_as_text(reply)
         if head and text.startswith(head):
             text = text[len(head) :]
         parts = [head + part for part in split_text(text, MAX_TEXT - len(head))]
+        busy = self.limits.delay(chat_id, len(parts) + len(reply.files))
+        if busy > 0:
+            raise ChatBusy(busy)
         sent: list[Message] = []
         with translated():
             if markup is not None:

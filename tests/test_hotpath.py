@@ -1,0 +1,89 @@
+"""The hot path's group commit (storage/hotpath.py) against both databases: steps that share
+a transaction are still all or nothing each, and a duplicate event writes nothing."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from sqlalchemy import func, select
+
+from flows.messages import Reply
+from flows.state import IntakeState
+from storage import outbox
+from storage.models import Conversation, OutboxMessage, ProcessedEvent
+from storage.repository import Store, open_conversation, seal_conversation
+
+
+def _conversation(store: Store, sender: str) -> dict[str, object]:
+    state = IntakeState(language="de", step="role", consented=True, answers={"x": sender})
+    sealed_state, sealed_address = seal_conversation(store.keys, sender, state, f"chat-{sender}")
+    now = store.clock()
+    return {
+        "sender_key": sender,
+        "channel": "console",
+        "address": sealed_address,
+        "state": sealed_state,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+async def _count(store: Store, model: type) -> int:
+    async with store.unit() as unit:
+        return int(await unit.session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+async def _step(store: Store, sender: str, fail: bool = False) -> None:
+    async with store.hot.step(f"event-{sender}", sender, store.clock()) as hot:
+        assert not hot.seen
+        hot.save(_conversation(store, sender), [])
+        if fail:
+            raise RuntimeError("this step fails after writing")
+
+
+async def test_steps_in_one_batch_are_all_or_nothing_each(empty_store: Store) -> None:
+    senders = [f"s{index}" for index in range(20)]
+    results = await asyncio.gather(
+        *(_step(empty_store, sender, fail=index % 5 == 0) for index, sender in enumerate(senders)),
+        return_exceptions=True,
+    )
+    failed = {sender for sender, result in zip(senders, results, strict=True) if result}
+    assert failed == {"s0", "s5", "s10", "s15"}
+    async with empty_store.unit() as unit:
+        rows = (await unit.session.scalars(select(Conversation))).all()
+        events = set((await unit.session.scalars(select(ProcessedEvent.event_key))).all())
+    assert {row.sender_key for row in rows} == set(senders) - failed
+    assert events == {f"event-{sender}" for sender in set(senders) - failed}
+    for row in rows:
+        loaded = open_conversation(empty_store.keys, row.sender_key, row.state, row.address, "x")
+        assert loaded.state.answers == {"x": row.sender_key}
+
+
+async def test_a_seen_event_is_not_stepped_again(empty_store: Store) -> None:
+    await _step(empty_store, "a")
+    async with empty_store.hot.step("event-a", "a", empty_store.clock()) as hot:
+        assert hot.seen
+    assert await _count(empty_store, ProcessedEvent) == 1
+
+
+async def test_a_step_that_saves_nothing_leaves_nothing(empty_store: Store) -> None:
+    async with empty_store.hot.step("event-b", "b", empty_store.clock()) as hot:
+        assert hot.row is None
+    assert await _count(empty_store, ProcessedEvent) == 0
+    assert await _count(empty_store, Conversation) == 0
+    assert await _count(empty_store, OutboxMessage) == 0
+
+
+@pytest.mark.parametrize("count", [1, 3])
+async def test_delivered_messages_leave_the_outbox(empty_store: Store, count: int) -> None:
+    async with empty_store.unit() as unit:
+        for index in range(count):
+            await outbox.to_official(
+                unit, sender_key="a", channel="console", address="c", reply=Reply(f"r{index}")
+            )
+    async with empty_store.unit() as unit:
+        taken = [message for stream in await outbox.take(unit, ["console"]) for message in stream]
+    for message in taken:
+        await empty_store.hot.delivered(message.id, message.file_id)
+    assert await _count(empty_store, OutboxMessage) == 0
