@@ -27,8 +27,11 @@ class TcpProxy:
 
     def __exit__(self, *_: object) -> None:
         self.cut()
+        self._call(self._finish())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
+        if not self._thread.is_alive():
+            self._loop.close()
 
     def _call(self, coroutine: object) -> None:
         asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(10)  # type: ignore[arg-type]
@@ -52,6 +55,14 @@ class TcpProxy:
         for writer in list(self._open):
             writer.transport.abort()
         self._open.clear()
+
+    async def _finish(self) -> None:
+        """End the pipes still running, so none is left pending for the garbage collector
+        (which reports it as an error in whatever test runs then)."""
+        tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _serve(
         self, client_reader: asyncio.StreamReader, client: asyncio.StreamWriter
