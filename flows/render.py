@@ -186,7 +186,9 @@ class Renderer:
 
     def _own_line(self, state: IntakeState, step_id: str, prefix: str, language: str) -> str | None:
         """A choice the card words itself (`<prefix>_<choice>` in texts.toml): the lane, safe
-        now. A choice it has no words for is shown as the questionnaire labels it."""
+        now. A choice it has no words for is shown as the questionnaire labels it (or as
+        given), without the question's label: the card names each of them once, in its own
+        words, and a second name ("Anliegen: …" beside "Weg: …") would read as another field."""
         value = state.answers.get(step_id)
         if not isinstance(value, str):
             return None
@@ -196,7 +198,7 @@ class Renderer:
         step = self.questionnaire.steps.get(step_id)
         if step is None:
             return value
-        return f"{step.label.get(language, step.id)}: {self.answer(step, value, state, language)}"
+        return self.answer(step, value, state, language)
 
     def _own_words(self, state: IntakeState, step_id: str, key: str, language: str) -> list[str]:
         """A free-text answer the card shows in its own place, marked as the official's words."""
@@ -241,12 +243,14 @@ class Renderer:
         profile = self.questionnaire.profile
         triage = self.questionnaire.triage
         lines = [self._headline(state, reference, need, language, detail)]
+        # Most important risk first: the safety layer's hits (what the person wrote), named
+        # only where the room is encrypted; then what they said about being safe now.
+        if state.safety:
+            kinds = state.safety if detail == "full" else ["any"]
+            lines += [self.texts.get(f"staff_safety_{kind}", language) for kind in kinds]
         safe_now = self._own_line(state, triage.safe_now, "staff_safe_now", language)
         if safe_now is not None and detail != "minimal":
             lines.append(safe_now)
-        if state.safety:  # the safety layer's hits, named only where the room is encrypted
-            kinds = state.safety if detail == "full" else ["any"]
-            lines += [self.texts.get(f"staff_safety_{kind}", language) for kind in kinds]
         if detail != "minimal":
             lines += self._flags(state, language)
         # Free text that can identify the person: only where the room is encrypted.
