@@ -141,13 +141,24 @@ class Renderer:
     def guidance_after(self, state: IntakeState, step_id: str, value: Answer) -> list[Reply]:
         """Advice the answer `value` (not stored yet) makes fit, said once, before the next
         question (flows/guidance.py)."""
+        if self._in_danger_lane({**state.answers, step_id: value}):
+            return []
         entries = said_after(self.directory.guidance, state.answers, step_id, value)
         return self._guidance(entries, state.language)
 
     def guidance_at(self, state: IntakeState) -> list[Reply]:
         """Advice for the step reached now, when it is asked for the first time."""
+        if self._in_danger_lane(state.answers):
+            return []
         entries = said_at(self.directory.guidance, state.step, state.answers)
         return self._guidance(entries, state.language)
+
+    def _in_danger_lane(self, answers: dict[str, Answer]) -> bool:
+        """Someone in acute danger reads the emergency numbers and the few questions that
+        send the case, no advice on evidence or reports: whatever guidance the offers file
+        would make fit on that lane's steps."""
+        lanes = self.questionnaire.lanes
+        return lanes is not None and answers.get(lanes.step) == lanes.danger
 
     def _guidance(self, entries: list[Guidance], language: str) -> list[Reply]:
         """What fits at one moment, as one message: never a wall of every tip at the end."""
