@@ -265,7 +265,7 @@ def test_german_urgent_branch(demo_dir: Path) -> None:
     asked = said.index("Was möchten Sie tun?")
     after_choices = asked + said[asked:].index("  3. Ich möchte schildern, was passiert ist") + 1
     assert said[after_choices] == "Rufen Sie jetzt die Polizei: 110. Bei Verletzungen: 112."
-    assert "Haben Sie 110 schon angerufen? Mit Ihrer Antwort geht die Meldung sofort als " \
+    assert "Haben Sie die Polizei schon angerufen? Mit Ihrer Antwort geht die Meldung sofort als " \
         "dringend an unser Team." in said  # fmt: skip
     assert "Welche Rolle trifft auf Sie zu?" not in said  # the short way
     assert summaries(said) == []  # sent at once
