@@ -285,8 +285,8 @@ class Renderer:
                 continue
             limit = None if full else SUMMARY_TEXT_LIMIT
             shown = self.answer(step, state.answers[step.id], state, language, limit=limit)
-            if step.kind == "text":  # the official's own words, marked as theirs
-                shown = self.texts.get("staff_quote", language, text=shown)
+            if step.kind == "text" and state.answers[step.id] is not None:
+                shown = self.texts.get("staff_quote", language, text=shown)  # their own words
             lines.append(f"{step.label[language]}: {shown}")
             if step.id == triage.police:
                 lines += file_number

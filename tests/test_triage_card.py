@@ -176,3 +176,12 @@ def test_a_lane_the_card_has_no_words_for_is_shown_as_given(flow_engine: Engine)
     card = flow_engine.case_summary(state, "L-1", "de").splitlines()
     assert card[0].startswith("Neuer Fall L-1 · callback · Sachsen")
     assert card[1] == "maybe"
+
+
+def test_a_skipped_question_is_not_passed_off_as_the_officials_words(flow_engine: Engine) -> None:
+    chat = Chat(flow_engine)
+    for line in ("Hallo", "Ich bin in Gefahr", "Einverstanden", "Bremen", "/ueberspringen", "ja"):
+        chat.say(line)
+    card = flow_engine.case_summary(chat.now, "L-1", "de").splitlines()
+    assert card[0].startswith("‼️ DRINGEND – Neuer Fall L-1 · Weg: Gefahr · Bremen · ")
+    assert "Was gerade passiert: (ausgelassen)" in card  # not „(ausgelassen)“
