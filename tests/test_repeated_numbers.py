@@ -41,7 +41,9 @@ RUNS = {
     "danger lane in English": DANGER_EN,
     "report lane, suicidal hit": _report_with_a_hit("Ich will nicht mehr leben"),
     "report lane, danger hit": _report_with_a_hit("Er steht mit einem Messer vor meiner Tür"),
+    "talk lane": ["/start", "2", "1", "2", "2", "1", "absenden"],
 }
+WHILE_WAITING = ["Ist schon jemand da?", "Jetzt steht er vor meiner Tür"]
 
 
 def _emergency_numbers(engine: Engine) -> set[str]:
@@ -68,7 +70,7 @@ async def test_no_emergency_number_in_two_consecutive_messages(
     emergency = _emergency_numbers(bench.engine)
     person = bench.person()
     heard = ""
-    for line in [*RUNS[run], "Ist schon jemand da?"]:  # to the end, and a message while waiting
+    for line in [*RUNS[run], *WHILE_WAITING]:  # to the end, and messages while waiting
         replies = await person.say(line)
         heard += "\n".join(replies)
         for before, after in itertools.pairwise(replies):
