@@ -66,7 +66,7 @@ class Handoff(StaffDesk):
             )
             lines = self.texts.get("lines_closed", language)
         given = set(numbers_in(lines))
-        if given <= set(numbers_in(said_before)):
+        if given and given <= set(numbers_in(said_before)):
             lines = self.texts.get("lines_above", language)
         parts.append(lines)
         return " ".join(parts)
