@@ -214,7 +214,9 @@ class Engine(Confirmations):
             first += "\n\n" + self.texts.get("urgent_submitted", language)
         if lanes.in_danger_lane(self.questionnaire, state):  # only the lines open right now
             lines = lanes.emergency_lines(self.render.directory, need.land, self.texts, language)
-            return [Reply(first), Reply(lines)]
+            return [Reply(first), Reply(lines)]  # 110 once: in the lines, first
+        if need.urgent:
+            first += " " + self.texts.get("urgent_call_110", language)
         contact = lanes.contact_of(self.questionnaire, state)
         after = self.texts.get(lanes.next_steps_key(contact), language, hours=hours)
         return [

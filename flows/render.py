@@ -141,13 +141,24 @@ class Renderer:
     def guidance_after(self, state: IntakeState, step_id: str, value: Answer) -> list[Reply]:
         """Advice the answer `value` (not stored yet) makes fit, said once, before the next
         question (flows/guidance.py)."""
+        if self._in_danger_lane({**state.answers, step_id: value}):
+            return []
         entries = said_after(self.directory.guidance, state.answers, step_id, value)
         return self._guidance(entries, state.language)
 
     def guidance_at(self, state: IntakeState) -> list[Reply]:
         """Advice for the step reached now, when it is asked for the first time."""
+        if self._in_danger_lane(state.answers):
+            return []
         entries = said_at(self.directory.guidance, state.step, state.answers)
         return self._guidance(entries, state.language)
+
+    def _in_danger_lane(self, answers: dict[str, Answer]) -> bool:
+        """Someone in acute danger reads the emergency numbers and the few questions that
+        send the case, no advice on evidence or reports: whatever guidance the offers file
+        would make fit on that lane's steps."""
+        lanes = self.questionnaire.lanes
+        return lanes is not None and answers.get(lanes.step) == lanes.danger
 
     def _guidance(self, entries: list[Guidance], language: str) -> list[Reply]:
         """What fits at one moment, as one message: never a wall of every tip at the end."""
@@ -186,7 +197,9 @@ class Renderer:
 
     def _own_line(self, state: IntakeState, step_id: str, prefix: str, language: str) -> str | None:
         """A choice the card words itself (`<prefix>_<choice>` in texts.toml): the lane, safe
-        now. A choice it has no words for is shown as the questionnaire labels it."""
+        now. A choice it has no words for is shown as the questionnaire labels it (or as
+        given), without the question's label: the card names each of them once, in its own
+        words, and a second name ("Anliegen: …" beside "Weg: …") would read as another field."""
         value = state.answers.get(step_id)
         if not isinstance(value, str):
             return None
@@ -196,7 +209,7 @@ class Renderer:
         step = self.questionnaire.steps.get(step_id)
         if step is None:
             return value
-        return f"{step.label.get(language, step.id)}: {self.answer(step, value, state, language)}"
+        return self.answer(step, value, state, language)
 
     def _own_words(self, state: IntakeState, step_id: str, key: str, language: str) -> list[str]:
         """A free-text answer the card shows in its own place, marked as the official's words."""
@@ -241,12 +254,14 @@ class Renderer:
         profile = self.questionnaire.profile
         triage = self.questionnaire.triage
         lines = [self._headline(state, reference, need, language, detail)]
+        # Most important risk first: the safety layer's hits (what the person wrote), named
+        # only where the room is encrypted; then what they said about being safe now.
+        if state.safety:
+            kinds = state.safety if detail == "full" else ["any"]
+            lines += [self.texts.get(f"staff_safety_{kind}", language) for kind in kinds]
         safe_now = self._own_line(state, triage.safe_now, "staff_safe_now", language)
         if safe_now is not None and detail != "minimal":
             lines.append(safe_now)
-        if state.safety:  # the safety layer's hits, named only where the room is encrypted
-            kinds = state.safety if detail == "full" else ["any"]
-            lines += [self.texts.get(f"staff_safety_{kind}", language) for kind in kinds]
         if detail != "minimal":
             lines += self._flags(state, language)
         # Free text that can identify the person: only where the room is encrypted.
@@ -270,8 +285,8 @@ class Renderer:
                 continue
             limit = None if full else SUMMARY_TEXT_LIMIT
             shown = self.answer(step, state.answers[step.id], state, language, limit=limit)
-            if step.kind == "text":  # the official's own words, marked as theirs
-                shown = self.texts.get("staff_quote", language, text=shown)
+            if step.kind == "text" and state.answers[step.id] is not None:
+                shown = self.texts.get("staff_quote", language, text=shown)  # their own words
             lines.append(f"{step.label[language]}: {shown}")
             if step.id == triage.police:
                 lines += file_number

@@ -1,12 +1,11 @@
 """A Lotse process for the kill test: `python -m tests.deliver_once DATA_DIR kill|restart`.
 
-`kill`: an official sends /start and consents; the channel SIGKILLs its own process on
-the first send of a stored reply – after the step was committed, before anything was
-delivered. `kill-after-send`: the same, but killed just after the platform took the
-message, before its delivery was recorded. `restart`: a new process on the same data
-delivers what waits, sends
-nothing else, and stops. Every reply the channel did send is appended to
-DATA_DIR/sent.jsonl.
+`kill`: an official sends /start, chooses the report lane and consents; the channel
+SIGKILLs its own process on the first send of a stored reply – after the step was
+committed, before anything was delivered. `kill-after-send`: the same, but killed just
+after the platform took the message, before its delivery was recorded. `restart`: a new
+process on the same data delivers what waits, sends nothing else, and stops. Every reply
+the channel did send is appended to DATA_DIR/sent.jsonl.
 """
 
 from __future__ import annotations

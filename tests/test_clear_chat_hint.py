@@ -65,7 +65,9 @@ async def test_the_last_message_of_an_intake_mentions_clearing_where_the_channel
 
 @pytest.mark.slow
 def test_the_demo_never_mentions_a_clear_command_it_does_not_have(demo_dir: Path) -> None:
-    result = run_demo(demo_dir, ["/start", "/hilfe", "1", "ja", "2", "1", "absenden", "/help"])
+    # the talk lane: consent, Land (Bayern), role, contact in this chat, send
+    talk = ["2", "1", "2", "2", "1", "absenden"]
+    result = run_demo(demo_dir, ["/start", "/hilfe", *talk, "/help"])
     assert result.returncode == 0, result.stderr
     assert "Ihr Aktenzeichen" in result.stdout and "/zurueck" in result.stdout
     assert "chat_leeren" not in result.stdout and "clear_chat" not in result.stdout

@@ -39,7 +39,9 @@ def test_a_reply_committed_but_not_delivered_goes_out_once_after_a_kill(tmp_path
     killed = _run(data_dir, "kill")
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     before = _sent(data_dir)
-    assert before and "einverstanden" in before[0].casefold()  # the welcome went out
+    # the lane question and the privacy notice went out (the replies to /start and the lane)
+    assert len(before) == 2, before
+    assert "Was möchten Sie tun?" in before[0] and "einverstanden" in before[1].casefold()
     assert not any("Frage 1 von" in text for text in before)  # the reply to consent did not
 
     restarted = _run(data_dir, "restart")

@@ -243,7 +243,7 @@ def test_german_intake_with_back_and_a_correction_reaches_a_case(demo_dir: Path)
 
     # the staff room gets the case with the answers
     posted = staff_room(result.stdout)
-    assert re.match(rf"Neuer Fall {REFERENCE} · Berlin · ", posted[0])
+    assert re.match(rf"Neuer Fall {REFERENCE} · Weg: Schilderung · Berlin · ", posted[0])
     assert re.search(r"-0001 · ", posted[0])
     assert posted[0].endswith(" · Sprache: Deutsch")
     assert f"Beschreibung: „{description}“" in posted
@@ -265,7 +265,7 @@ def test_german_urgent_branch(demo_dir: Path) -> None:
     asked = said.index("Was möchten Sie tun?")
     after_choices = asked + said[asked:].index("  3. Ich möchte schildern, was passiert ist") + 1
     assert said[after_choices] == "Rufen Sie jetzt die Polizei: 110. Bei Verletzungen: 112."
-    assert "Haben Sie 110 schon angerufen? Mit Ihrer Antwort geht die Meldung sofort als " \
+    assert "Haben Sie die Polizei schon angerufen? Mit Ihrer Antwort geht die Meldung sofort als " \
         "dringend an unser Team." in said  # fmt: skip
     assert "Welche Rolle trifft auf Sie zu?" not in said  # the short way
     assert summaries(said) == []  # sent at once
@@ -279,7 +279,8 @@ def test_german_urgent_branch(demo_dir: Path) -> None:
     assert "HateAid" not in after and "Wie es weitergeht" not in after
 
     posted = staff_room(result.stdout)
-    assert re.match(rf"‼️ DRINGEND – Neuer Fall {REFERENCE} · Rheinland-Pfalz", posted[0])
+    heading = rf"‼️ DRINGEND – Neuer Fall {REFERENCE} · Weg: Gefahr · Rheinland-Pfalz"
+    assert re.match(heading, posted[0])
     assert "110 angerufen: Nein" in posted
 
 

@@ -322,7 +322,7 @@ def test_danger_lane_sends_at_once_after_three_questions(chat, flow_engine):
         chat.say(line)
     assert chat.step == "now"
     text = chat.say("/ueberspringen")
-    assert "Haben Sie 110 schon angerufen?" in text
+    assert "Haben Sie die Polizei schon angerufen?" in text
     chat.say("nein")
     assert chat.effect is Effect.SUBMIT
     assert chat.now.phase == "submitted"

@@ -198,8 +198,8 @@ def short_pair(tmp_path: Path, emulator: Emulator, database: str) -> Iterator[Pa
 def _at_the_role_question(emulator: Emulator, users: list[int]) -> None:
     _consented(emulator, users)
     for user in users:
-        danger = said_to(emulator, user, "akuter Gefahr?")
-        emulator.press(user, danger, "danger.1|no")
+        land = said_to(emulator, user, "In welchem Bundesland")
+        emulator.press(user, land, "land.2|by")
     for user in users:
         said_to(emulator, user, "Rolle", 60)
 

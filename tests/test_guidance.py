@@ -6,11 +6,14 @@ answers; a piece of guidance must appear in the answer to its own step and nowhe
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from flows.engine import Engine
+from flows.guidance import Guidance
 from flows.offers import load_directory
-from flows.questionnaire import load_questionnaire
+from flows.questionnaire import Condition, load_questionnaire
 from tests.test_engine import ANSWERS, Chat
 
 # The first words of each piece, as the official reads them (texts.toml).
@@ -188,13 +191,50 @@ def test_every_shipped_piece_has_a_source_in_the_brief_and_a_text_in_both_langua
             assert flow_engine.texts.get(entry.text, language).strip()
 
 
-def test_the_urgent_short_path_hears_no_guidance(flow_engine: Engine) -> None:
+def _danger_lane(engine: Engine) -> Chat:
+    """The danger lane to the end: in danger, consent, Land, a sentence, "called the police?"."""
+    chat = Chat(engine)
+    for line in ("Hallo", "Ich bin in Gefahr", "Einverstanden", "Bremen"):
+        chat.say(line)
+    assert chat.step == "now"
+    chat.say("Er steht vor dem Rathaus und schreit")
+    chat.say("ja")
+    assert chat.now.phase == "submitted"
+    return chat
+
+
+def test_the_danger_lane_hears_no_guidance(flow_engine: Engine) -> None:
     """Someone in acute danger reads the numbers and is asked only what matters."""
-    chat = Chat(flow_engine)
-    chat.say("Hallo")
-    chat.say("Einverstanden")
-    chat.answer_until("summary", {"danger": "ja", "emergency_continue": "2"})
+    chat = _danger_lane(flow_engine)
     everything = "\n".join(chat.transcript)
     assert "110" in everything
     for opening in ALL:
         assert opening not in everything
+
+
+def test_no_guidance_on_the_danger_lane_even_where_the_offers_file_would_give_some(
+    flow_engine: Engine,
+) -> None:
+    """Guidance an operator ties to the danger lane's steps (the Land, the sentence) is still
+    not said there; on the report lane the same entries are."""
+    render = flow_engine.render
+    extra = (
+        Guidance(id="at_now", text="guidance_screenshot", at="now", source="BRIEF.md, test"),
+        Guidance(
+            id="after_land",
+            text="guidance_keep_originals",
+            when_any=[Condition.model_validate({"answer": "land", "is": "hb"})],
+            source="BRIEF.md, test",
+        ),
+    )
+    directory = dataclasses.replace(render.directory, guidance=extra)
+    engine = Engine(
+        flow_engine.questionnaire,
+        flow_engine.texts,
+        dataclasses.replace(render, directory=directory),
+        flow_engine.safety,
+    )
+    everything = "\n".join(_danger_lane(engine).transcript)
+    assert SCREENSHOT not in everything and KEEP not in everything
+    _, said = _run(engine, {})  # the report lane, in Bremen
+    assert _where_said(said, KEEP) == ["land"]

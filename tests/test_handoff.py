@@ -412,7 +412,10 @@ async def test_outside_hours_the_official_gets_the_next_opening_and_the_hotline(
         "Ihr Fall ist auf Platz 1 der Warteschlange. Unser Team ist gerade nicht erreichbar; "
         "wir melden uns ab Montag, 9 Uhr (Beratungszeiten: Montag–Freitag 9–16 Uhr)."
     )
-    assert "0800 111 0 111" in note and "110" in note
+    # the danger lane's lines came right before: pointed to, not repeated
+    lines = person.submitted[-2]
+    assert "0800 111 0 111" in lines and "110" in lines
+    assert note.endswith(" Die Nummern oben erreichen Sie rund um die Uhr.")
     [reply] = await person.say("Hallo?")
     assert "wir melden uns ab Montag, 9 Uhr" in reply and "110" in reply
 
@@ -424,6 +427,13 @@ async def test_outside_hours_the_official_gets_the_next_opening_and_the_hotline(
     await on_duty.submit(URGENT_INTAKE)
     assert on_duty.submitted[-1] == (
         "Ihr Fall ist auf Platz 2 der Warteschlange. "
+        "Unser Team ist gerade erreichbar; in der Regel meldet sich bald jemand. "
+        "Die Nummern oben erreichen Sie rund um die Uhr."
+    )
+    normal = bench.person()  # no lines before its note: the note gives the numbers
+    await normal.submit()
+    assert normal.submitted[-1] == (
+        "Ihr Fall ist auf Platz 3 der Warteschlange. "
         "Unser Team ist gerade erreichbar; in der Regel meldet sich bald jemand. "
         "In akuter Gefahr: 110, Telefonseelsorge rund um die Uhr: 0800 111 0 111, "
         "0800 111 0 222, 116 123."
@@ -437,7 +447,8 @@ async def test_outside_hours_the_official_gets_the_next_opening_and_the_hotline(
         "Our team is not available right now; we will be in touch from Monday, 9:00 "
         "(counselling hours: Monday–Friday 9:00–16:00)."
     ) in note
-    assert "0800 111 0 111" in note and "110" in note
+    assert "0800 111 0 111" in english.submitted[-2] and "110" in english.submitted[-2]
+    assert note.endswith(" The numbers above can be reached around the clock.")
     [reply] = await english.say("Anyone there?")
     assert "from Monday, 9:00" in reply and "call 110" in reply
     bench.clock.now = NEXT_WEDNESDAY_10

@@ -265,7 +265,7 @@ def test_acceptance_story_german(demo_dir: Path, tmp_path: Path) -> None:
     # the official submits; the staff room gets the case's thread with answers, offers, commands
     story.step(f"{BOT}Danke. Ihre Meldung ist angekommen. Ihr Aktenzeichen: {REF}")
     (opened,) = story.step(f"{THREAD}Neuer Fall {REF}")
-    assert story.line(opened).startswith(f"{THREAD}Neuer Fall {REF} · Bayern · ")
+    assert story.line(opened).startswith(f"{THREAD}Neuer Fall {REF} · Weg: Schilderung · Bayern · ")
     thread = thread_of(stdout)
     assert thread[0].startswith(f"Neuer Fall {REF} · ")
     assert f"Beschreibung: „{DESCRIPTION_DE}“" in thread

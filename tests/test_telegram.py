@@ -417,7 +417,7 @@ def _kill_amid_answers(
     restart: Callable[[], object],
     while_down: Callable[[], None] = lambda: None,
 ) -> None:
-    """`users` (each asked the danger question) answer at once; `lotse run` is killed amid
+    """`users` (each asked for their Land) answer at once; `lotse run` is killed amid
     the answers and restarted: each gets the next question once (at most one reply twice,
     the send under way at the kill)."""
     before = {user: len(emulator.messages_to(user)) for user in users}
@@ -576,8 +576,11 @@ def test_clearing_the_chat_deletes_both_sides_also_after_a_restart_and_keeps_the
     emulator.message(OFFICIAL, "/chat_leeren")
     question = said_to(emulator, OFFICIAL, "48 Stunden")
     assert [data for _, data in buttons(question)] == ["clear|yes", "clear|no"]
+    before = len(emulator.messages_to(OFFICIAL))
     emulator.press(OFFICIAL, question, "clear|yes")
-    done = said_to(emulator, OFFICIAL, "gelöscht")
+    # the reply to the press (the help has "gelöscht" too: /datenschutz's line)
+    done = wait_for_new(emulator, OFFICIAL, before)[-1]
+    assert done.text.startswith("Ich habe"), done.text  # not "Ich konnte nur ..."
     ours = {(OFFICIAL, sent.message_id) for sent in emulator.messages_to(OFFICIAL)}
     official = {key for key in emulator.messages if key[0] == OFFICIAL} - ours
     assert official and official <= set(emulator.deleted)  # the official's own messages

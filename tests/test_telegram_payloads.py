@@ -74,7 +74,9 @@ def test_oversized_and_malformed_updates_at_every_step_are_answered_or_ignored(
     for user in OFFICIALS:  # the oversized texts and the deep updates got no answer
         replies = _texts(emulator, user)
         assert not any("Zeichen, hier passen" in text or "xxxxx" in text for text in replies)
-        assert sum(text.startswith("Guten Tag") for text in replies) == 1  # the deep "/start"s
+        # the deep "/start"s: one welcome (the official's own /start), never a welcome back
+        assert sum("Guten Tag, hier ist Lotse" in text for text in replies) == 1
+        assert not any("Willkommen zurück" in text for text in replies)
     assert emulator.violations == []
     assert service.stop() == 0
     log = service.log()

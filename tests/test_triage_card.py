@@ -34,12 +34,13 @@ def test_a_doxxing_at_home_case_with_family_shows_its_risks_on_the_first_lines(
 ) -> None:
     card = _card(flow_engine, DOXXING_AT_HOME)
     assert card[0] == (
-        "Neuer Fall L-2026-0042 · Sachsen · "
+        "Neuer Fall L-2026-0042 · Weg: Schilderung · Sachsen · "
         "Bürgermeister/in oder Oberbürgermeister/in (hauptamtlich) · "
         "Bedrohung oder Nötigung, Veröffentlichung privater Daten, Feindeslisten · "
         "Sprache: Deutsch"
     )
-    assert card[1] == (
+    assert card[1] == "Nach eigener Angabe jetzt in Sicherheit"  # the report lane asks
+    assert card[2] == (
         "⚠️ Risiken: Private Daten veröffentlicht · Vorfall am Wohnort · Angehörige betroffen · "
         "Täter/in bekannt · Mehrere Täter/innen oder Gruppe · Hält an oder wiederholt sich"
     )
@@ -74,11 +75,11 @@ def test_a_minimal_card_keeps_only_land_and_categories(flow_engine: Engine) -> N
     assert not any("Risiken" in line or "Adresse" in line for line in card)
 
 
-# -- the lanes' fields, with answers built directly (the lanes' questions come in another branch)
+# -- the lanes' fields, set directly on top of a finished report-lane intake
 
 
 def _built(engine: Engine, **answers: object) -> IntakeState:
-    """A finished intake as the lanes will leave it: the doxxing-at-home answers plus `answers`."""
+    """A finished report-lane intake: the doxxing-at-home answers, changed by `answers`."""
     chat = Chat(engine)
     chat.say("Hallo")
     chat.say("Einverstanden")
@@ -89,8 +90,8 @@ def _built(engine: Engine, **answers: object) -> IntakeState:
 
 
 LANES = {
-    "lane": "danger",
-    "safe_now": "no",
+    "lane": "report",
+    "safe_now": "no",  # not safe now: urgent
     "municipality": "Gemeinde Musterdorf, Landkreis Beispiel",
     "police_file_number": "ST/1234/26",
 }
@@ -101,7 +102,7 @@ def test_the_lane_safe_now_municipality_and_file_number_have_their_places(
 ) -> None:
     state = _built(flow_engine, police="yes", **LANES)
     card = flow_engine.case_summary(state, "L-2026-0042", "de").splitlines()
-    assert card[0].startswith("Neuer Fall L-2026-0042 · Weg: Gefahr · Sachsen · ")
+    assert card[0].startswith("‼️ DRINGEND – Neuer Fall L-2026-0042 · Weg: Schilderung · Sachsen · ")
     assert card[1] == "⚠️ Nach eigener Angabe jetzt NICHT in Sicherheit"
     assert card[2].startswith("⚠️ Risiken: Private Daten veröffentlicht · Vorfall am Wohnort")
     assert "Angehörige betroffen" in card[2]
@@ -116,13 +117,17 @@ def test_the_lane_safe_now_municipality_and_file_number_have_their_places(
 
 
 def test_the_card_in_english_and_the_other_lanes(flow_engine: Engine) -> None:
-    for lane, safe, first, second in (
-        ("talk", "yes", "Lane: talk", "Says they are safe now"),
-        ("report", "unsure", "Lane: report", "⚠️ Not sure whether they are safe now"),
+    for lane, safe, urgent, first, second in (
+        ("talk", "yes", False, "Lane: talk", "Says they are safe now"),
+        ("report", "unsure", True, "Lane: report", "⚠️ Not sure whether they are safe now"),
+        ("danger", "no", True, "Lane: danger", "⚠️ Says they are NOT safe now"),
     ):
         state = _built(flow_engine, lane=lane, safe_now=safe)
         card = flow_engine.case_summary(state, "L-7", "en").splitlines()
-        assert card[0].startswith(f"New case L-7 · {first} · Saxony (Sachsen) · ")
+        heading = ("‼️ URGENT – " if urgent else "") + "New case L-7 · "
+        assert card[0].startswith(f"{heading}{first} · Saxony (Sachsen) · ")
+        assert sum(line.count(first) for line in card) == 1  # the lane once, on the first line
+        assert not any(line.startswith(("Request:", "Anliegen:")) for line in card)
         assert card[1] == second
 
 
@@ -131,17 +136,24 @@ def test_a_file_number_without_a_police_answer_stands_below_the_flags(
 ) -> None:
     state = _built(flow_engine, police_file_number="4711\nzweite Zeile")
     del state.answers["police"]
+    del state.answers["municipality"]  # it would stand between them
     card = flow_engine.case_summary(state, "L-1", "de").splitlines()
-    assert card[1].startswith("⚠️ Risiken: ")
+    flags = next(i for i, line in enumerate(card) if line.startswith("⚠️ Risiken: "))
+    assert flags <= 2  # after the headline and safe-now
     at = next(i for i, line in enumerate(card) if line.startswith("Aktenzeichen der Polizei"))
-    assert at == 2
+    assert at == flags + 1
     # a second line of theirs cannot pass for a field of the card
     assert not card[at + 1].startswith(("Zeitpunkt", "zweite Zeile"))
 
 
 def test_without_the_lanes_answers_the_card_is_as_before(flow_engine: Engine) -> None:
-    card = _card(flow_engine, DOXXING_AT_HOME)
-    assert " · Weg: " not in card[0]
+    """An intake without them (a questionnaire that has no such questions) leaves them out."""
+    state = _built(flow_engine)
+    for step_id in ("lane", "safe_now", "municipality", "police_file_number"):
+        state.answers.pop(step_id, None)
+    card = flow_engine.case_summary(state, "L-2026-0042", "de").splitlines()
+    assert card[0].startswith("Neuer Fall L-2026-0042 · Sachsen · ")
+    assert card[1].startswith("⚠️ Risiken: ")
     assert not any("in Sicherheit" in line or "Aktenzeichen" in line for line in card)
     assert not any(line.startswith("Gemeinde oder Kreis") for line in card)
 
@@ -151,7 +163,7 @@ def test_an_unencrypted_room_gets_no_free_text_of_the_lanes(flow_engine: Engine)
     the official), "minimal" keeps only Land and categories."""
     state = _built(flow_engine, **LANES)
     summary = flow_engine.case_summary(state, "L-1", "de", "summary")
-    assert " · Weg: Gefahr · " in summary.splitlines()[0]
+    assert " · Weg: Schilderung · " in summary.splitlines()[0]
     assert "NICHT in Sicherheit" in summary
     assert "Musterdorf" not in summary and "ST/1234" not in summary
     minimal = flow_engine.case_summary(state, "L-1", "de", "minimal")
@@ -164,3 +176,12 @@ def test_a_lane_the_card_has_no_words_for_is_shown_as_given(flow_engine: Engine)
     card = flow_engine.case_summary(state, "L-1", "de").splitlines()
     assert card[0].startswith("Neuer Fall L-1 · callback · Sachsen")
     assert card[1] == "maybe"
+
+
+def test_a_skipped_question_is_not_passed_off_as_the_officials_words(flow_engine: Engine) -> None:
+    chat = Chat(flow_engine)
+    for line in ("Hallo", "Ich bin in Gefahr", "Einverstanden", "Bremen", "/ueberspringen", "ja"):
+        chat.say(line)
+    card = flow_engine.case_summary(chat.now, "L-1", "de").splitlines()
+    assert card[0].startswith("‼️ DRINGEND – Neuer Fall L-1 · Weg: Gefahr · Bremen · ")
+    assert "Was gerade passiert: (ausgelassen)" in card  # not „(ausgelassen)“

@@ -22,6 +22,7 @@ from bot.core.types import Pick, Reply
 from flows.answers import match_one, one_line, quoted
 from flows.messages import Choice
 from flows.picks import await_answer, picked, prompt_id
+from flows.safety import numbers_in
 from flows.state import IntakeState, StoredFile
 from storage import outbox, queue
 from storage.audit import OFFICIAL
@@ -42,19 +43,32 @@ class OfficialTurn:
 class Handoff(StaffDesk):
     """The official's side of a case: waiting, writing after submission, coming back."""
 
-    def waiting_note(self, position: int | None, language: str, now: dt.datetime) -> str:
-        """Queue position and whether someone is on duty, or when they will be and whom to call."""
+    def waiting_note(
+        self, position: int | None, language: str, now: dt.datetime, said_before: str = ""
+    ) -> str:
+        """Queue position and whether someone is on duty, or when they will be and whom to call.
+
+        `said_before` is the message the official reads right before this one: when it gave
+        every number the note would give (the danger lane's lines), the note points to them
+        instead of repeating them. A note that would add a number still gives them all.
+        """
         parts = []
         if position is not None:
             parts.append(self.texts.get("queue_position", language, position=position))
         opening = self._next_opening(language, now)
         if opening is None:
             parts.append(self.texts.get("hours_open", language))
+            lines = self.texts.get("lines_open", language)
         else:
             hours = describe(self.settings.hours, self.texts, language)
             parts.append(
                 self.texts.get("hours_closed", language, hours=hours, next_opening=opening)
             )
+            lines = self.texts.get("lines_closed", language)
+        given = set(numbers_in(lines))
+        if given and given <= set(numbers_in(said_before)):
+            lines = self.texts.get("lines_above", language)
+        parts.append(lines)
         return " ".join(parts)
 
     def _next_opening(self, language: str, now: dt.datetime) -> str | None:

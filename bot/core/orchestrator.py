@@ -346,9 +346,12 @@ class Core:
         if outcome.effect is Effect.SUBMIT and new_state is not None:
             reference = await self._submit(unit, inbound, sender, new_state)
             hours = describe(self.settings.hours, self.engine.texts, new_state.language)
-            result.replies += self.engine.confirmation(new_state, reference, hours)
+            confirmation = self.engine.confirmation(new_state, reference, hours)
+            result.replies += confirmation
             position = await queue.position(unit, reference)
-            note = self.handoff.waiting_note(position, new_state.language, unit.now)
+            note = self.handoff.waiting_note(
+                position, new_state.language, unit.now, said_before=confirmation[-1].text
+            )
             # the last thing said: someone else may see the phone
             if self._clears_chat(inbound.channel):
                 note += "\n\n" + self.engine.texts.get("clear_chat_hint", new_state.language)
