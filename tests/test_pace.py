@@ -42,12 +42,12 @@ async def test_a_flooding_sender_is_slowed_and_told_once_while_others_are_answer
             await core.handle(
                 Inbound("test", "flooder", "chat-f", f"/hilfe {number}", f"f{number}")
             )
-        for number, line in enumerate(["/start", "1", "nein"]):  # consents: durable steps
+        for number, line in enumerate(["/start", "3", "1", "by"]):  # consents: durable steps
             await core.handle(Inbound("test", "calm", "chat-c", line, f"c{number}"))
         assert not await core.drain(0.0)  # the flood is still being slowed down
         await core.settle()
         to_calm = [reply.text for chat, reply in recorder.sent if chat == "chat-c"]
-        assert len(to_calm) == 3 and to_calm[-1].startswith("Frage 2 von")
+        assert len(to_calm) == 4 and to_calm[-1].startswith("Frage 2 von")
         assert await core.drain(30.0)
         await core.settle()
     finally:
