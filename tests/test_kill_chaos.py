@@ -44,6 +44,8 @@ KILLS = 4
 FIRST_USER = 30_001
 WORDS = ["1", "2", "3", "1, 2", "/zurueck", "/hilfe", "99", "nein", "Vor dem Rathaus."]
 DEADLINE = 180.0
+CONSENT = ["/start", "3", "1"]  # the report lane, then agreed: from here on it is stored
+SETUP = len(CONSENT)
 
 
 @dataclass
@@ -68,10 +70,19 @@ def _step(engine: Engine, script: Script, line: str) -> bool:
     """Append `line` if the engine takes it without leaving the stored intake."""
     outcome = engine.handle(
         script.state,
-        UserInput(line, (), 0, None, too_big_files=0, file_limit_mb=20, language="de"),
+        UserInput(
+            line,
+            (),
+            0,
+            None,
+            too_big_files=0,
+            file_limit_mb=20,
+            language="de",
+            clears_chat=True,  # Telegram offers /chat_leeren: its help says so
+        ),
     )
     stays = outcome.effect is None and outcome.state is not None and outcome.state.consented
-    if script.lines and not stays:
+    if len(script.lines) >= SETUP - 1 and not stays:  # from the consent on, it stays stored
         return False
     texts: list[str] = []
     for reply in outcome.replies:
@@ -87,8 +98,8 @@ def _scripts(engine: Engine, rng: random.Random) -> list[Script]:
     scripts = []
     for number in range(OFFICIALS):
         script = Script(FIRST_USER + number)
-        assert _step(engine, script, "/start") and _step(engine, script, "1")  # consent
-        wanted = 2 + rng.randint(1, 5)
+        assert all(_step(engine, script, line) for line in CONSENT)
+        wanted = SETUP + rng.randint(1, 5)
         while len(script.lines) < wanted:
             _step(engine, script, rng.choice(WORDS))
         scripts.append(script)
@@ -103,13 +114,13 @@ def _received(emulator: Emulator) -> Counter[int]:
 def _drive(emulator: Emulator, service: Lotse, scripts: list[Script], rng: random.Random) -> int:
     """Type every script line by line; SIGKILL and restart at random points. The kills."""
     deadline = time.monotonic() + DEADLINE
-    later = sum(len(script.lines) - 2 for script in scripts)
+    later = sum(len(script.lines) - SETUP for script in scripts)
     kill_at = sorted(rng.sample(range(later // 10, later * 9 // 10), KILLS))
     typed_later = kills = 0
     while True:
         received = _received(emulator)
         everyone_consented = all(
-            script.typed >= 2 and received[script.user] >= script.due() for script in scripts
+            script.typed >= SETUP and received[script.user] >= script.due() for script in scripts
         )
         waiting = [script for script in scripts if received[script.user] < script.due()]
         if not waiting and all(script.typed == len(script.lines) for script in scripts):
@@ -117,11 +128,11 @@ def _drive(emulator: Emulator, service: Lotse, scripts: list[Script], rng: rando
         for script in scripts:
             if received[script.user] < script.due() or script.typed == len(script.lines):
                 continue
-            if script.typed >= 2 and not everyone_consented:
+            if script.typed >= SETUP and not everyone_consented:
                 continue
             emulator.message(script.user, script.lines[script.typed])
             script.typed += 1
-            typed_later += script.typed > 2
+            typed_later += script.typed > SETUP
         if kills < KILLS and typed_later >= kill_at[kills]:
             time.sleep(rng.uniform(0.0, 0.3))  # somewhere in the middle of handling and sending
             assert service.stop(kill=True) == -9
