@@ -16,6 +16,11 @@ A step that writes nothing (before consent) rolls back, so nothing is stored, as
 On SQLite each group of statements runs as one call on a database thread of its own
 (plain `sqlite3` under SQLAlchemy Core, the same pragmas), instead of a hop per
 statement through aiosqlite; its transactions take turns under one lock.
+
+A database that fails (locked past `SQLITE_BUSY_SECONDS`, a full disk, a lost server)
+raises here as it would in a unit; the core decides what the official hears, in one
+place for both paths (bot/core/outage.py, `storage.db.unreachable`). A step of a batch
+is told it was committed only if the batch's transaction really was.
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import StaticPool
 
-from storage.db import SQLITE_BUSY_SECONDS, take_sqlite_in_hand
+from storage import db
 from storage.models import Conversation, OutboxMessage, ProcessedEvent, TransitFile
 
 T = TypeVar("T")
@@ -119,6 +124,39 @@ def _delete_delivered(
     connection.execute(statements.delivered, {"message_id": message_id})
 
 
+class BatchLost(Exception):
+    """SQLite rolled back the batch's transaction by itself, as it may after a full disk or
+    an I/O error: what its steps wrote is gone, and each is told so (the batch's COMMIT fails
+    too). Writing on would autocommit each statement behind the batch's back: a step whose
+    official is asked to send again could have been stored after all."""
+
+
+def _in_transaction(connection: Connection) -> bool:
+    raw = connection.connection.dbapi_connection
+    return raw is not None and bool(raw.in_transaction)
+
+
+def _batch_still_open(connection: Connection) -> None:
+    if not _in_transaction(connection):
+        raise BatchLost("the database rolled back the open batch")
+
+
+def _commit_batch(connection: Connection) -> None:
+    # sqlite3's commit() does nothing outside a transaction: it would report a lost batch as
+    # committed, and its officials would be told their answers were taken.
+    _batch_still_open(connection)
+    connection.commit()
+
+
+def _undo(connection: Connection, savepoint: NestedTransaction) -> None:
+    """Roll back one step's savepoint; nothing to undo where the whole batch is gone."""
+    try:
+        savepoint.rollback()
+    except Exception:
+        if _in_transaction(connection):
+            raise
+
+
 @dataclass(frozen=True)
 class _Batch:
     committed: asyncio.Future[None]
@@ -160,9 +198,10 @@ class HotPath:
             engine = create_engine(
                 url,
                 poolclass=StaticPool,
-                connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_SECONDS},
+                # read when connecting, as storage/db.py does: one bounded wait for both paths
+                connect_args={"check_same_thread": False, "timeout": db.SQLITE_BUSY_SECONDS},
             )
-            take_sqlite_in_hand(engine)
+            db.take_sqlite_in_hand(engine)
             self._sqlite = engine
             self._connection = engine.connect()
             # A store nobody closed (tests make many) lets go of its connection when dropped.
@@ -242,24 +281,39 @@ class HotPath:
         async with self._turn:
             self._batch = None
             try:
-                await self._on_thread(lambda connection: connection.commit())
+                await self._on_thread(_commit_batch)
             except Exception as error:
-                await self._on_thread(lambda connection: connection.rollback())
+                # Its steps are told first (each official: "please send again"): a rollback
+                # that fails as well must not leave them waiting for ever.
                 batch.committed.set_exception(error)
                 batch.committed.exception()  # read: a batch of rolled-back steps has no reader
+                try:
+                    await self._on_thread(lambda connection: connection.rollback())
+                except Exception:
+                    await self._on_thread(lambda _connection: self._disconnect())
             else:
                 batch.committed.set_result(None)
             finally:
                 self._slots.release()
 
+    def _disconnect(self) -> None:
+        """Let go of a connection in a state nobody can vouch for; the next call opens anew."""
+        if self._connection is not None:
+            self._connection.invalidate()
+            self._connection = None
+        if self._sqlite is not None:
+            self._sqlite.dispose()
+            self._sqlite = None
+
     def _begin_step(
         self, connection: Connection, event_key: str, sender_key: str, now: dt.datetime
     ) -> HotStep:
+        _batch_still_open(connection)
         savepoint = connection.begin_nested()
         try:
             seen, row = _claim_and_load(connection, self.dialect, event_key, sender_key, now)
         except BaseException:
-            savepoint.rollback()
+            _undo(connection, savepoint)
             raise
         hot = HotStep(not seen, row)
         hot.savepoint = savepoint
@@ -270,14 +324,15 @@ class HotPath:
         assert savepoint is not None
         if failed or hot.conversation is None:
             hot.conversation = None
-            savepoint.rollback()
+            _undo(connection, savepoint)
             return
         try:
+            _batch_still_open(connection)
             _write(connection, self.dialect, hot.conversation, hot.outbox_rows)
             savepoint.commit()
         except BaseException:
             hot.conversation = None
-            savepoint.rollback()
+            _undo(connection, savepoint)
             raise
 
     async def delivered(self, message_id: int, file_id: str | None) -> None:

@@ -87,3 +87,33 @@ async def test_delivered_messages_leave_the_outbox(empty_store: Store, count: in
     for message in taken:
         await empty_store.hot.delivered(message.id, message.file_id)
     assert await _count(empty_store, OutboxMessage) == 0
+
+
+async def test_a_batch_the_database_rolled_back_stores_none_of_its_steps_and_the_next_works(
+    empty_store: Store,
+) -> None:
+    """SQLite may roll back the open transaction by itself (a full disk, an I/O error): every
+    step of that batch fails – so its official is asked to send again – and none of them is
+    written afterwards in autocommit, behind the failed batch's back."""
+    if empty_store.database.dialect.name != "sqlite":
+        pytest.skip("group commit is SQLite's")
+
+    async def rolled_back_by_sqlite() -> None:
+        async with empty_store.hot.step("event-b", "b", empty_store.clock()) as hot:
+            hot.save(_conversation(empty_store, "b"), [])
+            # as SQLite does on its own after some errors, on the batch's connection
+            await empty_store.hot._on_thread(
+                lambda connection: connection.exec_driver_sql("ROLLBACK")
+            )
+
+    results = await asyncio.gather(
+        _step(empty_store, "a"),
+        rolled_back_by_sqlite(),
+        _step(empty_store, "c"),
+        return_exceptions=True,
+    )
+    assert all(isinstance(result, Exception) for result in results), results
+    assert await _count(empty_store, Conversation) == 0
+    assert await _count(empty_store, ProcessedEvent) == 0
+    await _step(empty_store, "d")  # the same process goes on by itself
+    assert await _count(empty_store, Conversation) == 1
