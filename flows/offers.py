@@ -103,11 +103,16 @@ class Directory:
     def select(self, need: Need, limit: int = 3) -> list[Offer]:
         """The few offers shown after submitting: the Land's 24/7 line first when urgent, then
         those fitting the most of what the official told (Land, categories, venue, help).
-        Never the contact point itself, never a motive-specific offer."""
+        Never the contact point itself, never a motive-specific offer, and an offer meant for
+        some kinds of incident only where the official named one of them (the short lanes
+        ask no categories: an online-hate service would be a guess there; /hilfen has it)."""
         fitting = [
             offer
             for offer in self.offers
-            if not offer.always and not offer.on_request and _fits(offer, need)
+            if not offer.always
+            and not offer.on_request
+            and _fits(offer, need)
+            and (_named(offer, need) or (need.urgent and offer.around_the_clock))
         ]
 
         def rank(offer: Offer) -> tuple[bool, bool, int]:
@@ -132,14 +137,22 @@ def _fits(offer: Offer, need: Need) -> bool:
     )
 
 
-def _specific(offer: Offer, need: Need) -> int:
-    """How many of the official's answers the offer names itself (not by accepting any)."""
-    pairs = (
+def _named(offer: Offer, need: Need) -> bool:
+    """Every restriction of the offer met by something the official said, not by silence."""
+    return all(not accepted or set(accepted) & given for accepted, given in _pairs(offer, need))
+
+
+def _pairs(offer: Offer, need: Need) -> tuple[tuple[list[str], frozenset[str]], ...]:
+    return (
         (offer.categories, need.categories),
-        (offer.venues, need.venues),
+        (list(offer.venues), need.venues),
         (offer.help, need.help),
     )
-    return sum(1 for accepted, given in pairs if set(accepted) & given)
+
+
+def _specific(offer: Offer, need: Need) -> int:
+    """How many of the official's answers the offer names itself (not by accepting any)."""
+    return sum(1 for accepted, given in _pairs(offer, need) if set(accepted) & given)
 
 
 def _overlaps(accepted: Sequence[str], given: frozenset[str]) -> bool:

@@ -294,6 +294,7 @@ class Renderer:
             return "\n".join(lines)
         if state.files:
             lines.append(self.texts.get("staff_files", language, count=len(state.files)))
-        offers = ", ".join(offer.name for offer in self.directory.match(need))
+        shown_to_them = self.directory.select(need)  # the offers the official was given
+        offers = ", ".join(offer.name for offer in shown_to_them) or "–"
         lines.append(self.texts.get("staff_offers", language) + " " + offers)
         return "\n".join(lines)

@@ -272,7 +272,7 @@ def test_acceptance_story_german(demo_dir: Path, tmp_path: Path) -> None:
     assert "Bundesland: Bayern" in thread
     assert "Kontaktweg: Hier in diesem Chat" in thread
     offers = [line for line in thread if line.startswith("Passende Angebote: ")]
-    assert len(offers) == 1 and "starke Stelle" in offers[0]
+    assert len(offers) == 1 and "starke Stelle" not in offers[0]  # the counsellors' own
     hint = thread.index(offers[0]) + 2  # after an empty line: the commands
     assert thread[hint].startswith("Im Fall: /uebernehmen · /freigeben GRUND")
     assert "/abschliessen ERGEBNIS (vermittelt, beraten, kein_kontakt, sonstiges)" in thread[hint]

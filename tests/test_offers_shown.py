@@ -73,3 +73,18 @@ def test_hilfen_shows_the_rest_with_what_each_does(flow_engine: Engine) -> None:
         assert name in text
     assert "ZAMAT" not in text  # another Land's
     assert chat.step == "summary"  # and the conversation goes on where it was
+
+
+def test_the_talk_lane_is_not_shown_offers_for_incidents_nobody_named(flow_engine: Engine) -> None:
+    chat = Chat(flow_engine)
+    chat.say("Hallo")
+    chat.say("Ich möchte mit jemandem sprechen")
+    chat.say("Einverstanden")
+    chat.answer_until("summary", {"land": "Bayern"})
+    chat.say("absenden")
+    shown = "\n".join(reply.text for reply in flow_engine.confirmation(chat.now, "L-1", "Mo–Fr"))
+    # online-hate services fit only where an online incident was told: /hilfen has them
+    for name in ("HateAid", "Konsequent gegen Hass", "REspect"):
+        assert name not in shown
+    assert "/hilfen" in shown
+    assert "Konsequent gegen Hass" in chat.say("/hilfen")
