@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import Callable, Coroutine, Sequence
@@ -164,6 +165,21 @@ class Service:
         except Exception as error:  # one channel failing must not take the others down
             log_failure(logger, f"the {adapter.name} channel", error)
 
+    async def _settle_within(self, seconds: float) -> None:
+        """The last delivery before stopping, given up after `seconds` without waiting for it
+        to wind down: a database call cut off by a cancellation can take the SQLite driver
+        (aiosqlite under SQLAlchemy) much longer to close than the stop may last. What was
+        not sent stays in the outbox for the next start."""
+        settling = asyncio.ensure_future(self.core.settle())
+        done, _ = await asyncio.wait({settling}, timeout=seconds)
+        if not done:
+            settling.cancel()
+            settling.add_done_callback(_read_outcome)
+            logger.warning("stopping: the undelivered rest waits in the outbox")
+            return
+        if not settling.cancelled() and (error := settling.exception()) is not None:
+            log_failure(logger, "the last delivery before stopping", error)
+
     async def _tick(self) -> None:
         while True:
             await asyncio.sleep(self.tick_seconds)
@@ -189,12 +205,18 @@ class Service:
         for task in [*receiving, *background]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        # A SQLite connection whose call was cancelled twice can be left unclosed by the
+        # driver (aiosqlite's close and stop race), still holding its write lock until the
+        # garbage collector finds it; in a quiet process that can take minutes, and the last
+        # delivery below would wait for the lock. Collecting now lets it go.
+        gc.collect()
         remaining = deadline - loop.time()
         if deliver and remaining > 0:
-            try:
-                await asyncio.wait_for(self.core.settle(), remaining)
-            except TimeoutError:
-                logger.warning("stopping: the undelivered rest waits in the outbox")
-            except Exception as error:
-                log_failure(logger, "the last delivery before stopping", error)
+            await self._settle_within(remaining)
         logger.info("stopped")
+
+
+def _read_outcome(task: asyncio.Future[Any]) -> None:
+    """A task given up on is read when it ends, so asyncio does not report it as unread."""
+    if not task.cancelled():
+        task.exception()
