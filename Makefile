@@ -28,7 +28,7 @@ lint: $(DEV_STAMP)
 	$(BIN)/mypy
 
 test: lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n auto  # the integration tests mostly wait on servers: two at a time
 
 bench: $(DEV_STAMP)
 	$(BIN)/python -m tests.bench

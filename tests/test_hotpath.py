@@ -89,14 +89,13 @@ async def test_delivered_messages_leave_the_outbox(empty_store: Store, count: in
     assert await _count(empty_store, OutboxMessage) == 0
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # group commit is SQLite's
 async def test_a_batch_the_database_rolled_back_stores_none_of_its_steps_and_the_next_works(
     empty_store: Store,
 ) -> None:
     """SQLite may roll back the open transaction by itself (a full disk, an I/O error): every
     step of that batch fails – so its official is asked to send again – and none of them is
     written afterwards in autocommit, behind the failed batch's back."""
-    if empty_store.database.dialect.name != "sqlite":
-        pytest.skip("group commit is SQLite's")
 
     async def rolled_back_by_sqlite() -> None:
         async with empty_store.hot.step("event-b", "b", empty_store.clock()) as hot:
