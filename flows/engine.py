@@ -538,7 +538,10 @@ class Engine(Confirmations):
         return Reply(text, choices, multiple=step.kind == "multi", prompt=prompt)
 
     def _unmatched(self, state: IntakeState, text: str, key: str, **fields: object) -> Reply:
-        """No answer matched: say how to reach a person when that is what they asked for."""
+        """No answer matched: say how to reach a person when that is what they asked for;
+        after words the safety layer answered, no "could not match" – just the way on."""
+        if self.safety.check(text):
+            return self._nudge(state, "go_on_after_safety")
         if self.safety.wants_a_person(text):
             if lanes.may_offer_talk(self.questionnaire, state):
                 await_answer(state, "talk")

@@ -35,6 +35,7 @@ REQUIRED: dict[str, frozenset[str]] = {
     for key, fields in {
         "yes": (), "no": (), "progress": ("number", "total"), "previous_answer": ("answer",),
         "multi_hint": (), "optional_hint": ("command",), "choose_one": ("count",),
+        "go_on_after_safety": (),
         "choose_many": ("items",), "empty_message": (), "too_long": ("length", "maximum"),
         "too_short": ("minimum",), "required": (), "skipped": (), "skipped_answer": (),
         "unknown_command": ("name",), "did_you_mean": ("command",),

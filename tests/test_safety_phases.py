@@ -59,6 +59,8 @@ def test_every_message_in_every_phase_of_the_intake(
     assert (expected in chat.now.safety) if expected else chat.now.safety == []
     if expected and phase != "before_consent":
         assert "Ihre Meldung ist jetzt als dringend markiert." in chat.replies[0].text
+    if expected:  # after the numbers no "could not match that": the way on, gently
+        assert "keiner Antwort zuordnen" not in everything
 
 
 def test_a_hit_before_consent_is_kept_once_they_agree_and_the_intake_is_urgent(
@@ -186,3 +188,24 @@ async def test_a_hit_during_the_intake_is_flagged_on_the_case_post(
     else:  # an unencrypted room learns only that there was a sign of danger
         assert flag == "⚠️ Sicherheitsprüfung: Hinweis auf akute Gefahr."
     assert (await bench.case(reference)).urgent
+
+
+@pytest.mark.parametrize("phase", ["lanes", "choice"])
+def test_after_the_numbers_the_way_on_not_a_could_not_match(
+    flow_engine: Engine, phase: str
+) -> None:
+    chat = Chat(flow_engine)
+    chat.say("Hallo")  # the welcome with the three lanes
+    if phase == "choice":
+        chat.say("Ich möchte schildern, was passiert ist")
+        chat.say("Einverstanden")
+        chat.answer_until("role")
+    step = chat.step
+    said = chat.say("Ich kann nicht mehr, ich denke daran mich umzubringen.")
+    assert said.startswith("Es ist gut, dass Sie das schreiben.")
+    assert "keiner Antwort zuordnen" not in said
+    if phase == "lanes":  # nothing to send yet: the same question, gently
+        assert "Wenn Sie möchten, geht es hier weiter" in said
+    else:  # in the questions: what was told can go to the team at once
+        assert "Ihre Meldung jetzt gleich absenden" in said
+    assert chat.step == step and chat.replies[-1].choices
