@@ -69,6 +69,7 @@ class _Volatile:
     reply: Reply
     attempts: int = 0
     due: float = 0.0  # loop time
+    urgent: bool = False  # a safety hit before consent: its stream goes ahead of the others
 
 
 @dataclass
@@ -129,9 +130,14 @@ class Delivery:
         for name in channels:
             self._worker(name).wake.set()
 
-    def send_volatile(self, channel: str, stream: str, address: str, replies: list[Reply]) -> None:
+    def send_volatile(
+        self, channel: str, stream: str, address: str, replies: list[Reply], urgent: bool = False
+    ) -> None:
         worker = self._worker(channel)
-        worker.volatile.extend(_Volatile(stream, address, reply) for reply in replies)
+        worker.volatile.extend(_Volatile(stream, address, one, urgent=urgent) for one in replies)
+        if urgent:  # ahead of the others in a burst, each stream still in its own order
+            ahead = {item.stream for item in worker.volatile if item.urgent}
+            worker.volatile = deque(sorted(worker.volatile, key=lambda i: i.stream not in ahead))
         worker.wake.set()
 
     async def flush(self) -> int:

@@ -63,6 +63,7 @@ class _Step:
     deleted: bool = False  # something was deleted: compact the database afterwards
     durable: bool = False  # the replies went into the outbox with the state
     channels: set[str] = field(default_factory=set)  # outbox channels to wake
+    urgent: bool = False  # not stored (before consent) yet urgent: its replies go first
 
 
 class _Bounded(OrderedDict[str, IntakeState]):
@@ -192,7 +193,9 @@ class Core:
                 await self.store.compact()
             if not step.durable and step.replies:
                 stream = outbox.official_stream(sender)
-                self.delivery.send_volatile(inbound.channel, stream, inbound.chat, step.replies)
+                self.delivery.send_volatile(
+                    inbound.channel, stream, inbound.chat, step.replies, urgent=step.urgent
+                )
         self.metrics.stepped(time.monotonic() - started)
         self.delivery.wake(step.channels)
 
@@ -259,7 +262,7 @@ class Core:
             replies = list(outcome.replies)
             if not new_state.consented:  # nothing is stored before consent: rolled back
                 self._unsaved.remember(sender, new_state)
-                return _Step(replies)
+                return _Step(replies, urgent=self.engine.is_urgent(new_state))
             sealed_state, sealed_address = seal_conversation(keys, sender, new_state, inbound.chat)
             conversation = {
                 "sender_key": sender,
@@ -376,6 +379,7 @@ class Core:
             result.durable = True
         elif new_state is not None:
             self._unsaved.remember(sender, new_state)
+            result.urgent = self.engine.is_urgent(new_state)
         else:
             self._unsaved.pop(sender, None)
         logger.debug(
