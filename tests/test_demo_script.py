@@ -281,7 +281,7 @@ def test_german_urgent_branch(demo_dir: Path) -> None:
     posted = staff_room(result.stdout)
     heading = rf"‼️ DRINGEND – Neuer Fall {REFERENCE} · Weg: Gefahr · Rheinland-Pfalz"
     assert re.match(heading, posted[0])
-    assert "110 angerufen: Nein" in posted
+    assert "Polizei angerufen: Nein" in posted
 
 
 # -- English --------------------------------------------------------------------------------
