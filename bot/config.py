@@ -9,8 +9,10 @@ that hold them. Relative paths are read relative to the configuration file.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 import zoneinfo
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -93,6 +95,9 @@ class StorageConfig(_Section):
         return None
 
 
+WEBHOOK_SECRET = re.compile(r"^[A-Za-z0-9_-]{1,256}$")  # what setWebhook accepts
+
+
 class TelegramConfig(_Section):
     enabled: bool = False
     token_env: EnvName = "LOTSE_TELEGRAM_TOKEN"  # noqa: S105  (a variable name, not a secret)
@@ -117,6 +122,18 @@ class TelegramConfig(_Section):
         if self.enabled and self.mode == "webhook" and not self.public_url.startswith("http"):
             raise ValueError("public_url must be the https URL Telegram posts to in webhook mode")
         return self
+
+    def webhook_secret_problem(self, environ: Mapping[str, str]) -> str | None:
+        """In webhook mode, what is wrong with the secret token (else None): without it anyone
+        who knows the address could post forged updates, even as a counsellor."""
+        secret = environ.get(self.secret_token_env, "").strip()
+        if self.mode != "webhook" or WEBHOOK_SECRET.match(secret):
+            return None
+        return (
+            f"webhook mode needs a secret token in the environment variable "
+            f"{self.secret_token_env} (telegram.secret_token_env): 1 to 256 characters "
+            "of A-Z, a-z, 0-9, _ and -"
+        )
 
     @property
     def base_url(self) -> str | None:

@@ -239,7 +239,9 @@ def channel_checks(config: Config) -> list[Check]:
     ):
         if not getattr(config, name).enabled:
             continue
-        if os.environ.get(variable):
+        if name == "telegram" and (problem := config.telegram.webhook_secret_problem(os.environ)):
+            checks.append(Check("telegram channel", False, f"{problem} (lotse run will not start)"))
+        elif os.environ.get(variable):
             checks.append(Check(f"{name} channel", True, f"${variable} is set"))
         else:
             checks.append(

@@ -171,6 +171,30 @@ def test_channel_credentials_and_the_staff_room_are_checked(
     assert staff_room_check(config).ok
 
 
+def test_webhook_mode_without_a_usable_secret_token_is_named(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("LOTSE_TELEGRAM_TOKEN", "123:abc")
+    config = _channels(True, False, {"channel": "telegram", "room": "-1001234567890"})
+    webhook = config.telegram.model_copy(
+        update={"mode": "webhook", "public_url": "https://lotse.example.org"}
+    )
+    config = config.model_copy(update={"telegram": webhook})
+    for value in (None, "", "has spaces", "x" * 257):
+        if value is None:
+            monkeypatch.delenv("LOTSE_TELEGRAM_WEBHOOK_SECRET", raising=False)
+        else:
+            monkeypatch.setenv("LOTSE_TELEGRAM_WEBHOOK_SECRET", value)
+        [check] = channel_checks(config)
+        assert check.line() == (
+            "FAIL  telegram channel: webhook mode needs a secret token in the environment "
+            "variable LOTSE_TELEGRAM_WEBHOOK_SECRET (telegram.secret_token_env): 1 to 256 "
+            "characters of A-Z, a-z, 0-9, _ and - (lotse run will not start)"
+        ), value
+    monkeypatch.setenv("LOTSE_TELEGRAM_WEBHOOK_SECRET", "s3cret-hook\n")  # a file's newline
+    assert [check.ok for check in channel_checks(config)] == [True]
+
+
 def test_with_an_anchor_the_signature_chain_is_checked(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -20,7 +20,7 @@ from bot.channels.telegram.limits import ChatLimits
 from bot.channels.telegram.request import Request
 from bot.channels.telegram.send import DoneLabel, Sender
 from bot.channels.telegram.staff import CounsellorIds, TelegramStaffRoom
-from bot.channels.telegram.webhook import SECRET_TOKEN, Webhook
+from bot.channels.telegram.webhook import Webhook
 from bot.config import StartupError, TelegramConfig
 
 __all__ = ["Telegram", "connect"]
@@ -116,12 +116,9 @@ def _webhook(config: TelegramConfig) -> Webhook:
     """Webhook mode needs Telegram's secret token: without it anyone who knows the address
     could post forged updates (even as a counsellor)."""
     secret = os.environ.get(config.secret_token_env, "").strip()
-    if not SECRET_TOKEN.match(secret):
-        raise StartupError(
-            f"webhook mode needs a secret token in the environment variable "
-            f"{config.secret_token_env} (telegram.secret_token_env): 1 to 256 characters "
-            "of A-Z, a-z, 0-9, _ and -"
-        )
+    problem = config.webhook_secret_problem(os.environ)
+    if problem is not None:
+        raise StartupError(problem)
     return Webhook(config.listen, config.port, config.path, config.public_url, secret)
 
 

@@ -30,7 +30,6 @@ import tornado.web
 
 logger = logging.getLogger(__name__)
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # noqa: S105  (a header name)
-SECRET_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,256}$")  # what setWebhook accepts
 MAX_BODY = 2 * 1024 * 1024  # an update is a few kilobytes; files are fetched apart
 CLOSE_SECONDS = 5.0  # at a stop, open connections get this long to finish
 Take = Callable[[dict[str, Any]], Awaitable[None]]  # returns once the update is handled
