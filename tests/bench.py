@@ -15,8 +15,6 @@ import tracemalloc
 from pathlib import Path
 
 from bot.app import demo_config, open_app
-from bot.core.orchestrator import Core
-from bot.core.settings import Settings
 from bot.core.types import Inbound
 from bot.demo import DEMO_PASSPHRASE, demo_counsellor
 from flows.engine import Engine
@@ -29,7 +27,7 @@ from storage.models import Counsellor
 from storage.sealing import PrivateKey
 from tests import bench_crypto, bench_drain, bench_latency, bench_matrix, bench_scale
 from tests.bench_results import Results
-from tests.bench_rig import ANSWERS, Sink
+from tests.bench_rig import ANSWERS, running_core
 
 
 def bench_engine(engine: Engine, rounds: int) -> None:
@@ -56,12 +54,8 @@ def bench_engine(engine: Engine, rounds: int) -> None:
 
 async def bench_core(intakes: int, folder: Path, answers: list[str] = ANSWERS) -> None:
     """Officials writing at once through the real core; apologies are counted as failures."""
-    async with open_app(demo_config(folder)) as app:
-        await demo_counsellor(app)
-        sink = Sink(app.engine.texts.get("technical_error", "de"))
-        core = Core(app.engine, app.store, staff_room=sink, settings=Settings.defaults())
-        core.attach(sink)
-        workers = asyncio.create_task(core.delivery.run())
+    async with running_core(folder) as rig:
+        core, sink = rig.core, rig.sink
 
         async def official(index: int) -> None:
             for number, answer in enumerate(answers):
@@ -73,7 +67,6 @@ async def bench_core(intakes: int, folder: Path, answers: list[str] = ANSWERS) -
         await asyncio.gather(*(official(index) for index in range(intakes)))
         await core.settle()
         elapsed = time.perf_counter() - started
-        workers.cancel()
         messages = intakes * len(answers)
         good = messages - sink.apologies
         print(

@@ -39,13 +39,10 @@ from telegram.ext import (
 )
 from telegram.request import BaseRequest, RequestData
 
-from bot.app import demo_config, open_app
+from bot.app import demo_config
 from bot.config import config_from_dict
-from bot.core.orchestrator import Core
-from bot.core.settings import Settings
 from bot.core.types import Inbound
-from bot.demo import demo_counsellor
-from tests.bench_rig import ANSWERS, Sink
+from tests.bench_rig import ANSWERS, running_core
 
 OFFICIALS = 200
 POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
@@ -72,12 +69,8 @@ async def lotse_pipeline(url: str | None, folder: Path, officials: int) -> Rate:
     if url is not None:
         raw: dict[str, object] = {"storage": {"url": url, "data_dir": str(folder)}}
         config = config_from_dict(raw, folder, "bench")
-    async with open_app(config) as app:
-        await demo_counsellor(app)
-        sink = Sink(app.engine.texts.get("technical_error", "de"))
-        core = Core(app.engine, app.store, staff_room=sink, settings=Settings.defaults())
-        core.attach(sink)
-        workers = asyncio.create_task(core.delivery.run())
+    async with running_core(folder, config=config) as rig:
+        core, sink = rig.core, rig.sink
 
         async def official(index: int) -> None:
             for number, answer in enumerate(ANSWERS):
@@ -88,10 +81,7 @@ async def lotse_pipeline(url: str | None, folder: Path, officials: int) -> Rate:
         await asyncio.gather(*(official(index) for index in range(officials)))
         await core.settle()
         elapsed = time.perf_counter() - started
-        workers.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await workers
-        cases = len(await app.store.cases())
+        cases = len(await rig.app.store.cases())
     messages = officials * len(ANSWERS)
     failures = sink.apologies + (officials - cases) * len(ANSWERS)
     return Rate(messages - failures, failures, elapsed)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.app import App, demo_config, open_app
+from bot.config import Config
 from bot.core.orchestrator import Core
 from bot.core.settings import Settings
 from bot.core.types import Inbound, Reply
@@ -89,9 +90,12 @@ class Rig:
 
 
 @asynccontextmanager
-async def running_core(folder: Path, *, create: bool = True) -> AsyncIterator[Rig]:
-    """The core over the demo's SQLite database in `folder`, its delivery worker running."""
-    async with open_app(demo_config(folder)) as app:
+async def running_core(
+    folder: Path, *, create: bool = True, config: Config | None = None
+) -> AsyncIterator[Rig]:
+    """The core over the demo's SQLite database in `folder` (or `config`'s), its delivery
+    worker running."""
+    async with open_app(config or demo_config(folder)) as app:
         if create:
             await demo_counsellor(app)
         sink = Sink(app.engine.texts.get("technical_error", "de"))
