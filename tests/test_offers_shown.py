@@ -19,10 +19,15 @@ CASES = {
 }
 
 
-def _submitted(engine: Engine, answers: dict[str, str], urgent: bool = False) -> Chat:
+def _submitted(
+    engine: Engine,
+    answers: dict[str, str],
+    urgent: bool = False,
+    lane: str = "Ich möchte schildern, was passiert ist",
+) -> Chat:
     chat = Chat(engine)
     chat.say("Hallo")
-    chat.say("Ich möchte schildern, was passiert ist")
+    chat.say(lane)
     chat.say("Einverstanden")
     if urgent:  # not safe right now: urgent, and the questions go on
         answers = {**answers, "safe_now": "Nein"}
@@ -76,12 +81,7 @@ def test_hilfen_shows_the_rest_with_what_each_does(flow_engine: Engine) -> None:
 
 
 def test_the_talk_lane_is_not_shown_offers_for_incidents_nobody_named(flow_engine: Engine) -> None:
-    chat = Chat(flow_engine)
-    chat.say("Hallo")
-    chat.say("Ich möchte mit jemandem sprechen")
-    chat.say("Einverstanden")
-    chat.answer_until("summary", {"land": "Bayern"})
-    chat.say("absenden")
+    chat = _submitted(flow_engine, {"land": "Bayern"}, lane="Ich möchte mit jemandem sprechen")
     shown = "\n".join(reply.text for reply in flow_engine.confirmation(chat.now, "L-1", "Mo–Fr"))
     # online-hate services fit only where an online incident was told: /hilfen has them
     for name in ("HateAid", "Konsequent gegen Hass", "REspect"):
