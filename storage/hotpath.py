@@ -3,19 +3,22 @@
 Most messages an official writes are one step of the questionnaire: mark the event
 seen, load the conversation, step, save it with the replies. `Store.unit()` does that
 through the ORM with a statement (and, on SQLite, a thread hop) per call; here it is
-a handful of SQLAlchemy Core statements in one transaction:
+a handful of SQLAlchemy Core statements.
 
-1. `INSERT … ON CONFLICT DO NOTHING` into processed_events: marks the event seen and
-   tells whether it was (0 rows: a duplicate); on PostgreSQL it also holds the event
-   against a second process.
-2. `SELECT … FOR UPDATE` of the conversation (SQLite: under BEGIN IMMEDIATE's lock).
-3. the step, in the caller's code, between the two hops;
-4. one upsert of the conversation and one multi-row insert of the replies; commit.
+On PostgreSQL, one transaction per step: `INSERT … ON CONFLICT DO NOTHING` into
+processed_events (marks the event seen, 0 rows: a duplicate, and holds it against a
+second process), `SELECT … FOR UPDATE` of the conversation, the step in the caller's
+code, one upsert of the conversation and one multi-row insert of the replies; commit.
 
-A step that writes nothing (before consent) rolls back, so nothing is stored, as before.
-On SQLite each group of statements runs as one call on a database thread of its own
-(plain `sqlite3` under SQLAlchemy Core, the same pragmas), instead of a hop per
-statement through aiosqlite; its transactions take turns under one lock.
+On SQLite (one writer at a time, so a step holding the lock while it is computed holds up
+everyone), a step is two calls on a database thread of its own (plain `sqlite3` under
+SQLAlchemy Core, the same pragmas): a read outside any transaction, then – after the step
+was computed, holding nothing – its writes join the next batch. A batch is one
+transaction with a savepoint per step and one COMMIT, one fsync, for all of them (group
+commit); each step's writes check that nothing changed since its read (`_write_step`).
+Delivered messages leave the outbox in the same batches.
+
+A step that writes nothing (before consent) leaves nothing, as before.
 
 A database that fails (locked past `SQLITE_BUSY_SECONDS`, a full disk, a lost server)
 raises here as it would in a unit; the core decides what the official hears, in one
@@ -33,7 +36,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import Any, NamedTuple, TypeVar, cast
 
 from sqlalchemy import (
     Connection,
@@ -45,6 +48,7 @@ from sqlalchemy import (
     create_engine,
     delete,
     select,
+    update,
 )
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -55,6 +59,7 @@ from storage import db
 from storage.models import Conversation, OutboxMessage, ProcessedEvent, TransitFile
 
 T = TypeVar("T")
+BATCH_LIMIT = 256  # writes per transaction: bounds how long one batch holds the database
 _EVENTS = cast(Table, ProcessedEvent.__table__)
 _CONVERSATIONS = cast(Table, Conversation.__table__)
 _OUTBOX = cast(Table, OutboxMessage.__table__)
@@ -68,6 +73,8 @@ class _Statements:
     claim: Executable
     load: Executable
     upsert: Executable
+    create: Executable
+    update_if: Executable
     reply: Executable
     forget_file: Executable
     delivered: Executable
@@ -85,6 +92,17 @@ def _statements(dialect: str) -> _Statements:
         .where(columns.sender_key == bindparam("sender_key"))
         .with_for_update(),
         upsert=upsert.on_conflict_do_update(index_elements=["sender_key"], set_=changed),
+        create=_CONVERSATIONS.insert(),
+        update_if=update(_CONVERSATIONS)
+        .where(
+            columns.sender_key == bindparam("b_sender_key"),
+            columns.state == bindparam("b_expected"),
+        )
+        .values(
+            state=bindparam("b_state"),
+            address=bindparam("b_address"),
+            updated_at=bindparam("b_updated_at"),
+        ),
         reply=_OUTBOX.insert(),
         forget_file=delete(TransitFile).where(TransitFile.id == bindparam("file_id")),
         delivered=delete(_OUTBOX).where(_OUTBOX.c.id == bindparam("message_id")),
@@ -131,6 +149,14 @@ class BatchLost(Exception):
     official is asked to send again could have been stored after all."""
 
 
+class AlreadySeen(Exception):
+    """The step's event was stored meanwhile (a second process): nothing of it is written."""
+
+
+class Overtaken(Exception):
+    """The conversation's row changed since the step read it: nothing is written; step again."""
+
+
 def _in_transaction(connection: Connection) -> bool:
     raw = connection.connection.dbapi_connection
     return raw is not None and bool(raw.in_transaction)
@@ -149,7 +175,7 @@ def _commit_batch(connection: Connection) -> None:
 
 
 def _undo(connection: Connection, savepoint: NestedTransaction) -> None:
-    """Roll back one step's savepoint; nothing to undo where the whole batch is gone."""
+    """Roll back one write's savepoint; nothing to undo where the whole batch is gone."""
     try:
         savepoint.rollback()
     except Exception:
@@ -157,20 +183,131 @@ def _undo(connection: Connection, savepoint: NestedTransaction) -> None:
             raise
 
 
+class Row(NamedTuple):
+    state: bytes
+    address: bytes
+    channel: str
+
+
+def _look(connection: Connection, event_key: str, sender_key: str) -> tuple[bool, Row | None]:
+    """Whether the event was stored, and the conversation's row, read without a transaction:
+    between batches none is open, so no write lock is taken for reading (WAL)."""
+    raw = connection.connection.dbapi_connection
+    assert raw is not None and not raw.in_transaction
+    seen = raw.execute(_SEEN, (event_key,)).fetchone()
+    if seen is not None:
+        return True, None
+    found = raw.execute(_LOAD, (sender_key,)).fetchone()
+    return False, Row(*found) if found is not None else None
+
+
+_SEEN = "SELECT 1 FROM processed_events WHERE event_key = ?"
+_LOAD = "SELECT state, address, channel FROM conversations WHERE sender_key = ?"
+
+
+def _write_step(
+    connection: Connection,
+    *,
+    event_key: str,
+    now: dt.datetime,
+    read: Row | None,
+    conversation: dict[str, Any],
+    outbox_rows: Sequence[dict[str, Any]],
+) -> None:
+    """One step's writes, valid only if nothing changed since `read`: the event is still
+    unseen and the row is still the one the step was computed from (optimistic: the core's
+    lock keeps this process's steps of a conversation apart; this guards against others,
+    such as a purge run from the command line)."""
+    statements = _statements("sqlite")
+    claimed = connection.execute(statements.claim, {"event_key": event_key, "seen_at": now})
+    if not claimed.rowcount:
+        raise AlreadySeen
+    if read is None:
+        connection.execute(statements.create, conversation)  # IntegrityError if one came
+    else:
+        changed = connection.execute(
+            statements.update_if,
+            {
+                "b_sender_key": conversation["sender_key"],
+                "b_expected": read.state,
+                "b_state": conversation["state"],
+                "b_address": conversation["address"],
+                "b_updated_at": conversation["updated_at"],
+            },
+        )
+        if not changed.rowcount:
+            raise Overtaken
+    if outbox_rows:
+        connection.execute(statements.reply, list(outbox_rows))
+
+
 @dataclass(frozen=True)
-class _Batch:
-    committed: asyncio.Future[None]
+class _Write:
+    """One piece of a batch, run on the database thread inside a savepoint of its own."""
+
+    run: Callable[[Connection], object]
+    durable: bool  # it stores what an official wrote: the batch waits for the disk
+    done: asyncio.Future[None]
+
+
+def _run_batch(connection: Connection, writes: Sequence[_Write]) -> list[BaseException | None]:
+    """The writes in one transaction, each all or nothing; one COMMIT makes them durable
+    together. Returns each write's outcome: None, or the error it ended in."""
+    raw = connection.connection.dbapi_connection
+    assert raw is not None
+    durable = any(write.durable for write in writes)
+    if not durable:
+        # Only delivered messages leave the outbox: a commit survives the process being
+        # killed (the README's promise: at most the one message under way is sent twice);
+        # only a power cut before the next fsync could bring a sent message back, to be
+        # sent again, never lost.
+        raw.execute("PRAGMA synchronous=NORMAL")
+    try:
+        return _in_one_transaction(connection, writes)
+    finally:
+        if not durable:
+            raw.execute("PRAGMA synchronous=FULL")
+
+
+def _in_one_transaction(
+    connection: Connection, writes: Sequence[_Write]
+) -> list[BaseException | None]:
+    try:
+        connection.begin()
+    except Exception as error:  # locked past the busy wait, a full disk: nothing was written
+        connection.rollback()  # SQLAlchemy counts the failed BEGIN as begun
+        return [error] * len(writes)
+    outcomes: list[BaseException | None] = []
+    try:
+        for write in writes:
+            if not _in_transaction(connection):
+                outcomes.append(BatchLost("the database rolled back the open batch"))
+                continue
+            savepoint = connection.begin_nested()
+            try:
+                write.run(connection)
+                savepoint.commit()
+            except Exception as error:
+                _undo(connection, savepoint)
+                outcomes.append(error)
+            else:
+                outcomes.append(None)
+        _commit_batch(connection)
+    except Exception as error:
+        # Every write of the batch is gone with it, and its officials are told so.
+        connection.rollback()
+        return [error] * len(writes)
+    return outcomes
 
 
 class HotStep:
-    """One step's transaction: `seen`, `row`; `save(…)` to commit, else it rolls back."""
+    """One step: `seen`, `row`; `save(…)` to have it written when the block ends."""
 
     def __init__(self, seen: bool, row: Any) -> None:
         self.seen = seen
         self.row = row
         self.conversation: dict[str, Any] | None = None
         self.outbox_rows: list[dict[str, Any]] = []
-        self.savepoint: NestedTransaction | None = None  # SQLite: the step's part of a batch
 
     def save(self, conversation: dict[str, Any], outbox_rows: list[dict[str, Any]]) -> None:
         self.conversation, self.outbox_rows = conversation, outbox_rows
@@ -183,14 +320,13 @@ class HotPath:
         self.database = database
         self.dialect = database.dialect.name
         # The store's turns: on PostgreSQL a bound on connections in use; on SQLite one
-        # transaction at a time in this process, units and the hot path alike.
+        # transaction at a time in this process, units and the hot path's batches alike.
         self._slots = slots
         self._sqlite: Engine | None = None
         self._thread: ThreadPoolExecutor | None = None
         self._connection: Connection | None = None
-        self._turn = asyncio.Lock()  # SQLite: steps take turns on the one connection
-        self._batch: _Batch | None = None
-        self._committers: set[asyncio.Future[None]] = set()
+        self._queue: list[_Write] = []  # SQLite: waiting for the next batch
+        self._batcher: asyncio.Task[None] | None = None
 
     def _sqlite_connection(self) -> Connection:
         if self._connection is None:
@@ -219,10 +355,32 @@ class HotPath:
     async def step(
         self, event_key: str, sender_key: str, now: dt.datetime
     ) -> AsyncIterator[HotStep]:
-        """The step's transaction; committed when `save` was called and the block ends."""
+        """The step: written when `save` was called and the block ends, and only then.
+
+        On SQLite the row is read without holding anything, the step is computed, and its
+        writes join the next batch (group commit): many officials' steps share one
+        transaction and one fsync, each in its own savepoint, and the block ends only once
+        that commit went through. Raises AlreadySeen or Overtaken when another process got
+        there between the read and the write (nothing is written then)."""
         if self.dialect == "sqlite":
-            async with self._grouped(event_key, sender_key, now) as hot:
-                yield hot
+            seen, row = await self._on_thread(
+                lambda connection: _look(connection, event_key, sender_key)
+            )
+            hot = HotStep(seen, row)
+            yield hot
+            conversation, rows = hot.conversation, hot.outbox_rows
+            if conversation is not None:
+                await self._batched(
+                    functools.partial(
+                        _write_step,
+                        event_key=event_key,
+                        now=now,
+                        read=row,
+                        conversation=conversation,
+                        outbox_rows=rows,
+                    ),
+                    durable=True,
+                )
             return
         async with (
             self._slots,
@@ -239,62 +397,34 @@ class HotPath:
                 return
             await connection.run_sync(_write, self.dialect, hot.conversation, hot.outbox_rows)
 
-    @asynccontextmanager
-    async def _grouped(
-        self, event_key: str, sender_key: str, now: dt.datetime
-    ) -> AsyncIterator[HotStep]:
-        """Group commit: the steps that queue while one transaction is open join it, each in
-        a savepoint of its own (all or nothing per step), and one COMMIT – one fsync – makes
-        them durable together. Each step returns only once that commit went through; a step
-        of one conversation never overtakes another (the core holds its lock throughout)."""
-        async with self._turn:
-            batch = self._batch
-            if batch is None:
-                batch = await self._open_batch()
-            hot = await self._on_thread(
-                lambda connection: self._begin_step(connection, event_key, sender_key, now)
-            )
-            failed = True
-            try:
-                yield hot
-                failed = False
-            finally:
-                await self._on_thread(lambda connection: self._end_step(connection, hot, failed))
-        if hot.conversation is not None:
-            await asyncio.shield(batch.committed)
+    async def _batched(self, run: Callable[[Connection], object], durable: bool) -> None:
+        """Until `run` is committed as part of a batch (or the error it, or its batch, met)."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # read, so that a write whose waiter went away does not warn when it fails
+        done.add_done_callback(lambda future: future.cancelled() or future.exception())
+        self._queue.append(_Write(run, durable, done))
+        if self._batcher is None or self._batcher.done():
+            self._batcher = asyncio.ensure_future(self._run_batches())
+        await asyncio.shield(done)
 
-    async def _open_batch(self) -> _Batch:
-        await self._slots.acquire()
-        try:
-            await self._on_thread(lambda connection: connection.begin())
-        except BaseException:
-            self._slots.release()
-            raise
-        batch = self._batch = _Batch(asyncio.get_running_loop().create_future())
-        # Queued behind every step already waiting for its turn: they join this batch.
-        committer = asyncio.ensure_future(self._commit(batch))
-        self._committers.add(committer)
-        committer.add_done_callback(self._committers.discard)
-        return batch
-
-    async def _commit(self, batch: _Batch) -> None:
-        async with self._turn:
-            self._batch = None
-            try:
-                await self._on_thread(_commit_batch)
-            except Exception as error:
-                # Its steps are told first (each official: "please send again"): a rollback
-                # that fails as well must not leave them waiting for ever.
-                batch.committed.set_exception(error)
-                batch.committed.exception()  # read: a batch of rolled-back steps has no reader
+    async def _run_batches(self) -> None:
+        while self._queue:
+            async with self._slots:  # what queues meanwhile joins this batch
+                batch, self._queue = self._queue[:BATCH_LIMIT], self._queue[BATCH_LIMIT:]
+                if not batch:
+                    return
                 try:
-                    await self._on_thread(lambda connection: connection.rollback())
-                except Exception:
+                    outcomes = await self._on_thread(functools.partial(_run_batch, writes=batch))
+                except BaseException as error:
+                    # The thread's call itself failed (the connection could not be opened):
+                    # nobody can vouch for it; the next batch opens anew.
                     await self._on_thread(lambda _connection: self._disconnect())
-            else:
-                batch.committed.set_result(None)
-            finally:
-                self._slots.release()
+                    outcomes = [error] * len(batch)
+            for write, outcome in zip(batch, outcomes, strict=True):
+                if outcome is None:
+                    write.done.set_result(None)
+                else:
+                    write.done.set_exception(outcome)
 
     def _disconnect(self) -> None:
         """Let go of a connection in a state nobody can vouch for; the next call opens anew."""
@@ -305,56 +435,13 @@ class HotPath:
             self._sqlite.dispose()
             self._sqlite = None
 
-    def _begin_step(
-        self, connection: Connection, event_key: str, sender_key: str, now: dt.datetime
-    ) -> HotStep:
-        _batch_still_open(connection)
-        savepoint = connection.begin_nested()
-        try:
-            seen, row = _claim_and_load(connection, self.dialect, event_key, sender_key, now)
-        except BaseException:
-            _undo(connection, savepoint)
-            raise
-        hot = HotStep(not seen, row)
-        hot.savepoint = savepoint
-        return hot
-
-    def _end_step(self, connection: Connection, hot: HotStep, failed: bool) -> None:
-        savepoint = hot.savepoint
-        assert savepoint is not None
-        if failed or hot.conversation is None:
-            hot.conversation = None
-            _undo(connection, savepoint)
-            return
-        try:
-            _batch_still_open(connection)
-            _write(connection, self.dialect, hot.conversation, hot.outbox_rows)
-            savepoint.commit()
-        except BaseException:
-            hot.conversation = None
-            _undo(connection, savepoint)
-            raise
-
     async def delivered(self, message_id: int, file_id: str | None) -> None:
         """A message the platform accepted leaves the outbox (with its file), committed."""
         if self.dialect == "sqlite":
-
-            def work(connection: Connection) -> None:
-                # Without waiting for the disk: a commit survives the process being killed
-                # (the README's promise: at most the one message under way is sent twice);
-                # only a power cut before the next step's fsync could bring a sent message
-                # back, to be sent again, never lost.
-                raw = connection.connection.dbapi_connection  # outside any transaction
-                assert raw is not None
-                raw.execute("PRAGMA synchronous=NORMAL")
-                try:
-                    with connection.begin():
-                        _delete_delivered(connection, self.dialect, message_id, file_id)
-                finally:
-                    raw.execute("PRAGMA synchronous=FULL")
-
-            async with self._slots:
-                await self._on_thread(work)
+            await self._batched(
+                lambda connection: _delete_delivered(connection, "sqlite", message_id, file_id),
+                durable=False,
+            )
             return
         async with self._slots, self.database.begin() as connection:
             await connection.run_sync(_delete_delivered, self.dialect, message_id, file_id)

@@ -98,19 +98,21 @@ async def test_a_batch_the_database_rolled_back_stores_none_of_its_steps_and_the
     written afterwards in autocommit, behind the failed batch's back."""
 
     async def rolled_back_by_sqlite() -> None:
-        async with empty_store.hot.step("event-b", "b", empty_store.clock()) as hot:
-            hot.save(_conversation(empty_store, "b"), [])
-            # as SQLite does on its own after some errors, on the batch's connection
-            await empty_store.hot._on_thread(
-                lambda connection: connection.exec_driver_sql("ROLLBACK")
-            )
+        # as SQLite does on its own after some errors, on the batch's connection
+        await empty_store.hot._batched(
+            lambda connection: connection.exec_driver_sql("ROLLBACK"), durable=True
+        )
 
-    results = await asyncio.gather(
-        _step(empty_store, "a"),
-        rolled_back_by_sqlite(),
-        _step(empty_store, "c"),
-        return_exceptions=True,
-    )
+    async with empty_store._slots:  # the next batch waits: all three join it
+        steps = asyncio.gather(
+            _step(empty_store, "a"),
+            rolled_back_by_sqlite(),
+            _step(empty_store, "c"),
+            return_exceptions=True,
+        )
+        while len(empty_store.hot._queue) < 3:  # noqa: ASYNC110 (the steps' reads come first)
+            await asyncio.sleep(0.01)
+    results = await steps
     assert all(isinstance(result, Exception) for result in results), results
     assert await _count(empty_store, Conversation) == 0
     assert await _count(empty_store, ProcessedEvent) == 0

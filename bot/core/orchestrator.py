@@ -41,6 +41,7 @@ from flows.engine import Engine
 from flows.messages import Effect, UserInput
 from flows.state import IntakeState, StoredFile
 from storage import outbox, queue
+from storage.hotpath import AlreadySeen, Overtaken
 from storage.keyring import active_counsellors
 from storage.repository import (
     Store,
@@ -229,7 +230,7 @@ class Core:
                             )
                     step.channels = unit.outbox_channels
                     return step
-            except IntegrityError:
+            except (IntegrityError, Overtaken):
                 if attempt == ATTEMPTS:
                     raise
                 logger.info("conversation written concurrently, retrying (attempt %d)", attempt)
@@ -240,6 +241,12 @@ class Core:
         (storage/hotpath.py); None: it needs the full unit, and nothing was written."""
         if inbound.attachments:
             return None
+        try:
+            return await self._hot_stepped(inbound, sender, event_key)
+        except AlreadySeen:
+            return _Step()
+
+    async def _hot_stepped(self, inbound: Inbound, sender: str, event_key: str) -> _Step | None:
         keys, now = self.store.keys, self.store.clock()
         async with self.store.hot.step(event_key, sender, now) as hot:
             if hot.seen:
