@@ -32,6 +32,7 @@ import asyncio
 import datetime as dt
 import functools
 import weakref
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -59,6 +60,7 @@ from storage import db
 from storage.models import Conversation, OutboxMessage, ProcessedEvent, TransitFile
 
 T = TypeVar("T")
+ROWS_KEPT = 2_000  # conversations whose last written row is kept (a few KB each)
 BATCH_LIMIT = 256  # writes per transaction: bounds how long one batch holds the database
 _EVENTS = cast(Table, ProcessedEvent.__table__)
 _CONVERSATIONS = cast(Table, Conversation.__table__)
@@ -327,6 +329,9 @@ class HotPath:
         self._connection: Connection | None = None
         self._queue: list[_Write] = []  # SQLite: waiting for the next batch
         self._batcher: asyncio.Task[None] | None = None
+        # SQLite: the rows this process wrote last, so that the next step of a conversation
+        # needs no read (the write still checks the row is unchanged and the event unseen).
+        self._rows: OrderedDict[str, Row] = OrderedDict()
 
     def _sqlite_connection(self) -> Connection:
         if self._connection is None:
@@ -363,24 +368,8 @@ class HotPath:
         that commit went through. Raises AlreadySeen or Overtaken when another process got
         there between the read and the write (nothing is written then)."""
         if self.dialect == "sqlite":
-            seen, row = await self._on_thread(
-                lambda connection: _look(connection, event_key, sender_key)
-            )
-            hot = HotStep(seen, row)
-            yield hot
-            conversation, rows = hot.conversation, hot.outbox_rows
-            if conversation is not None:
-                await self._batched(
-                    functools.partial(
-                        _write_step,
-                        event_key=event_key,
-                        now=now,
-                        read=row,
-                        conversation=conversation,
-                        outbox_rows=rows,
-                    ),
-                    durable=True,
-                )
+            async with self._sqlite_step(event_key, sender_key, now) as hot:
+                yield hot
             return
         async with (
             self._slots,
@@ -396,6 +385,45 @@ class HotPath:
                 await transaction.rollback()
                 return
             await connection.run_sync(_write, self.dialect, hot.conversation, hot.outbox_rows)
+
+    @asynccontextmanager
+    async def _sqlite_step(
+        self, event_key: str, sender_key: str, now: dt.datetime
+    ) -> AsyncIterator[HotStep]:
+        row = self._rows.get(sender_key)
+        if row is not None:  # as this process wrote it; the write checks it still is
+            self._rows.move_to_end(sender_key)
+            hot = HotStep(False, row)  # whether the event was seen, the write's claim tells
+        else:
+            seen, row = await self._on_thread(
+                lambda connection: _look(connection, event_key, sender_key)
+            )
+            hot = HotStep(seen, row)
+        yield hot
+        conversation, rows = hot.conversation, hot.outbox_rows
+        if conversation is None:
+            return
+        self._rows.pop(sender_key, None)  # until the write is known to be committed
+        await self._batched(
+            functools.partial(
+                _write_step,
+                event_key=event_key,
+                now=now,
+                read=row,
+                conversation=conversation,
+                outbox_rows=rows,
+            ),
+            durable=True,
+        )
+        self._rows[sender_key] = Row(
+            conversation["state"], conversation["address"], conversation["channel"]
+        )
+        while len(self._rows) > ROWS_KEPT:
+            self._rows.popitem(last=False)
+
+    def forget(self, sender_key: str) -> None:
+        """The conversation is about to be written another way (a unit): read it anew."""
+        self._rows.pop(sender_key, None)
 
     async def _batched(self, run: Callable[[Connection], object], durable: bool) -> None:
         """Until `run` is committed as part of a batch (or the error it, or its batch, met)."""

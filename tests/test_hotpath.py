@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from flows.messages import Reply
 from flows.state import IntakeState
 from storage import outbox
+from storage.hotpath import AlreadySeen, Overtaken
 from storage.models import Conversation, OutboxMessage, ProcessedEvent
 from storage.repository import Store, open_conversation, seal_conversation
 
@@ -27,6 +28,17 @@ def _conversation(store: Store, sender: str) -> dict[str, object]:
         "created_at": now,
         "updated_at": now,
     }
+
+
+def _reply_row(store: Store, sender: str) -> dict[str, object]:
+    return outbox.official_values(
+        store.keys,
+        store.clock(),
+        sender_key=sender,
+        channel="console",
+        address=f"chat-{sender}",
+        reply=Reply("r"),
+    )
 
 
 async def _count(store: Store, model: type) -> int:
@@ -62,9 +74,42 @@ async def test_steps_in_one_batch_are_all_or_nothing_each(empty_store: Store) ->
 
 async def test_a_seen_event_is_not_stepped_again(empty_store: Store) -> None:
     await _step(empty_store, "a")
+    empty_store.hot.forget("a")  # read anew: the read says so
     async with empty_store.hot.step("event-a", "a", empty_store.clock()) as hot:
         assert hot.seen
     assert await _count(empty_store, ProcessedEvent) == 1
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # the kept rows are SQLite's
+async def test_a_seen_event_on_a_kept_row_is_refused_at_the_write(empty_store: Store) -> None:
+    await _step(empty_store, "a")
+    before = await _count(empty_store, OutboxMessage)
+    with pytest.raises(AlreadySeen):
+        async with empty_store.hot.step("event-a", "a", empty_store.clock()) as hot:
+            assert not hot.seen and hot.row is not None  # no read: the row as written
+            hot.save(_conversation(empty_store, "a"), [_reply_row(empty_store, "a")])
+    assert await _count(empty_store, ProcessedEvent) == 1
+    assert await _count(empty_store, OutboxMessage) == before
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_a_row_changed_behind_the_kept_one_is_not_overwritten(empty_store: Store) -> None:
+    """Another process (a purge from the command line) changed the row after this one wrote
+    it: the step is refused (the core steps again on a fresh read), nothing is written."""
+    await _step(empty_store, "a")
+    async with empty_store.unit() as unit:
+        row = await unit.session.scalar(select(Conversation))
+        assert row is not None
+        row.state = b"changed elsewhere"
+    with pytest.raises(Overtaken):
+        async with empty_store.hot.step("event-a2", "a", empty_store.clock()) as hot:
+            hot.save(_conversation(empty_store, "a"), [])
+    async with empty_store.unit() as unit:
+        assert await unit.session.scalar(select(Conversation.state)) == b"changed elsewhere"
+        events = set((await unit.session.scalars(select(ProcessedEvent.event_key))).all())
+    assert events == {"event-a"}
+    async with empty_store.hot.step("event-a2", "a", empty_store.clock()) as hot:
+        assert hot.row is not None and hot.row.state == b"changed elsewhere"  # read anew
 
 
 async def test_a_step_that_saves_nothing_leaves_nothing(empty_store: Store) -> None:

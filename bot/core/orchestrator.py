@@ -217,6 +217,7 @@ class Core:
                 hot = await self._hot_step(inbound, sender, event_key)
                 if hot is not None:
                     return hot
+                self.store.hot.forget(sender)
                 async with self.store.unit() as unit:
                     step = await self._step(unit, inbound, sender, event_key)
                     if step.durable:
