@@ -37,7 +37,7 @@ RATIO_LIMIT = 2.0
 @dataclass(frozen=True)
 class Sizes:
     calm: int = 50
-    pause: tuple[float, float] = (2.0, 6.0)
+    pause: tuple[float, float] = (1.0, 4.0)  # most answers are a number or a button
     window: float = 12.0  # seconds of calm writing per run
     flood_rate: float = 50.0  # messages per second
     flood_seconds: float = 5.0
@@ -154,6 +154,10 @@ def run(results: Results, sizes: Sizes = Sizes()) -> None:
         f"{len(flooded.latencies)} messages; flooder {sizes.flood_rate:g}/s for "
         f"{sizes.flood_seconds:g} s"
     )
+    for share in (0.50, 0.95):
+        for label, tally in (("no flood", normal), ("one sender flooding", flooded)):
+            value = percentile(tally.latencies, share) * 1000
+            results.add(SECTION, f"calm p{round(share * 100)}, {label}", value, "ms")
     results.add(SECTION, "calm p99, no flood", p99_normal, "ms", calm_note)
     results.add(SECTION, "calm p99, one sender flooding", p99_flooded, "ms", flood_note)
     results.add(SECTION, "calm p99 ratio flood/normal", ratio, "x", f"target <= {RATIO_LIMIT:g}")
