@@ -25,7 +25,16 @@ from storage.keyfile import unlock
 from storage.keyring import CounsellorEntry, active_counsellors, add
 from storage.models import Counsellor
 from storage.sealing import PrivateKey
-from tests import bench_crypto, bench_drain, bench_latency, bench_matrix, bench_scale
+from tests import (
+    bench_adapter,
+    bench_crypto,
+    bench_drain,
+    bench_flood,
+    bench_latency,
+    bench_matrix,
+    bench_ptb,
+    bench_scale,
+)
 from tests.bench_results import Results
 from tests.bench_rig import ANSWERS, running_core
 
@@ -137,13 +146,10 @@ def main() -> None:
         asyncio.run(bench_core(1000, Path(folder), ANSWERS[:3]))  # a burst: 1,000 at once
     with tempfile.TemporaryDirectory() as folder:
         asyncio.run(bench_claims(100, 8, Path(folder)))
-    from tests.bench_ptb import pipeline  # here: bench_ptb imports this module
-
-    pipeline()  # Lotse beside python-telegram-bot: the `ratio lotse/ptb` lines
-
     results = Results()
     started = time.perf_counter()
-    for section in (bench_latency, bench_scale, bench_drain, bench_matrix, bench_crypto):
+    sections = (bench_ptb, bench_adapter, bench_latency, bench_flood, bench_scale, bench_drain)
+    for section in (*sections, bench_matrix, bench_crypto):
         try:
             section.run(results)
         except Exception:  # one broken section must not hide the others' figures

@@ -42,11 +42,18 @@ from telegram.request import BaseRequest, RequestData
 from bot.app import demo_config
 from bot.config import config_from_dict
 from bot.core.types import Inbound
+from tests.bench_results import Results
 from tests.bench_rig import ANSWERS, running_core
 
+SECTION = "pipeline"
 OFFICIALS = 200
 POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 TOKEN = "123456:BENCH-token"
+
+
+@dataclass(frozen=True)
+class Sizes:
+    officials: int = OFFICIALS
 
 
 @dataclass(frozen=True)
@@ -153,8 +160,9 @@ class _CannedRequest(BaseRequest):
         return 200, json.dumps({"ok": True, "result": message}).encode()
 
 
-def _conversation(length: int) -> ConversationHandler[Any]:
-    """One state per message: keep the answer in user_data, ask the next question."""
+def _conversation(length: int, *, persistent: bool = False) -> ConversationHandler[Any]:
+    """One state per message: keep the answer in user_data, ask the next question.
+    `persistent`: the states go to the application's persistence (a name is then required)."""
 
     def step(number: int) -> Any:
         async def answer(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
@@ -172,6 +180,8 @@ def _conversation(length: int) -> ConversationHandler[Any]:
         entry_points=[CommandHandler("start", step(0))],
         states={number: [MessageHandler(text, step(number))] for number in range(1, length)},
         fallbacks=[],
+        name="intake" if persistent else None,
+        persistent=persistent,
     )
 
 
@@ -233,14 +243,20 @@ def _line(label: str, rate: Rate) -> str:
     )
 
 
-async def _figures(officials: int) -> None:
+async def _figures(results: Results, officials: int) -> None:
     print(f"pipeline: {officials} officials x {len(ANSWERS)} messages at once, no network")
+    note = f"{officials} x {len(ANSWERS)} messages at once"
     peer = await ptb_pipeline(officials)
     print(_line("ptb ConversationHandler:", peer))
+    results.add(SECTION, "ptb ConversationHandler (memory)", peer.per_second, "messages/s", note)
+    results.add(SECTION, "ptb: errors or replies not sent", peer.failures, "failures")
     with tempfile.TemporaryDirectory() as folder:
         sqlite = await lotse_pipeline(None, Path(folder), officials)
     print(_line("lotse on SQLite:", sqlite))
     print(f"ratio lotse/ptb: {sqlite.per_second / peer.per_second:.2f}")
+    results.add(SECTION, "lotse core on SQLite", sqlite.per_second, "messages/s", note)
+    results.add(SECTION, "lotse SQLite: apologies, no case", sqlite.failures, "failures")
+    results.add(SECTION, "ratio lotse/ptb", sqlite.per_second / peer.per_second, "x")
     async with postgres_database() as url:
         if url is None:
             print("lotse on PostgreSQL:        not measured (no server on 127.0.0.1:5432)")
@@ -249,10 +265,18 @@ async def _figures(officials: int) -> None:
             postgres = await lotse_pipeline(url, Path(folder), officials)
     print(_line("lotse on PostgreSQL:", postgres))
     print(f"ratio lotse/ptb (PostgreSQL): {postgres.per_second / peer.per_second:.2f}")
+    results.add(SECTION, "lotse core on PostgreSQL", postgres.per_second, "messages/s", note)
+    results.add(SECTION, "lotse PostgreSQL: apologies, no case", postgres.failures, "failures")
+    results.add(SECTION, "ratio lotse/ptb (PostgreSQL)", postgres.per_second / peer.per_second, "x")
+
+
+def run(results: Results, sizes: Sizes = Sizes()) -> None:
+    results.sizes[SECTION] = {"officials": sizes.officials, "answers": len(ANSWERS)}
+    asyncio.run(_figures(results, sizes.officials))
 
 
 def pipeline(officials: int = OFFICIALS) -> None:
-    asyncio.run(_figures(officials))
+    run(Results(), Sizes(officials))
 
 
 if __name__ == "__main__":

@@ -36,10 +36,12 @@ class Sink(NullRoom):
 
     name = "bench"
 
-    def __init__(self, apology: str) -> None:
+    def __init__(self, apology: str, slow_down: str = "") -> None:
         self.apology = apology
+        self.slow_down = slow_down
         self.replies = 0
         self.apologies = 0  # "technical error": a failure, never throughput
+        self.notices: dict[str, int] = {}  # "you are writing very fast" (the core's Pace)
         self.counts: dict[str, int] = {}
         self.apologised: set[str] = set()
         self._changed: dict[str, asyncio.Event] = {}
@@ -50,6 +52,8 @@ class Sink(NullRoom):
         if reply.text == self.apology:
             self.apologies += 1
             self.apologised.add(chat)
+        elif self.slow_down and reply.text == self.slow_down:
+            self.notices[chat] = self.notices.get(chat, 0) + 1
         event = self._changed.get(chat)
         if event is not None:
             event.set()
@@ -98,7 +102,8 @@ async def running_core(
     async with open_app(config or demo_config(folder)) as app:
         if create:
             await demo_counsellor(app)
-        sink = Sink(app.engine.texts.get("technical_error", "de"))
+        texts = app.engine.texts
+        sink = Sink(texts.get("technical_error", "de"), texts.get("slow_down", "de"))
         core = Core(app.engine, app.store, staff_room=sink, settings=Settings.defaults())
         core.attach(sink)
         worker = asyncio.create_task(core.delivery.run())

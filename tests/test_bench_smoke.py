@@ -11,7 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from tests import bench_crypto, bench_drain, bench_latency, bench_matrix, bench_scale
+from tests import (
+    bench_adapter,
+    bench_crypto,
+    bench_drain,
+    bench_flood,
+    bench_latency,
+    bench_matrix,
+    bench_ptb,
+    bench_scale,
+)
 from tests.bench_results import Results
 from tests.synapse import Synapse
 
@@ -45,6 +54,37 @@ def test_latency_scale_and_crypto_produce_figures_and_a_results_file(tmp_path: P
     )
     assert len(written["figures"]) == len(results.figures)
     assert "| latency | 1 at once: p50 |" in results.table()
+
+
+def test_the_pipeline_and_the_adapter_burst_produce_figures_without_failures() -> None:
+    """Lotse beside python-telegram-bot: in memory, then from Bot API JSON with PTB durable."""
+    results = Results()
+    bench_ptb.run(results, bench_ptb.Sizes(officials=2))
+    bench_adapter.run(results, bench_adapter.Sizes(officials=3))
+    for section in (bench_ptb.SECTION, bench_adapter.SECTION):
+        _no_failures(results, section)
+    assert results.get(bench_ptb.SECTION, "ratio lotse/ptb") > 0
+    assert results.get(bench_adapter.SECTION, "ratio lotse/ptb (adapter, durable peer)") > 0
+
+
+def test_a_flood_is_slowed_with_one_notice_and_nothing_is_lost() -> None:
+    """Tiny sizes; the p99 ratio is a timing and is only required to be there."""
+    results = Results()
+    sizes = bench_flood.Sizes(
+        calm=3,
+        pause=(0.2, 0.5),
+        window=3.0,
+        flood_seconds=0.4,  # 20 messages at 50/s: 10 over the burst, 5 s of pacing
+        flood_after=0.5,
+        tail=6.0,
+    )
+    bench_flood.run(results, sizes)
+    section = bench_flood.SECTION
+    assert results.get(section, "calm p99 ratio flood/normal") > 0
+    assert results.get(section, "slow-down notices to the flooder") == 1
+    assert results.get(section, "flooder messages sent") == 20
+    for name in ("calm unanswered or apologies", "flooder messages lost", "apologies"):
+        assert results.get(section, name) == 0, results.table()
 
 
 def test_the_failure_count_sees_an_apology() -> None:
