@@ -7,25 +7,41 @@ longer than `KEEP` (Telegram lets a bot delete messages for 48 hours only).
 from __future__ import annotations
 
 import datetime as dt
+from typing import cast
 
-from sqlalchemy import delete, select
+from sqlalchemy import Table, delete, select
 
 from storage.models import ChatMessage
 from storage.repository import Unit
+from storage.server_secret import ServerKeys
 
 KEEP = dt.timedelta(hours=48)
+TABLE = cast(Table, ChatMessage.__table__)
 CONTEXT = "chat-message"
 
 
+def _key(keys: ServerKeys, channel: str, chat: str) -> str:
+    return keys.pseudonym(f"chat:{channel}", chat)
+
+
 def _chat_key(unit: Unit, channel: str, chat: str) -> str:
-    return unit.keys.pseudonym(f"chat:{channel}", chat)
+    return _key(unit.keys, channel, chat)
+
+
+def rows(
+    keys: ServerKeys, now: dt.datetime, channel: str, chat: str, message_ids: list[int]
+) -> list[dict[str, object]]:
+    """The rows that remember `message_ids`, as `Store.hot.insert` writes them."""
+    key = _key(keys, channel, chat)
+    return [
+        {"chat_key": key, "sealed": keys.encrypt(str(one).encode(), CONTEXT), "sent_at": now}
+        for one in message_ids
+    ]
 
 
 async def remember(unit: Unit, channel: str, chat: str, message_ids: list[int]) -> None:
-    key = _chat_key(unit, channel, chat)
-    for message_id in message_ids:
-        sealed = unit.keys.encrypt(str(message_id).encode(), CONTEXT)
-        unit.session.add(ChatMessage(chat_key=key, sealed=sealed, sent_at=unit.now))
+    for row in rows(unit.keys, unit.now, channel, chat, message_ids):
+        unit.session.add(ChatMessage(**row))
 
 
 async def recall(unit: Unit, channel: str, chat: str) -> list[int]:

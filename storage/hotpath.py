@@ -474,6 +474,17 @@ class HotPath:
         async with self._slots, self.database.begin() as connection:
             await connection.run_sync(_delete_delivered, self.dialect, message_id, file_id)
 
+    async def insert(self, table: Table, rows: list[dict[str, Any]]) -> None:
+        """Rows whose loss would cost little (a chat's message ids): on SQLite they join the
+        next batch without making it wait for the disk; committed when this returns."""
+        if self.dialect == "sqlite":
+            await self._batched(
+                lambda connection: connection.execute(table.insert(), rows), durable=False
+            )
+            return
+        async with self._slots, self.database.begin() as connection:
+            await connection.execute(table.insert(), rows)
+
     def close(self) -> None:
         if self._thread is not None:
             self._thread.shutdown(wait=True)

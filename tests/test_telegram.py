@@ -599,9 +599,13 @@ def test_an_unreachable_bot_api_at_start_is_waited_for_not_a_crash(tmp_path: Pat
     service.setup()
     try:
         service.start(polling=False)
-        time.sleep(4)
+        waiting = "cannot reach the Bot API (NetworkError), again in"
+        deadline = time.monotonic() + 60  # a loaded machine starts `lotse run` slowly
+        while waiting not in service.log() and time.monotonic() < deadline:
+            service.assert_running()
+            time.sleep(0.2)
+        assert waiting in service.log()
         service.assert_running()
-        assert "cannot reach the Bot API (NetworkError), again in" in service.log()
         emulator.start()
         emulator.wait(lambda: "getUpdates" in emulator.calls, 60, "polling once reachable")
         emulator.message(OFFICIAL, "/start")
