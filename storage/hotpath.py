@@ -31,32 +31,31 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import functools
+import sqlite3
 import weakref
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, NamedTuple, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import (
     Connection,
     Engine,
     Executable,
-    NestedTransaction,
     Table,
     bindparam,
     create_engine,
     delete,
     select,
-    update,
 )
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import StaticPool
 
-from storage import db
+from storage import db, sqlite_batch
 from storage.models import Conversation, OutboxMessage, ProcessedEvent, TransitFile
 
 T = TypeVar("T")
@@ -75,8 +74,6 @@ class _Statements:
     claim: Executable
     load: Executable
     upsert: Executable
-    create: Executable
-    update_if: Executable
     reply: Executable
     forget_file: Executable
     delivered: Executable
@@ -94,17 +91,6 @@ def _statements(dialect: str) -> _Statements:
         .where(columns.sender_key == bindparam("sender_key"))
         .with_for_update(),
         upsert=upsert.on_conflict_do_update(index_elements=["sender_key"], set_=changed),
-        create=_CONVERSATIONS.insert(),
-        update_if=update(_CONVERSATIONS)
-        .where(
-            columns.sender_key == bindparam("b_sender_key"),
-            columns.state == bindparam("b_expected"),
-        )
-        .values(
-            state=bindparam("b_state"),
-            address=bindparam("b_address"),
-            updated_at=bindparam("b_updated_at"),
-        ),
         reply=_OUTBOX.insert(),
         forget_file=delete(TransitFile).where(TransitFile.id == bindparam("file_id")),
         delivered=delete(_OUTBOX).where(_OUTBOX.c.id == bindparam("message_id")),
@@ -144,164 +130,6 @@ def _delete_delivered(
     connection.execute(statements.delivered, {"message_id": message_id})
 
 
-class BatchLost(Exception):
-    """SQLite rolled back the batch's transaction by itself, as it may after a full disk or
-    an I/O error: what its steps wrote is gone, and each is told so (the batch's COMMIT fails
-    too). Writing on would autocommit each statement behind the batch's back: a step whose
-    official is asked to send again could have been stored after all."""
-
-
-class AlreadySeen(Exception):
-    """The step's event was stored meanwhile (a second process): nothing of it is written."""
-
-
-class Overtaken(Exception):
-    """The conversation's row changed since the step read it: nothing is written; step again."""
-
-
-def _in_transaction(connection: Connection) -> bool:
-    raw = connection.connection.dbapi_connection
-    return raw is not None and bool(raw.in_transaction)
-
-
-def _batch_still_open(connection: Connection) -> None:
-    if not _in_transaction(connection):
-        raise BatchLost("the database rolled back the open batch")
-
-
-def _commit_batch(connection: Connection) -> None:
-    # sqlite3's commit() does nothing outside a transaction: it would report a lost batch as
-    # committed, and its officials would be told their answers were taken.
-    _batch_still_open(connection)
-    connection.commit()
-
-
-def _undo(connection: Connection, savepoint: NestedTransaction) -> None:
-    """Roll back one write's savepoint; nothing to undo where the whole batch is gone."""
-    try:
-        savepoint.rollback()
-    except Exception:
-        if _in_transaction(connection):
-            raise
-
-
-class Row(NamedTuple):
-    state: bytes
-    address: bytes
-    channel: str
-
-
-def _look(connection: Connection, event_key: str, sender_key: str) -> tuple[bool, Row | None]:
-    """Whether the event was stored, and the conversation's row, read without a transaction:
-    between batches none is open, so no write lock is taken for reading (WAL)."""
-    raw = connection.connection.dbapi_connection
-    assert raw is not None and not raw.in_transaction
-    seen = raw.execute(_SEEN, (event_key,)).fetchone()
-    if seen is not None:
-        return True, None
-    found = raw.execute(_LOAD, (sender_key,)).fetchone()
-    return False, Row(*found) if found is not None else None
-
-
-_SEEN = "SELECT 1 FROM processed_events WHERE event_key = ?"
-_LOAD = "SELECT state, address, channel FROM conversations WHERE sender_key = ?"
-
-
-def _write_step(
-    connection: Connection,
-    *,
-    event_key: str,
-    now: dt.datetime,
-    read: Row | None,
-    conversation: dict[str, Any],
-    outbox_rows: Sequence[dict[str, Any]],
-) -> None:
-    """One step's writes, valid only if nothing changed since `read`: the event is still
-    unseen and the row is still the one the step was computed from (optimistic: the core's
-    lock keeps this process's steps of a conversation apart; this guards against others,
-    such as a purge run from the command line)."""
-    statements = _statements("sqlite")
-    claimed = connection.execute(statements.claim, {"event_key": event_key, "seen_at": now})
-    if not claimed.rowcount:
-        raise AlreadySeen
-    if read is None:
-        connection.execute(statements.create, conversation)  # IntegrityError if one came
-    else:
-        changed = connection.execute(
-            statements.update_if,
-            {
-                "b_sender_key": conversation["sender_key"],
-                "b_expected": read.state,
-                "b_state": conversation["state"],
-                "b_address": conversation["address"],
-                "b_updated_at": conversation["updated_at"],
-            },
-        )
-        if not changed.rowcount:
-            raise Overtaken
-    if outbox_rows:
-        connection.execute(statements.reply, list(outbox_rows))
-
-
-@dataclass(frozen=True)
-class _Write:
-    """One piece of a batch, run on the database thread inside a savepoint of its own."""
-
-    run: Callable[[Connection], object]
-    durable: bool  # it stores what an official wrote: the batch waits for the disk
-    done: asyncio.Future[None]
-
-
-def _run_batch(connection: Connection, writes: Sequence[_Write]) -> list[BaseException | None]:
-    """The writes in one transaction, each all or nothing; one COMMIT makes them durable
-    together. Returns each write's outcome: None, or the error it ended in."""
-    raw = connection.connection.dbapi_connection
-    assert raw is not None
-    durable = any(write.durable for write in writes)
-    if not durable:
-        # Only delivered messages leave the outbox: a commit survives the process being
-        # killed (the README's promise: at most the one message under way is sent twice);
-        # only a power cut before the next fsync could bring a sent message back, to be
-        # sent again, never lost.
-        raw.execute("PRAGMA synchronous=NORMAL")
-    try:
-        return _in_one_transaction(connection, writes)
-    finally:
-        if not durable:
-            raw.execute("PRAGMA synchronous=FULL")
-
-
-def _in_one_transaction(
-    connection: Connection, writes: Sequence[_Write]
-) -> list[BaseException | None]:
-    try:
-        connection.begin()
-    except Exception as error:  # locked past the busy wait, a full disk: nothing was written
-        connection.rollback()  # SQLAlchemy counts the failed BEGIN as begun
-        return [error] * len(writes)
-    outcomes: list[BaseException | None] = []
-    try:
-        for write in writes:
-            if not _in_transaction(connection):
-                outcomes.append(BatchLost("the database rolled back the open batch"))
-                continue
-            savepoint = connection.begin_nested()
-            try:
-                write.run(connection)
-                savepoint.commit()
-            except Exception as error:
-                _undo(connection, savepoint)
-                outcomes.append(error)
-            else:
-                outcomes.append(None)
-        _commit_batch(connection)
-    except Exception as error:
-        # Every write of the batch is gone with it, and its officials are told so.
-        connection.rollback()
-        return [error] * len(writes)
-    return outcomes
-
-
 class HotStep:
     """One step: `seen`, `row`; `save(…)` to have it written when the block ends."""
 
@@ -327,11 +155,11 @@ class HotPath:
         self._sqlite: Engine | None = None
         self._thread: ThreadPoolExecutor | None = None
         self._connection: Connection | None = None
-        self._queue: list[_Write] = []  # SQLite: waiting for the next batch
+        self._queue: list[sqlite_batch.Write] = []  # SQLite: waiting for the next batch
         self._batcher: asyncio.Task[None] | None = None
         # SQLite: the rows this process wrote last, so that the next step of a conversation
         # needs no read (the write still checks the row is unchanged and the event unseen).
-        self._rows: OrderedDict[str, Row] = OrderedDict()
+        self._rows: OrderedDict[str, sqlite_batch.Row] = OrderedDict()
 
     def _sqlite_connection(self) -> Connection:
         if self._connection is None:
@@ -349,12 +177,17 @@ class HotPath:
             weakref.finalize(self, engine.dispose)
         return self._connection
 
-    async def _on_thread(self, work: Callable[[Connection], T]) -> T:
+    def _raw_connection(self) -> sqlite3.Connection:
+        raw = self._sqlite_connection().connection.dbapi_connection
+        assert raw is not None
+        return cast(sqlite3.Connection, raw)
+
+    async def _on_thread(self, work: Callable[[sqlite3.Connection], T]) -> T:
         if self._thread is None:
             self._thread = ThreadPoolExecutor(1, thread_name_prefix="lotse-sqlite")
             weakref.finalize(self, self._thread.shutdown, wait=False)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._thread, lambda: work(self._sqlite_connection()))
+        return await loop.run_in_executor(self._thread, lambda: work(self._raw_connection()))
 
     @asynccontextmanager
     async def step(
@@ -396,7 +229,7 @@ class HotPath:
             hot = HotStep(False, row)  # whether the event was seen, the write's claim tells
         else:
             seen, row = await self._on_thread(
-                lambda connection: _look(connection, event_key, sender_key)
+                lambda raw: sqlite_batch.look(raw, event_key, sender_key)
             )
             hot = HotStep(seen, row)
         yield hot
@@ -406,7 +239,7 @@ class HotPath:
         self._rows.pop(sender_key, None)  # until the write is known to be committed
         await self._batched(
             functools.partial(
-                _write_step,
+                sqlite_batch.write_step,
                 event_key=event_key,
                 now=now,
                 read=row,
@@ -415,7 +248,7 @@ class HotPath:
             ),
             durable=True,
         )
-        self._rows[sender_key] = Row(
+        self._rows[sender_key] = sqlite_batch.Row(
             conversation["state"], conversation["address"], conversation["channel"]
         )
         while len(self._rows) > ROWS_KEPT:
@@ -425,12 +258,12 @@ class HotPath:
         """The conversation is about to be written another way (a unit): read it anew."""
         self._rows.pop(sender_key, None)
 
-    async def _batched(self, run: Callable[[Connection], object], durable: bool) -> None:
+    async def _batched(self, run: Callable[[sqlite3.Connection], object], durable: bool) -> None:
         """Until `run` is committed as part of a batch (or the error it, or its batch, met)."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         # read, so that a write whose waiter went away does not warn when it fails
         done.add_done_callback(lambda future: future.cancelled() or future.exception())
-        self._queue.append(_Write(run, durable, done))
+        self._queue.append(sqlite_batch.Write(run, durable, done))
         if self._batcher is None or self._batcher.done():
             self._batcher = asyncio.ensure_future(self._run_batches())
         await asyncio.shield(done)
@@ -442,7 +275,9 @@ class HotPath:
                 if not batch:
                     return
                 try:
-                    outcomes = await self._on_thread(functools.partial(_run_batch, writes=batch))
+                    outcomes = await self._on_thread(
+                        functools.partial(sqlite_batch.run_batch, writes=batch)
+                    )
                 except BaseException as error:
                     # The thread's call itself failed (the connection could not be opened):
                     # nobody can vouch for it; the next batch opens anew.
@@ -467,7 +302,7 @@ class HotPath:
         """A message the platform accepted leaves the outbox (with its file), committed."""
         if self.dialect == "sqlite":
             await self._batched(
-                lambda connection: _delete_delivered(connection, "sqlite", message_id, file_id),
+                lambda raw: sqlite_batch.delete_delivered(raw, message_id, file_id),
                 durable=False,
             )
             return
@@ -478,9 +313,7 @@ class HotPath:
         """Rows whose loss would cost little (a chat's message ids): on SQLite they join the
         next batch without making it wait for the disk; committed when this returns."""
         if self.dialect == "sqlite":
-            await self._batched(
-                lambda connection: connection.execute(table.insert(), rows), durable=False
-            )
+            await self._batched(lambda raw: sqlite_batch.insert(raw, table, rows), durable=False)
             return
         async with self._slots, self.database.begin() as connection:
             await connection.execute(table.insert(), rows)

@@ -6,14 +6,14 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from flows.messages import Reply
 from flows.state import IntakeState
 from storage import outbox
-from storage.hotpath import AlreadySeen, Overtaken
 from storage.models import Conversation, OutboxMessage, ProcessedEvent
 from storage.repository import Store, open_conversation, seal_conversation
+from storage.sqlite_batch import AlreadySeen, Overtaken
 
 
 def _conversation(store: Store, sender: str) -> dict[str, object]:
@@ -144,9 +144,7 @@ async def test_a_batch_the_database_rolled_back_stores_none_of_its_steps_and_the
 
     async def rolled_back_by_sqlite() -> None:
         # as SQLite does on its own after some errors, on the batch's connection
-        await empty_store.hot._batched(
-            lambda connection: connection.exec_driver_sql("ROLLBACK"), durable=True
-        )
+        await empty_store.hot._batched(lambda raw: raw.execute("ROLLBACK"), durable=True)
 
     async with empty_store._slots:  # the next batch waits: all three join it
         steps = asyncio.gather(
@@ -163,3 +161,28 @@ async def test_a_batch_the_database_rolled_back_stores_none_of_its_steps_and_the
     assert await _count(empty_store, ProcessedEvent) == 0
     await _step(empty_store, "d")  # the same process goes on by itself
     assert await _count(empty_store, Conversation) == 1
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_rows_written_in_plain_sqlite_read_as_the_orm_writes_them(empty_store: Store) -> None:
+    """The batch writes through sqlite3 with the columns' own conversions: the stored text of
+    a time is the ORM's, so comparisons in SQL (purge, the 48-hour chat log) keep working."""
+    await _step(empty_store, "a")  # the hot path
+    async with empty_store.unit() as unit:  # the ORM, at the same moment
+        at = await unit.session.scalar(select(Conversation.updated_at))
+        assert at is not None
+        state = IntakeState(language="de", step="role", consented=True)
+        await unit.save("b", "console", "chat-b", state)
+        unit_row = await unit.session.scalar(
+            select(Conversation).where(Conversation.sender_key == "b")
+        )
+        assert unit_row is not None
+        unit_row.updated_at = at
+    async with empty_store.unit() as unit:
+        stored = (
+            await unit.session.execute(
+                text("SELECT sender_key, typeof(updated_at), updated_at FROM conversations")
+            )
+        ).all()
+    (_, kind_a, text_a), (_, kind_b, text_b) = sorted(stored)
+    assert (kind_a, text_a) == (kind_b, text_b)

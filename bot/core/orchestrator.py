@@ -41,7 +41,6 @@ from flows.engine import Engine
 from flows.messages import Effect, UserInput
 from flows.state import IntakeState, StoredFile
 from storage import outbox, queue
-from storage.hotpath import AlreadySeen, Overtaken
 from storage.keyring import active_counsellors
 from storage.repository import (
     Store,
@@ -50,6 +49,7 @@ from storage.repository import (
     open_conversation,
     seal_conversation,
 )
+from storage.sqlite_batch import AlreadySeen, Overtaken
 
 logger = logging.getLogger(__name__)
 
