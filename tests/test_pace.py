@@ -45,7 +45,7 @@ async def test_a_flooding_sender_is_slowed_and_told_once_while_others_are_answer
         calm = ["/start", "3", "1", "by"]  # report lane, consent, Land: durable steps
         for number, line in enumerate(calm):
             await core.handle(Inbound("test", "calm", "chat-c", line, f"c{number}"))
-        assert not await core.drain(0.0)  # the flood is still being slowed down
+        assert core._slowed  # the flood is still being slowed down
         await core.settle()
         to_calm = [reply.text for chat, reply in recorder.sent if chat == "chat-c"]
         assert len(to_calm) == len(calm) and to_calm[-1].startswith("Frage 2 von")
@@ -62,3 +62,21 @@ async def test_a_flooding_sender_is_slowed_and_told_once_while_others_are_answer
     helps = [text for text in answered if not text.startswith("So funktioniert")]
     assert len(helps) == 50  # and in order: overview, question, overview, question, …
     assert all(text.startswith("So funktioniert") for text in answered[::2])
+
+
+async def test_what_pacing_holds_back_is_taken_at_once_when_the_process_stops(
+    store: Store, flow_engine: Engine
+) -> None:
+    """A paced message was confirmed to the platform when it was taken: stopping must not
+    drop it. At one a second the flood would take 45 s; the stop's drain takes it at once."""
+    recorder = Recorder()
+    core = Core(flow_engine, store, staff_room=recorder, settings=Settings.defaults())
+    core.attach(recorder)
+    core.pace = Pace(burst=5, per_second=1.0)
+    for number in range(50):
+        await core.handle(Inbound("test", "flooder", "chat-f", f"/hilfe {number}", f"f{number}"))
+    assert await core.drain(10.0)
+    await core.settle()
+    to_flooder = [reply.text for chat, reply in recorder.sent if chat == "chat-f"]
+    answered = [text for text in to_flooder if not text.startswith(SLOW_DOWN)]
+    assert len(answered) == 2 * 50

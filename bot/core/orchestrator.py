@@ -15,6 +15,7 @@ cases nobody claimed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import time
@@ -101,8 +102,10 @@ class Core:
         self._slowed: dict[str, asyncio.Task[None]] = {}  # a slowed sender's latest message
         # Pacing of very fast senders: set by `lotse run` (the demo's one local user and the
         # tests' scripted officials are not paced). A paced message is taken in the background
-        # (`handle` returns at once), so it is confirmed to the platform before it is committed.
+        # (`handle` returns at once), so it is confirmed to the platform before it is committed;
+        # when the process stops (`drain`), what pacing still holds back is taken at once.
         self.pace: Pace | None = None
+        self._hurry = asyncio.Event()
 
     def attach(self, channel: Channel) -> None:
         self._channels[channel.name] = channel
@@ -128,7 +131,11 @@ class Core:
         await asyncio.shield(task)
 
     async def drain(self, seconds: float) -> bool:
-        """Wait for the steps in flight; False when some did not finish in time."""
+        """Wait for the steps in flight; False when some did not finish in time.
+
+        Messages pacing still holds back are taken now, without their wait: they were
+        confirmed to the platform already, and a stopping process must not lose them."""
+        self._hurry.set()
         if not self._in_flight:
             return True
         _, pending = await asyncio.wait(set(self._in_flight), timeout=seconds)
@@ -165,7 +172,10 @@ class Core:
     ) -> None:
         if earlier is not None:  # the same sender's messages stay in order
             await asyncio.wait([earlier])
-        await asyncio.sleep(max(0.0, due - asyncio.get_running_loop().time()))
+        delay = max(0.0, due - asyncio.get_running_loop().time())
+        if delay and not self._hurry.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._hurry.wait(), delay)
         await self._handle(inbound, sender)
 
     def _done_slowing(self, sender: str, task: asyncio.Task[None]) -> None:
