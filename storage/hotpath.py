@@ -130,6 +130,16 @@ def _delete_delivered(
     connection.execute(statements.delivered, {"message_id": message_id})
 
 
+def _tell(batch: Sequence[sqlite_batch.Write], outcomes: Sequence[BaseException | None]) -> None:
+    for write, outcome in zip(batch, outcomes, strict=True):
+        if write.done.done():
+            continue
+        if outcome is None:
+            write.done.set_result(None)
+        else:
+            write.done.set_exception(outcome)
+
+
 class HotStep:
     """One step: `seen`, `row`; `save(…)` to have it written when the block ends."""
 
@@ -270,24 +280,26 @@ class HotPath:
 
     async def _run_batches(self) -> None:
         while self._queue:
-            async with self._slots:  # what queues meanwhile joins this batch
-                batch, self._queue = self._queue[:BATCH_LIMIT], self._queue[BATCH_LIMIT:]
-                if not batch:
-                    return
-                try:
-                    outcomes = await self._on_thread(
-                        functools.partial(sqlite_batch.run_batch, writes=batch)
-                    )
-                except BaseException as error:
-                    # The thread's call itself failed (the connection could not be opened):
-                    # nobody can vouch for it; the next batch opens anew.
-                    await self._on_thread(lambda _connection: self._disconnect())
-                    outcomes = [error] * len(batch)
-            for write, outcome in zip(batch, outcomes, strict=True):
-                if outcome is None:
-                    write.done.set_result(None)
-                else:
-                    write.done.set_exception(outcome)
+            batch: list[sqlite_batch.Write] = []
+            try:
+                async with self._slots:  # what queues meanwhile joins this batch
+                    batch, self._queue = self._queue[:BATCH_LIMIT], self._queue[BATCH_LIMIT:]
+                    outcomes = await self._run_on_thread(batch)
+            except BaseException as error:  # cancelled: nobody may wait for ever
+                _tell(batch, [error] * len(batch))
+                raise
+            _tell(batch, outcomes)
+
+    async def _run_on_thread(self, batch: list[sqlite_batch.Write]) -> list[BaseException | None]:
+        try:
+            return await self._on_thread(functools.partial(sqlite_batch.run_batch, writes=batch))
+        except Exception as error:
+            # The thread's call itself failed (the connection could not be opened, a
+            # rollback failed): nobody can vouch for the connection; the next batch opens anew.
+            assert self._thread is not None
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._thread, self._disconnect)
+            return [error] * len(batch)
 
     def _disconnect(self) -> None:
         """Let go of a connection in a state nobody can vouch for; the next call opens anew."""

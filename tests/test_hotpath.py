@@ -4,13 +4,14 @@ a transaction are still all or nothing each, and a duplicate event writes nothin
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 
 import pytest
 from sqlalchemy import func, select, text
 
 from flows.messages import Reply
 from flows.state import IntakeState
-from storage import outbox
+from storage import outbox, sqlite_batch
 from storage.models import Conversation, OutboxMessage, ProcessedEvent
 from storage.repository import Store, open_conversation, seal_conversation
 from storage.sqlite_batch import AlreadySeen, Overtaken
@@ -186,3 +187,31 @@ async def test_rows_written_in_plain_sqlite_read_as_the_orm_writes_them(empty_st
         ).all()
     (_, kind_a, text_a), (_, kind_b, text_b) = sorted(stored)
     assert (kind_a, text_a) == (kind_b, text_b)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_a_batch_whose_call_fails_tells_every_step_and_the_next_opens_anew(
+    empty_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nobody waits for ever on a batch that could not run at all (say the connection could
+    not be opened): each of its steps hears the error, and the next batch starts afresh."""
+    real = sqlite_batch.run_batch
+    calls = []
+
+    def broken_once(raw: object, writes: object) -> object:
+        calls.append(writes)
+        if len(calls) == 1:
+            raise sqlite3.OperationalError("unable to open database file")
+        return real(raw, writes)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sqlite_batch, "run_batch", broken_once)
+    async with empty_store._slots:  # both join one batch
+        steps = asyncio.gather(
+            _step(empty_store, "a"), _step(empty_store, "b"), return_exceptions=True
+        )
+        while len(empty_store.hot._queue) < 2:  # noqa: ASYNC110 (the steps' reads come first)
+            await asyncio.sleep(0.01)
+    results = await asyncio.wait_for(steps, 10)
+    assert all(isinstance(result, sqlite3.OperationalError) for result in results), results
+    await _step(empty_store, "c")
+    assert await _count(empty_store, Conversation) == 1
