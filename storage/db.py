@@ -16,7 +16,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 MIGRATIONS = Path(__file__).with_name("migrations")
-SQLITE_BUSY_SECONDS = 30
+LOCK_WAIT_SECONDS = 30  # for a lock another process or session holds, then the work fails
 
 
 class DatabaseError(Exception):
@@ -50,7 +50,9 @@ def open_database(url: str, idle_transaction_seconds: float | None = None) -> As
             raise DatabaseError(
                 f"use the asyncpg driver: postgresql+asyncpg://… (got {parsed.drivername})"
             )
-        settings = {}
+        # A step waits for a row another session holds as long as SQLite waits for its lock,
+        # then the official is asked to send again (bot/core/outage.py), never for ever.
+        settings = {"lock_timeout": str(LOCK_WAIT_SECONDS * 1000)}
         if idle_transaction_seconds is not None:
             milliseconds = str(round(idle_transaction_seconds * 1000))
             settings["idle_in_transaction_session_timeout"] = milliseconds
@@ -72,7 +74,7 @@ def _open_sqlite(url: str, file: str | None) -> AsyncEngine:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     if not path.exists():  # SQLite gives its -wal and -shm files the database file's mode
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
-    database = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_SECONDS})
+    database = create_async_engine(url, connect_args={"timeout": LOCK_WAIT_SECONDS})
 
     take_sqlite_in_hand(database.sync_engine)
     return database
@@ -93,7 +95,7 @@ def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         "synchronous=FULL",
         "secure_delete=ON",  # deleted rows are overwritten, not left in free pages
         "foreign_keys=ON",
-        f"busy_timeout={SQLITE_BUSY_SECONDS * 1000}",
+        f"busy_timeout={LOCK_WAIT_SECONDS * 1000}",
     ):
         cursor.execute(f"PRAGMA {pragma}")
     cursor.close()

@@ -20,7 +20,7 @@ Delivered messages leave the outbox in the same batches.
 
 A step that writes nothing (before consent) leaves nothing, as before.
 
-A database that fails (locked past `SQLITE_BUSY_SECONDS`, a full disk, a lost server)
+A database that fails (locked past `LOCK_WAIT_SECONDS`, a full disk, a lost server)
 raises here as it would in a unit; the core decides what the official hears, in one
 place for both paths (bot/core/outage.py, `storage.db.unreachable`). A step of a batch
 is told it was committed only if the batch's transaction really was.
@@ -178,7 +178,7 @@ class HotPath:
                 url,
                 poolclass=StaticPool,
                 # read when connecting, as storage/db.py does: one bounded wait for both paths
-                connect_args={"check_same_thread": False, "timeout": db.SQLITE_BUSY_SECONDS},
+                connect_args={"check_same_thread": False, "timeout": db.LOCK_WAIT_SECONDS},
             )
             db.take_sqlite_in_hand(engine)
             self._sqlite = engine

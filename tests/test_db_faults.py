@@ -103,24 +103,54 @@ async def test_a_lock_held_longer_than_sqlite_waits_asks_to_send_again_then_reco
     flow_engine: Engine,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(db, "SQLITE_BUSY_SECONDS", 1)
+    monkeypatch.setattr(db, "LOCK_WAIT_SECONDS", 1)
     async with _sqlite_store(tmp_path / "lotse.db", server_keys, counsellor_key) as store:
-        official = _official(store, flow_engine)
-        for line in NORMAL_INTAKE[:4]:
-            await official.say(line)
-        before = await _answers(official)
-        sent = len(official.recorder.sent)
-        async with _locked(store):  # the step waits 1 s for the lock, then gives up
-            await official.core.handle(
+        await _refused_while_locked_then_taken(store, flow_engine)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+async def test_a_row_lock_held_longer_than_postgresql_waits_asks_to_send_again_then_recovers(
+    database_url: str,
+    server_keys: ServerKeys,
+    counsellor_key: UnlockedKey,
+    flow_engine: Engine,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without lock_timeout the step waited for ever behind a session holding the row."""
+    monkeypatch.setattr(db, "LOCK_WAIT_SECONDS", 1)
+    database = open_database(database_url)
+    await upgrade(database)
+    store = Store(database, server_keys)
+    async with store.unit() as unit:
+        await bootstrap(unit, CounsellorEntry("Berger", "A. Berger"), counsellor_key.public)
+    try:
+        await _refused_while_locked_then_taken(store, flow_engine)
+    finally:
+        store.close()
+        await database.dispose()
+
+
+async def _refused_while_locked_then_taken(store: Store, flow_engine: Engine) -> None:
+    official = _official(store, flow_engine)
+    for line in NORMAL_INTAKE[:4]:
+        await official.say(line)
+    before = await _answers(official)
+    sent = len(official.recorder.sent)
+    async with _locked(store):  # the step waits 1 s for the lock, then gives up
+        await asyncio.wait_for(
+            official.core.handle(
                 Inbound(CHANNEL, official.user_id, f"chat-{official.user_id}", "by", "locked")
-            )
-        await official.core.settle()
-        refused = [reply.text for _, reply in official.recorder.sent[sent:]]
-        assert len(refused) == 1 and TRY_AGAIN in refused[0]  # true: it was not taken
-        assert await _answers(official) == before  # nothing accepted is lost, nothing half
-        again = await official.say(NORMAL_INTAKE[4])  # as the official was asked to
-        assert again[-1].startswith("Frage 3 von")
-        assert set(await _answers(official)) == {*before, "role"}
+            ),
+            20,
+        )
+    await official.core.settle()
+    refused = [reply.text for _, reply in official.recorder.sent[sent:]]
+    assert len(refused) == 1 and TRY_AGAIN in refused[0]  # true: it was not taken
+    assert await _answers(official) == before  # nothing accepted is lost, nothing half
+    again = await official.say(NORMAL_INTAKE[4])  # as the official was asked to
+    assert again[-1].startswith("Frage 3 von")
+    assert set(await _answers(official)) == {*before, "role"}
 
 
 @contextlib.asynccontextmanager

@@ -10,11 +10,12 @@ and its channel stops receiving and is cancelled before it confirms anything: th
 message stays with the platform for the instance that holds the lease. Only an outage
 longer than `GIVE_UP_SECONDS` on an instance that still may act ends in the apology.
 
-A database that answers but refuses the work – SQLite locked by another process for
-longer than it waits (`storage.db.SQLITE_BUSY_SECONDS`), a full disk – is not waited for
-here: nothing of the message was stored, so the apology's "please send it again" is true
-at once, and the next message is taken as soon as the fault is gone. Waiting two minutes
-instead would hold up every official behind this one, for a fault that may last hours.
+A database that answers but refuses the work – locked by another process or session for
+longer than it waits (`storage.db.LOCK_WAIT_SECONDS`, SQLite and PostgreSQL alike), a
+full disk – is not waited for here: nothing of the message was stored, so the apology's
+"please send it again" is true at once, and the next message is taken as soon as the fault
+is gone. Waiting two minutes instead would hold up every official behind this one, for a
+fault that may last hours.
 This is the one place that decides, for the hot path and the units alike.
 """
 
