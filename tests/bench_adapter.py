@@ -30,13 +30,22 @@ from pathlib import Path
 from typing import Any
 
 from telegram import Bot, Update
-from telegram.ext import Application, ContextTypes, PicklePersistence
+from telegram.ext import Application, PicklePersistence
 
 from bot.channels.telegram.adapter import CHANNEL, TelegramChannel
 from bot.channels.telegram.limits import ChatLimits
 from bot.channels.telegram.send import Sender
 from bot.telegram_wiring import StoredChatLog
-from tests.bench_ptb import OFFICIALS, TOKEN, Rate, _CannedRequest, _conversation, _line, _update
+from tests.bench_ptb import (
+    OFFICIALS,
+    TOKEN,
+    Rate,
+    _CannedRequest,
+    _conversation,
+    _line,
+    _update,
+    ptb_burst,
+)
 from tests.bench_results import Results
 from tests.bench_rig import ANSWERS, Sink, running_core
 
@@ -100,28 +109,13 @@ async def ptb_durable(folder: Path, officials: int) -> Rate:
         Application.builder().token(TOKEN).request(request).persistence(persistence).build()
     )
     application.add_handler(_conversation(len(ANSWERS), persistent=True))
-    errors: list[object] = []
 
-    async def count_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
-        errors.append(context.error)
+    async def take(data: dict[str, Any]) -> None:
+        await application.process_update(Update.de_json(data, application.bot))
+        await application.update_persistence()  # this update's state to the persistence
+        await persistence.flush()  # and the persistence to its file
 
-    application.add_error_handler(count_error)
-    await application.initialize()
-    scripts = _scripts(officials)
-
-    async def official(updates: list[dict[str, Any]]) -> None:
-        for data in updates:
-            await application.process_update(Update.de_json(data, application.bot))
-            await application.update_persistence()  # this update's state to the persistence
-            await persistence.flush()  # and the persistence to its file
-
-    started = time.perf_counter()
-    await asyncio.gather(*(official(updates) for updates in scripts))
-    elapsed = time.perf_counter() - started
-    await application.shutdown()
-    messages = officials * len(ANSWERS)
-    failures = len(errors) + (messages - request.sent)
-    return Rate(messages - failures, failures, elapsed)
+    return await ptb_burst(application, request, _scripts(officials), take)
 
 
 async def _figures(results: Results, officials: int) -> None:

@@ -18,15 +18,14 @@ minutes, longer than the section may run, so the rest is counted waiting, in ord
 from __future__ import annotations
 
 import asyncio
-import random
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from bot.core.pace import Pace
 from tests.bench_results import Results, percentile
-from tests.bench_rig import ANSWERS, Rig, running_core
+from tests.bench_rig import ANSWERS, Rig, Tally, running_core, walk
 
 SECTION = "flood"
 FLOODER = "flooder"
@@ -46,36 +45,12 @@ class Sizes:
 
 
 @dataclass
-class _Calm:
-    latencies: list[float] = field(default_factory=list)
-    failures: int = 0
-
-
-@dataclass
 class _Flood:
     sent: int = 0
     per_message: int = 0  # replies to one FLOOD_TEXT (learnt from a warm-up)
     answered: int = 0
     waiting: int = 0
     notices: int = 0
-
-
-async def _official(
-    rig: Rig, user: str, expected: list[int], tally: _Calm, sizes: Sizes, *, until: float
-) -> None:
-    total = 0
-    for number, answer in enumerate(ANSWERS):
-        await asyncio.sleep(random.uniform(*sizes.pause))
-        if time.monotonic() >= until:
-            return
-        total += expected[number]
-        started = time.perf_counter()
-        await rig.say(user, answer, f"{user}-{number}")
-        if await rig.sink.wait(f"chat-{user}", total):
-            tally.latencies.append(time.perf_counter() - started)
-        else:
-            tally.failures += 1
-            return
 
 
 async def _flooder(rig: Rig, sizes: Sizes, flood: _Flood) -> None:
@@ -94,7 +69,7 @@ def _flood_answered(rig: Rig, flood: _Flood) -> int:
     return (rig.sink.counts.get(chat, 0) - notices) // max(1, flood.per_message)
 
 
-async def _run(folder: Path, sizes: Sizes, flooding: bool) -> tuple[_Calm, _Flood, int]:
+async def _run(folder: Path, sizes: Sizes, flooding: bool) -> tuple[Tally, _Flood, int]:
     """One run: the calm officials' tally, the flood's, and the apologies."""
     async with running_core(folder) as rig:
         expected = await rig.replies_per_answer(ANSWERS)
@@ -104,10 +79,12 @@ async def _run(folder: Path, sizes: Sizes, flooding: bool) -> tuple[_Calm, _Floo
         await rig.core.settle()
         flood.per_message = rig.sink.counts.get("chat-warm-up", 0) - before
         rig.core.pace = Pace()  # as `lotse run` sets it
-        calm = _Calm()
+        calm = Tally()
         until = time.monotonic() + sizes.window
         tasks = [
-            asyncio.create_task(_official(rig, f"calm{i}", expected, calm, sizes, until=until))
+            asyncio.create_task(
+                walk(rig, f"calm{i}", expected, calm, pause=sizes.pause, until=until)
+            )
             for i in range(sizes.calm)
         ]
         if flooding:

@@ -12,14 +12,13 @@ window (no time compression: compressing would raise the rate and change the loa
 from __future__ import annotations
 
 import asyncio
-import random
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from tests.bench_results import Results, percentile
-from tests.bench_rig import ANSWERS, Rig, running_core
+from tests.bench_rig import ANSWERS, Rig, Tally, running_core, walk
 
 SECTION = "latency"
 
@@ -35,38 +34,7 @@ class Sizes:
     pause: tuple[float, float] = (2.0, 10.0)
 
 
-@dataclass
-class _Tally:
-    latencies: list[float] = field(default_factory=list)
-    failures: int = 0
-
-
-async def _conversation(
-    rig: Rig,
-    user: str,
-    expected: list[int],
-    tally: _Tally,
-    *,
-    pause: tuple[float, float] | None = None,
-    until: float = float("inf"),
-) -> None:
-    total = 0
-    for number, answer in enumerate(ANSWERS[: len(expected)]):
-        if pause is not None:
-            await asyncio.sleep(random.uniform(*pause))
-            if time.monotonic() >= until:
-                return
-        total += expected[number]
-        started = time.perf_counter()
-        await rig.say(user, answer, f"{user}-{number}")
-        if await rig.sink.wait(f"chat-{user}", total):
-            tally.latencies.append(time.perf_counter() - started)
-        else:
-            tally.failures += 1
-            return  # its later answers would no longer fit the script
-
-
-def _report(results: Results, label: str, tally: _Tally, rig: Rig, note: str) -> None:
+def _report(results: Results, label: str, tally: Tally, rig: Rig, note: str) -> None:
     for share in (0.50, 0.95, 0.99):
         value = percentile(tally.latencies, share) * 1000
         results.add(SECTION, f"{label}: p{round(share * 100)}", value, "ms", note)
@@ -76,11 +44,9 @@ def _report(results: Results, label: str, tally: _Tally, rig: Rig, note: str) ->
 async def _concurrent(results: Results, folder: Path, conversations: int, answers: int) -> None:
     async with running_core(folder) as rig:
         expected = await rig.replies_per_answer(ANSWERS[:answers])
-        tally = _Tally()
+        tally = Tally()
         started = time.perf_counter()
-        await asyncio.gather(
-            *(_conversation(rig, f"c{i}", expected, tally) for i in range(conversations))
-        )
+        await asyncio.gather(*(walk(rig, f"c{i}", expected, tally) for i in range(conversations)))
         elapsed = time.perf_counter() - started
         messages = len(tally.latencies)
         note = f"{conversations} x {answers} messages, {messages / elapsed:.0f} answered/s"
@@ -90,12 +56,10 @@ async def _concurrent(results: Results, folder: Path, conversations: int, answer
 async def _realistic(results: Results, folder: Path, sizes: Sizes) -> None:
     async with running_core(folder) as rig:
         expected = await rig.replies_per_answer(ANSWERS)
-        tally = _Tally()
+        tally = Tally()
         until = time.monotonic() + sizes.realistic_seconds
         tasks = [
-            asyncio.create_task(
-                _conversation(rig, f"r{i}", expected, tally, pause=sizes.pause, until=until)
-            )
+            asyncio.create_task(walk(rig, f"r{i}", expected, tally, pause=sizes.pause, until=until))
             for i in range(sizes.realistic_conversations)
         ]
         await asyncio.sleep(sizes.realistic_seconds)

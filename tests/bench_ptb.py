@@ -22,10 +22,10 @@ import json
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 from telegram import Update
@@ -49,6 +49,7 @@ SECTION = "pipeline"
 OFFICIALS = 200
 POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 TOKEN = "123456:BENCH-token"
+U = TypeVar("U")
 
 
 @dataclass(frozen=True)
@@ -200,10 +201,14 @@ def _update(update_id: int, user: int, text: str) -> dict[str, Any]:
     }
 
 
-async def ptb_pipeline(officials: int) -> Rate:
-    request = _CannedRequest()
-    application = Application.builder().token(TOKEN).request(request).build()
-    application.add_handler(_conversation(len(ANSWERS)))
+async def ptb_burst(
+    application: Application[Any, Any, Any, Any, Any, Any],
+    request: _CannedRequest,
+    scripts: Sequence[Sequence[U]],
+    take: Callable[[U], Awaitable[object]],
+) -> Rate:
+    """Every official's updates one after another, all officials at once, each update given
+    to `take`; the handlers' errors and replies not sent are failures."""
     errors: list[object] = []
 
     async def count_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -211,6 +216,24 @@ async def ptb_pipeline(officials: int) -> Rate:
 
     application.add_error_handler(count_error)
     await application.initialize()
+
+    async def official(updates: Sequence[U]) -> None:
+        for update in updates:
+            await take(update)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(official(updates) for updates in scripts))
+    elapsed = time.perf_counter() - started
+    await application.shutdown()
+    messages = sum(len(updates) for updates in scripts)
+    failures = len(errors) + (messages - request.sent)
+    return Rate(messages - failures, failures, elapsed)
+
+
+async def ptb_pipeline(officials: int) -> Rate:
+    request = _CannedRequest()
+    application = Application.builder().token(TOKEN).request(request).build()
+    application.add_handler(_conversation(len(ANSWERS)))
     # Parsing the updates is left out of the timing: only process_update is measured.
     scripts = [
         [
@@ -219,18 +242,7 @@ async def ptb_pipeline(officials: int) -> Rate:
         ]
         for index in range(officials)
     ]
-
-    async def official(updates: list[Update]) -> None:
-        for update in updates:
-            await application.process_update(update)
-
-    started = time.perf_counter()
-    await asyncio.gather(*(official(updates) for updates in scripts))
-    elapsed = time.perf_counter() - started
-    await application.shutdown()
-    messages = officials * len(ANSWERS)
-    failures = len(errors) + (messages - request.sent)
-    return Rate(messages - failures, failures, elapsed)
+    return await ptb_burst(application, request, scripts, application.process_update)
 
 
 # -- the figure ---------------------------------------------------------------------------------

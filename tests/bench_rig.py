@@ -8,10 +8,11 @@ times what it is given. A "technical error" apology is counted as a failure.
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bot.app import App, demo_config, open_app
@@ -113,3 +114,39 @@ async def running_core(
             worker.cancel()
             with suppress(asyncio.CancelledError):
                 await worker
+
+
+@dataclass
+class Tally:
+    """Latencies of answered messages, and messages unanswered or answered with an apology."""
+
+    latencies: list[float] = field(default_factory=list)
+    failures: int = 0
+
+
+async def walk(
+    rig: Rig,
+    user: str,
+    expected: list[int],
+    tally: Tally,
+    *,
+    pause: tuple[float, float] | None = None,
+    until: float = float("inf"),
+) -> None:
+    """One official answers `ANSWERS` one after another (each after `pause` seconds, if
+    given, until `until`); `expected`: replies per answer. Each latency runs until the
+    channel holds the answer's last reply."""
+    total = 0
+    for number, answer in enumerate(ANSWERS[: len(expected)]):
+        if pause is not None:
+            await asyncio.sleep(random.uniform(*pause))
+            if time.monotonic() >= until:
+                return
+        total += expected[number]
+        started = time.perf_counter()
+        await rig.say(user, answer, f"{user}-{number}")
+        if await rig.sink.wait(f"chat-{user}", total):
+            tally.latencies.append(time.perf_counter() - started)
+        else:
+            tally.failures += 1
+            return  # its later answers would no longer fit the script

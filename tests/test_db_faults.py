@@ -96,68 +96,44 @@ async def test_a_database_locked_for_a_few_seconds_answers_late_not_with_an_erro
     assert replies[-1].startswith("Frage 4 von")
 
 
-async def test_a_lock_held_longer_than_sqlite_waits_asks_to_send_again_then_recovers(
-    tmp_path: Path,
-    server_keys: ServerKeys,
-    counsellor_key: UnlockedKey,
-    flow_engine: Engine,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(db, "LOCK_WAIT_SECONDS", 1)
-    async with _sqlite_store(tmp_path / "lotse.db", server_keys, counsellor_key) as store:
-        await _refused_while_locked_then_taken(store, flow_engine)
-
-
-@pytest.mark.postgres
-@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
-async def test_a_row_lock_held_longer_than_postgresql_waits_asks_to_send_again_then_recovers(
+async def test_a_lock_held_longer_than_the_database_waits_asks_to_send_again_then_recovers(
     database_url: str,
     server_keys: ServerKeys,
     counsellor_key: UnlockedKey,
     flow_engine: Engine,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Without lock_timeout the step waited for ever behind a session holding the row."""
+    """SQLite's busy wait and PostgreSQL's lock_timeout (without it the step waited for
+    ever behind a session holding the row), both shortened to 1 s here."""
     monkeypatch.setattr(db, "LOCK_WAIT_SECONDS", 1)
-    database = open_database(database_url)
-    await upgrade(database)
-    store = Store(database, server_keys)
-    async with store.unit() as unit:
-        await bootstrap(unit, CounsellorEntry("Berger", "A. Berger"), counsellor_key.public)
-    try:
-        await _refused_while_locked_then_taken(store, flow_engine)
-    finally:
-        store.close()
-        await database.dispose()
-
-
-async def _refused_while_locked_then_taken(store: Store, flow_engine: Engine) -> None:
-    official = _official(store, flow_engine)
-    for line in NORMAL_INTAKE[:4]:
-        await official.say(line)
-    before = await _answers(official)
-    sent = len(official.recorder.sent)
-    async with _locked(store):  # the step waits 1 s for the lock, then gives up
-        await asyncio.wait_for(
-            official.core.handle(
-                Inbound(CHANNEL, official.user_id, f"chat-{official.user_id}", "by", "locked")
-            ),
-            20,
-        )
-    await official.core.settle()
-    refused = [reply.text for _, reply in official.recorder.sent[sent:]]
-    assert len(refused) == 1 and TRY_AGAIN in refused[0]  # true: it was not taken
-    assert await _answers(official) == before  # nothing accepted is lost, nothing half
-    again = await official.say(NORMAL_INTAKE[4])  # as the official was asked to
-    assert again[-1].startswith("Frage 3 von")
-    assert set(await _answers(official)) == {*before, "role"}
+    async with _fresh_store(database_url, server_keys, counsellor_key) as store:
+        official = _official(store, flow_engine)
+        for line in NORMAL_INTAKE[:4]:
+            await official.say(line)
+        before = await _answers(official)
+        sent = len(official.recorder.sent)
+        async with _locked(store):  # the step waits 1 s for the lock, then gives up
+            await asyncio.wait_for(
+                official.core.handle(
+                    Inbound(CHANNEL, official.user_id, f"chat-{official.user_id}", "by", "locked")
+                ),
+                20,
+            )
+        await official.core.settle()
+        refused = [reply.text for _, reply in official.recorder.sent[sent:]]
+        assert len(refused) == 1 and TRY_AGAIN in refused[0]  # true: it was not taken
+        assert await _answers(official) == before  # nothing accepted is lost, nothing half
+        again = await official.say(NORMAL_INTAKE[4])  # as the official was asked to
+        assert again[-1].startswith("Frage 3 von")
+        assert set(await _answers(official)) == {*before, "role"}
 
 
 @contextlib.asynccontextmanager
-async def _sqlite_store(
-    path: Path, server_keys: ServerKeys, counsellor_key: UnlockedKey
+async def _fresh_store(
+    url: str, server_keys: ServerKeys, counsellor_key: UnlockedKey
 ) -> AsyncIterator[Store]:
-    database = open_database(f"sqlite+aiosqlite:///{path}")
+    """A store opened after a test changed how the database waits (read when connecting)."""
+    database = open_database(url)
     await upgrade(database)
     store = Store(database, server_keys)
     async with store.unit() as unit:
@@ -165,6 +141,7 @@ async def _sqlite_store(
     try:
         yield store
     finally:
+        store.close()
         await database.dispose()
 
 
@@ -200,7 +177,9 @@ async def test_a_full_disk_asks_to_send_again_and_the_process_recovers_when_ther
     flow_engine: Engine,
 ) -> None:
     with _small_disk(tmp_path / "disk", 16) as disk:
-        async with _sqlite_store(disk / "lotse.db", server_keys, counsellor_key) as store:
+        async with _fresh_store(
+            f"sqlite+aiosqlite:///{disk / 'lotse.db'}", server_keys, counsellor_key
+        ) as store:
             official = _official(store, flow_engine)
             for line in NORMAL_INTAKE[:4]:
                 await official.say(line)
@@ -227,7 +206,9 @@ async def test_many_officials_at_once_on_a_full_disk_are_told_the_truth_and_all_
     truth on its own: answered where the answer was stored, asked to send it again where
     it was not; once there is room, all of them go on without a restart."""
     with _small_disk(tmp_path / "disk", 16) as disk:
-        async with _sqlite_store(disk / "lotse.db", server_keys, counsellor_key) as store:
+        async with _fresh_store(
+            f"sqlite+aiosqlite:///{disk / 'lotse.db'}", server_keys, counsellor_key
+        ) as store:
             first = _official(store, flow_engine)
             officials = [Official(first.core, first.recorder, f"user-{n}") for n in range(20)]
             events = itertools.count()
@@ -287,7 +268,9 @@ async def test_a_full_disk_during_a_delivery_holds_up_replies_only_while_it_last
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     with _small_disk(tmp_path / "disk", 16) as disk:
-        async with _sqlite_store(disk / "lotse.db", server_keys, counsellor_key) as store:
+        async with _fresh_store(
+            f"sqlite+aiosqlite:///{disk / 'lotse.db'}", server_keys, counsellor_key
+        ) as store:
             recorder = _FillsTheDisk()
             core = Core(flow_engine, store, staff_room=recorder, settings=Settings.defaults())
             core.attach(recorder)
