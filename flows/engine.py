@@ -238,7 +238,7 @@ class Engine(Confirmations):
             known = given.language in self.texts.languages
             current = self.new_state(given.language if known else None)
         else:
-            current = state.model_copy(deep=True)
+            current = state.copied()
             lanes.known_steps_only(self.questionnaire, current)
         text = "" if given.pick is not None else clean(given.text)  # a button says only its pick
         command, argument, spelled = self._command(text)
@@ -589,9 +589,7 @@ class Engine(Confirmations):
     ) -> Outcome:
         language = state.language
         collected = state.answers.get(step.id)
-        evidence = (
-            collected.model_copy(deep=True) if isinstance(collected, Evidence) else Evidence()
-        )
+        evidence = collected.copied() if isinstance(collected, Evidence) else Evidence()
         if chosen:
             key: str | None = chosen[0]
         elif text.casefold() in self._yes_words:  # "Do you have evidence?" "Yes": not a note
