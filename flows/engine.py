@@ -14,7 +14,7 @@ nothing (the id scheme is described in flows/picks.py).
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,14 @@ from flows.confirmations import Confirmations
 from flows.messages import Choice, Effect, Outcome, Pick, Reply, UserInput
 from flows.offers import SHIPPED_OFFERS, Need, load_directory
 from flows.picks import CONFIRMATION_KEYS, await_answer, new_prompt, picked, prompt_id
-from flows.questionnaire import SHIPPED_QUESTIONNAIRE, Questionnaire, Rule, Step, load_questionnaire
+from flows.questionnaire import (
+    PATHS_KEPT,
+    SHIPPED_QUESTIONNAIRE,
+    Questionnaire,
+    Rule,
+    Step,
+    load_questionnaire,
+)
 from flows.render import Renderer
 from flows.safety import SHIPPED_SAFETY, SafetyCheck, Verdict, load_safety
 from flows.state import SUBMITTED, Evidence, IntakeState
@@ -98,6 +105,7 @@ class Engine(Confirmations):
         }
         self._submit_words = texts.word_list("submit_words")
         self._yes_words = set(texts.word_list("yes_words"))
+        self._progress: dict[tuple[Hashable, str], lanes.Progress | None] = {}
 
     @classmethod
     def from_files(
@@ -184,7 +192,18 @@ class Engine(Confirmations):
         )
 
     def progress(self, state: IntakeState) -> lanes.Progress | None:
-        return lanes.progress(self.questionnaire, state)
+        """Where the official stands (lanes.progress), kept per step and answers signature:
+        it reads only the path, the step and which answers the rules read are given."""
+        signature = self.questionnaire.signature(state.answers)
+        if signature is None:
+            return lanes.progress(self.questionnaire, state)
+        key = (signature, state.step)
+        if key in self._progress:
+            return self._progress[key]
+        if len(self._progress) >= PATHS_KEPT:
+            self._progress.clear()
+        found = self._progress[key] = lanes.progress(self.questionnaire, state)
+        return found
 
     def begin_again(self, state: IntakeState, previous_reference: str | None) -> IntakeState:
         """A new report from someone who agreed to the privacy notice before: the first
