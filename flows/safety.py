@@ -22,7 +22,8 @@ Matching, on words rather than characters:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+import sys
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -79,8 +80,12 @@ class _Word:
     """One word of a pattern: alternatives, each exact or a prefix."""
 
     options: tuple[tuple[str, bool], ...]  # (stem, is_prefix)
-    # A word matches only where its first letter is a stem's (exact, prefix and typo alike).
+    # A word matches only where its first letter is a stem's (exact, prefix and typo alike),
+    # and only with a length from `shortest` to `longest` (a stem's, one letter missing or
+    # extra; any length from a prefix on): checked before `matches`, which is slower.
     initials: frozenset[str] = frozenset()
+    shortest: int = 0
+    longest: int = sys.maxsize
 
     @classmethod
     def parse(cls, text: str) -> _Word:
@@ -90,7 +95,15 @@ class _Word:
             stem = option.rstrip("*")
             if stem:
                 options.append((stem, prefix))
-        return cls(tuple(options), frozenset(stem[0] for stem, _ in options))
+        return cls(
+            tuple(options),
+            frozenset(stem[0] for stem, _ in options),
+            min((len(stem) - 1 for stem, _ in options), default=0),
+            max(
+                (sys.maxsize if prefix else len(stem) + 1 for stem, prefix in options),
+                default=sys.maxsize,
+            ),
+        )
 
     def matches(self, word: str, typo_min: int | None) -> bool:
         for stem, prefix in self.options:
@@ -132,6 +145,44 @@ class _Pattern:
         for position, word in enumerate(words):
             if word and self.words and self.words[0].matches(word, typo_min):
                 yield from extend([position], 1)
+
+    def occurs(self, words: Sequence[str], gap: int, typo_min: int | None) -> bool:
+        """Whether `spans` finds one: the same search, stopped at the first place, with no
+        generator per word, and a word tried only when its first letter can match."""
+        if not self.words:
+            return False
+        first = self.words[0]
+        initials, shortest, longest = first.initials, first.shortest, first.longest
+        for position, word in enumerate(words):
+            if (
+                word
+                and word[0] in initials
+                and shortest <= len(word) <= longest
+                and first.matches(word, typo_min)
+                and self._goes_on(words, position, 1, gap, typo_min)
+            ):
+                return True
+        return False
+
+    def _goes_on(
+        self, words: Sequence[str], last: int, index: int, gap: int, typo_min: int | None
+    ) -> bool:
+        """Whether the pattern's words from `index` on follow the one matched at `last`."""
+        if index == len(self.words):
+            return True
+        wanted = self.words[index]
+        initials, shortest, longest = wanted.initials, wanted.shortest, wanted.longest
+        for position in range(last + 1, min(len(words), last + gap + 2)):
+            word = words[position]
+            if (
+                word
+                and word[0] in initials
+                and shortest <= len(word) <= longest
+                and wanted.matches(word, typo_min)
+                and self._goes_on(words, position, index + 1, gap, typo_min)
+            ):
+                return True
+        return False
 
 
 # -- the file ------------------------------------------------------------------------------
@@ -197,11 +248,13 @@ class _Patterns:
                 numbers.setdefault(initial, []).append(number)
         self._numbers = {initial: tuple(found) for initial, found in numbers.items()}
 
-    def tried(self, words: Sequence[str]) -> list[_Pattern]:
-        """The patterns that may match in these words, in file order (masked words are '')."""
+    def tried(self, initials: Iterable[str]) -> list[_Pattern]:
+        """The patterns that may match in words with these first letters, in file order."""
         numbers: set[int] = set()
-        for initial in {word[:1] for word in words}:
-            numbers.update(self._numbers.get(initial, ()))
+        for initial in initials:
+            found = self._numbers.get(initial)
+            if found:
+                numbers.update(found)
         return [self.patterns[number] for number in sorted(numbers)]
 
 
@@ -231,7 +284,8 @@ class SafetyCheck:
     def wants_a_person(self, text: str) -> bool:
         """Whether a message asks to talk to a person (same matching, no look-alikes)."""
         words = fold(text)
-        return any(self._hits(pattern, words) for pattern in self._talk.tried(words))
+        initials = {word[0] for word in words}
+        return any(self._hits(pattern, words) for pattern in self._talk.tried(initials))
 
     def reply_key(self, kind: Kind) -> str:
         return self.file.classes[kind].reply
@@ -241,7 +295,9 @@ class SafetyCheck:
         if not words:
             return Verdict()
         # Look-alikes: exact, consecutive, never a typo; in file order, as each masks words.
-        for neutral in self._neutral.tried(words):
+        # (Their first letters, from before any is masked: a few more tried, none missed.)
+        initials = {word[0] for word in words}
+        for neutral in self._neutral.tried(initials):
             for span in list(neutral.spans(words, 0, None)):
                 for position in span:
                     words[position] = ""
@@ -249,12 +305,12 @@ class SafetyCheck:
             tuple(
                 kind
                 for kind, patterns in self._classes.items()
-                if any(self._hits(pattern, words) for pattern in patterns.tried(words))
+                if any(self._hits(pattern, words) for pattern in patterns.tried(initials))
             )
         )
 
     def _hits(self, pattern: _Pattern, words: list[str]) -> bool:
-        return next(pattern.spans(words, self._gap, self._typo_min), None) is not None
+        return pattern.occurs(words, self._gap, self._typo_min)
 
 
 def load_safety(path: Path = SHIPPED_SAFETY) -> SafetyCheck:
