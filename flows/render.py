@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from flows.answers import quoted
 from flows.guidance import Guidance, said_after, said_at
@@ -21,6 +22,7 @@ def _fits_all(offer: Offer, need: Need) -> bool:
 
 
 SUMMARY_TEXT_LIMIT = 400  # a long description is cut in the summary list, never in the record
+CHOICES_KEPT = 1024  # steps x languages: far more than a questionnaire has
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,23 @@ class Renderer:
     directory: Directory
 
     def choices(self, step: Step, language: str) -> tuple[Choice, ...]:
+        """A step's choices as shown, made once per step and language (asked for a few
+        times per message; the step, its labels and the texts never change)."""
+        key = (id(step), language)
+        kept = self._choices.get(key)
+        if kept is not None and kept[0] is step:  # `is`: an id is reused only once freed
+            return kept[1]
+        made = self._made_choices(step, language)
+        if len(self._choices) >= CHOICES_KEPT:
+            self._choices.clear()
+        self._choices[key] = (step, made)
+        return made
+
+    @cached_property
+    def _choices(self) -> dict[tuple[int, str], tuple[Step, tuple[Choice, ...]]]:
+        return {}
+
+    def _made_choices(self, step: Step, language: str) -> tuple[Choice, ...]:
         if step.kind == "yesno" and not step.choices:
             return (
                 Choice("yes", self.texts.get("yes", language)),

@@ -98,3 +98,16 @@ def test_the_kept_paths_stay_bounded() -> None:
     for number in range(PATHS_KEPT * 2 + 5):  # lists of different lengths: distinct keys
         questionnaire.path({compared: ids[:1] * number})
     assert 0 < len(questionnaire._paths) <= PATHS_KEPT
+
+
+def test_kept_choices_are_the_ones_the_step_gives() -> None:
+    engine = Engine.from_files()
+    for step in engine.questionnaire.steps.values():
+        for language in engine.questionnaire.meta.languages:
+            first = engine.render.choices(step, language)
+            assert engine.render.choices(step, language) is first
+            assert first == engine.render._made_choices(step, language)
+            changed = step.model_copy(update={"choices": step.choices[:1]})  # another step
+            assert engine.render.choices(changed, language) == engine.render._made_choices(
+                changed, language
+            )
