@@ -162,8 +162,26 @@ class Renderer:
         question (flows/guidance.py)."""
         if self._in_danger_lane({**state.answers, step_id: value}):
             return []
-        entries = said_after(self.directory.guidance, state.answers, step_id, value)
+        entries = said_after(self._guidance_reading(step_id), state.answers, step_id, value)
         return self._guidance(entries, state.language)
+
+    def _guidance_reading(self, step_id: str) -> tuple[Guidance, ...]:
+        """The entries with a condition on `step_id`, in file order: only those can fit
+        after an answer to it that did not before (the rest read the same answers)."""
+        found = self._reading.get(step_id)
+        if found is None:
+            if len(self._reading) >= CHOICES_KEPT:
+                self._reading.clear()
+            found = self._reading[step_id] = tuple(
+                entry
+                for entry in self.directory.guidance
+                if any(condition.answer == step_id for condition in (*entry.when, *entry.when_any))
+            )
+        return found
+
+    @cached_property
+    def _reading(self) -> dict[str, tuple[Guidance, ...]]:
+        return {}
 
     def guidance_at(self, state: IntakeState) -> list[Reply]:
         """Advice for the step reached now, when it is asked for the first time."""

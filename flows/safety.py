@@ -233,6 +233,9 @@ class Verdict:
         return self.kinds[0] if self.kinds else None
 
 
+NOTHING = Verdict()  # (frozen: one for every message that hits nothing)
+
+
 class _Patterns:
     """Patterns in their file's order, found by the first letter of their first word.
 
@@ -247,6 +250,7 @@ class _Patterns:
             for initial in pattern.words[0].initials if pattern.words else ():
                 numbers.setdefault(initial, []).append(number)
         self._numbers = {initial: tuple(found) for initial, found in numbers.items()}
+        self.initials = frozenset(self._numbers)
 
     def tried(self, initials: Iterable[str]) -> list[_Pattern]:
         """The patterns that may match in words with these first letters, in file order."""
@@ -280,6 +284,11 @@ class SafetyCheck:
         self._talk = _Patterns(
             [_Pattern.parse(pattern) for patterns in loaded.talk.values() for pattern in patterns]
         )
+        # The first letters any class pattern starts with: a message with none of them
+        # (a number, "ja") cannot hit, look-alikes or not.
+        self._initials = frozenset(
+            initial for patterns in self._classes.values() for initial in patterns.initials
+        )
 
     def wants_a_person(self, text: str) -> bool:
         """Whether a message asks to talk to a person (same matching, no look-alikes)."""
@@ -293,10 +302,12 @@ class SafetyCheck:
     def check(self, text: str) -> Verdict:
         words = fold(text)
         if not words:
-            return Verdict()
+            return NOTHING
         # Look-alikes: exact, consecutive, never a typo; in file order, as each masks words.
         # (Their first letters, from before any is masked: a few more tried, none missed.)
         initials = {word[0] for word in words}
+        if self._initials.isdisjoint(initials):
+            return NOTHING
         for neutral in self._neutral.tried(initials):
             for span in list(neutral.spans(words, 0, None)):
                 for position in span:
