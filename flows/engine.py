@@ -99,6 +99,16 @@ class Engine(Confirmations):
         self._commands = texts.command_names()
         yes, no = texts.word_list("yes_words"), texts.word_list("no_words")
         self._yes_no = {word: "yes" for word in yes} | {word: "no" for word in no}
+        # The yes/no words a step's choices take, by whether 'yes' and 'no' are among them.
+        self._yes_no_by = {
+            (has_yes, has_no): {
+                word: key
+                for word, key in self._yes_no.items()
+                if (key == "yes" and has_yes) or (key == "no" and has_no)
+            }
+            for has_yes in (False, True)
+            for has_no in (False, True)
+        }
         self._consent = {word: "agree" for word in yes} | {word: "decline" for word in no}
         self._evidence_words = {word: "done" for word in texts.word_list("done_words")} | {
             word: "later" for word in texts.word_list("later_words")
@@ -449,7 +459,7 @@ class Engine(Confirmations):
     def _yes_no_for(self, choices: tuple[Choice, ...]) -> dict[str, str]:
         """Yes/no words answer any step whose choices include the ids 'yes' and 'no'."""
         keys = {choice.key for choice in choices}
-        return {word: key for word, key in self._yes_no.items() if key in keys}
+        return self._yes_no_by["yes" in keys, "no" in keys]  # read only: shared
 
     def _accept(self, state: IntakeState, step: Step, value: Any, replies: list[Reply]) -> Outcome:
         replies += self.render.guidance_after(state, step.id, value)  # read before it is stored
