@@ -15,9 +15,10 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flows.safety import SHIPPED_SAFETY, SafetyFile, load_safety
+from flows.safety import SHIPPED_SAFETY, SafetyFile, _one_edit, load_safety
 from flows.tomlfile import read_toml
 from tests.safety_reference import ReferenceCheck
+from tests.safety_reference import _one_edit as reference_one_edit
 from tests.safety_table import TABLE
 
 LIVE = load_safety()
@@ -135,3 +136,27 @@ def test_the_live_matcher_answers_like_the_reference_on_a_large_corpus() -> None
 def test_the_live_matcher_answers_like_the_reference_on_any_words(text: str) -> None:
     assert LIVE.check(text).kinds == _reference().check(text)
     assert LIVE.wants_a_person(text) == _reference().wants_a_person(text)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.text(alphabet="abcde", max_size=9), st.text(alphabet="abcde", max_size=9))
+def test_one_edit_answers_like_the_reference(first: str, second: str) -> None:
+    assert _one_edit(first, second) == reference_one_edit(first, second)
+    assert _one_edit(second, first) == reference_one_edit(second, first)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.text(alphabet="abcde", min_size=1, max_size=9), st.data())
+def test_one_edit_finds_every_single_edit(word: str, data: st.DataObject) -> None:
+    index = data.draw(st.integers(0, len(word) - 1))
+    letter = data.draw(st.sampled_from("abcdef"))
+    edits = [
+        word[:index] + letter + word[index + 1 :],  # changed
+        word[:index] + word[index + 1 :],  # missing
+        word[:index] + letter + word[index:],  # extra
+    ]
+    if index + 1 < len(word):
+        edits.append(word[:index] + word[index + 1] + word[index] + word[index + 2 :])  # swapped
+    for edit in edits:
+        assert _one_edit(word, edit)
+        assert _one_edit(edit, word)
