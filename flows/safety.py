@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -143,27 +143,11 @@ class _Pattern:
     def parse(cls, text: str) -> _Pattern:
         return cls(tuple(_Word.parse(word) for word in _fold_pattern(text)))
 
-    def spans(self, words: Sequence[str], gap: int, typo_min: int | None) -> Iterator[list[int]]:
-        """The word positions of every place the pattern matches (masked words are '')."""
-
-        def extend(found: list[int], index: int) -> Iterator[list[int]]:
-            if index == len(self.words):
-                yield found
-                return
-            start = found[-1] + 1
-            stop = min(len(words), start + gap + 1)
-            for position in range(start, stop):
-                if words[position] and self.words[index].matches(words[position], typo_min):
-                    yield from extend([*found, position], index + 1)
-
-        for position, word in enumerate(words):
-            if word and self.words and self.words[0].matches(word, typo_min):
-                yield from extend([position], 1)
-
     def occurs(self, text: _Text, gap: int, typo_min: int | None) -> bool:
-        """Whether `spans` finds one: the same search, stopped at the first place, without
-        generators, starting only at words with a first letter the pattern starts with,
-        and trying a word only at a length it can match."""
+        """Whether the pattern's words occur in order, each at most `gap` words after the
+        one before (masked words are ''). Searched from the words with a first letter
+        the pattern starts with; a word is tried only at a length it can match. (The
+        plain search it must agree with is kept in tests/safety_reference.py.)"""
         if not self.words:
             return False
         first = self.words[0]
@@ -202,9 +186,9 @@ class _Pattern:
         return False
 
     def consecutive(self, text: _Text) -> list[range]:
-        """What `spans(words, 0, None)` finds (the look-alikes: every word right after the
-        one before, exact or as a prefix, never a typo), as ranges of positions. Words
-        masked since `text` was made are '' in its words and never match."""
+        """Every place the pattern occurs with no gap and no typo (the look-alikes: each
+        word right after the one before, exact or as a prefix), as ranges of positions.
+        Words masked since `text` was made are '' in its words and never match."""
         count = len(self.words)
         if not count:
             return []
