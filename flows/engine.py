@@ -208,8 +208,10 @@ class Engine(Confirmations):
         if signature is None:
             return lanes.progress(self.questionnaire, state)
         key = (signature, state.step)
-        if key in self._progress:
-            return self._progress[key]
+        try:
+            return self._progress[key]  # one lookup: safe beside a clear()
+        except KeyError:
+            pass
         if len(self._progress) >= PATHS_KEPT:
             self._progress.clear()
         found = self._progress[key] = lanes.progress(self.questionnaire, state)
