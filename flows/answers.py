@@ -33,6 +33,10 @@ def clean(text: str) -> str:
 
     The one normalisation for everything that enters: intake answers, messages after
     submitting, counsellors' lines, file names."""
+    if text.isprintable() and unicodedata.is_normalized("NFC", text):
+        # Most messages: no line break, no control or format character (none of them is
+        # printable) and normalised already, so only the blanks go. The same as below.
+        return text.strip()
     normal = unicodedata.normalize("NFC", _NEWLINES.sub("\n", text))
     kept = "".join(
         char for char in normal if char in _KEEP or unicodedata.category(char) not in _CONTROL

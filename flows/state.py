@@ -94,7 +94,10 @@ class IntakeState(BaseModel):
         field must be added there, and copied here when it can be changed in place."""
         shallow = self.__copy__()  # its own __dict__ and fields set; values still shared
         fields = shallow.__dict__
-        fields["answers"] = {key: _copied(value) for key, value in self.answers.items()}
+        fields["answers"] = {
+            key: value if value is None or type(value) is str else _copied(value)
+            for key, value in self.answers.items()
+        }
         fields["history"] = self.history.copy()
         fields["files"] = self.files.copy()  # StoredFile is frozen: the items are shared
         fields["relay_backlog"] = self.relay_backlog.copy()
