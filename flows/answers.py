@@ -7,6 +7,7 @@ accepted here, and anything that fits nothing is reported back, never guessed.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -32,6 +33,10 @@ def clean(text: str) -> str:
 
     The one normalisation for everything that enters: intake answers, messages after
     submitting, counsellors' lines, file names."""
+    if text.isprintable() and unicodedata.is_normalized("NFC", text):
+        # Most messages: no line break, no control or format character (none of them is
+        # printable) and normalised already, so only the blanks go. The same as below.
+        return text.strip()
     normal = unicodedata.normalize("NFC", _NEWLINES.sub("\n", text))
     kept = "".join(
         char for char in normal if char in _KEEP or unicodedata.category(char) not in _CONTROL
@@ -73,6 +78,13 @@ def _key(text: str) -> str:
     return " ".join(text.casefold().strip().strip(_TRAILING).split())
 
 
+@functools.lru_cache(maxsize=4096)
+def _label_key(label: str) -> str:
+    """`_key` of a choice's label, made once: labels come from the questionnaire and the
+    texts, a fixed few (never what an official typed)."""
+    return _key(label)
+
+
 def match_one(text: str, choices: tuple[Choice, ...], aliases: dict[str, str]) -> str | None:
     """The key of the one choice `text` names, or None.
 
@@ -85,12 +97,12 @@ def match_one(text: str, choices: tuple[Choice, ...], aliases: dict[str, str]) -
         index = int(wanted)
         return choices[index - 1].key if 1 <= index <= len(choices) else None
     for choice in choices:
-        if wanted in (choice.key.casefold(), _key(choice.label)):
+        if wanted in (choice.key.casefold(), _label_key(choice.label)):
             return choice.key
     if wanted in aliases:
         return aliases[wanted]
     if len(wanted) >= PREFIX_MINIMUM:
-        starts = {choice.key for choice in choices if _key(choice.label).startswith(wanted)}
+        starts = {choice.key for choice in choices if _label_key(choice.label).startswith(wanted)}
         starts |= {key for alias, key in aliases.items() if alias.startswith(wanted)}
         if len(starts) == 1:
             return starts.pop()

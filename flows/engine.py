@@ -14,7 +14,7 @@ nothing (the id scheme is described in flows/picks.py).
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,14 @@ from flows.confirmations import Confirmations
 from flows.messages import Choice, Effect, Outcome, Pick, Reply, UserInput
 from flows.offers import SHIPPED_OFFERS, Need, load_directory
 from flows.picks import CONFIRMATION_KEYS, await_answer, new_prompt, picked, prompt_id
-from flows.questionnaire import SHIPPED_QUESTIONNAIRE, Questionnaire, Rule, Step, load_questionnaire
+from flows.questionnaire import (
+    PATHS_KEPT,
+    SHIPPED_QUESTIONNAIRE,
+    Questionnaire,
+    Rule,
+    Step,
+    load_questionnaire,
+)
 from flows.render import Renderer
 from flows.safety import SHIPPED_SAFETY, SafetyCheck, Verdict, load_safety
 from flows.state import SUBMITTED, Evidence, IntakeState
@@ -92,12 +99,23 @@ class Engine(Confirmations):
         self._commands = texts.command_names()
         yes, no = texts.word_list("yes_words"), texts.word_list("no_words")
         self._yes_no = {word: "yes" for word in yes} | {word: "no" for word in no}
+        # The yes/no words a step's choices take, by whether 'yes' and 'no' are among them.
+        self._yes_no_by = {
+            (has_yes, has_no): {
+                word: key
+                for word, key in self._yes_no.items()
+                if (key == "yes" and has_yes) or (key == "no" and has_no)
+            }
+            for has_yes in (False, True)
+            for has_no in (False, True)
+        }
         self._consent = {word: "agree" for word in yes} | {word: "decline" for word in no}
         self._evidence_words = {word: "done" for word in texts.word_list("done_words")} | {
             word: "later" for word in texts.word_list("later_words")
         }
         self._submit_words = texts.word_list("submit_words")
         self._yes_words = set(texts.word_list("yes_words"))
+        self._progress: dict[tuple[Hashable, str], lanes.Progress | None] = {}
 
     @classmethod
     def from_files(
@@ -184,7 +202,20 @@ class Engine(Confirmations):
         )
 
     def progress(self, state: IntakeState) -> lanes.Progress | None:
-        return lanes.progress(self.questionnaire, state)
+        """Where the official stands (lanes.progress), kept per step and answers signature:
+        it reads only the path, the step and which answers the rules read are given."""
+        signature = self.questionnaire.signature(state.answers)
+        if signature is None:
+            return lanes.progress(self.questionnaire, state)
+        key = (signature, state.step)
+        try:
+            return self._progress[key]  # one lookup: safe beside a clear()
+        except KeyError:
+            pass
+        if len(self._progress) >= PATHS_KEPT:
+            self._progress.clear()
+        found = self._progress[key] = lanes.progress(self.questionnaire, state)
+        return found
 
     def begin_again(self, state: IntakeState, previous_reference: str | None) -> IntakeState:
         """A new report from someone who agreed to the privacy notice before: the first
@@ -238,7 +269,7 @@ class Engine(Confirmations):
             known = given.language in self.texts.languages
             current = self.new_state(given.language if known else None)
         else:
-            current = state.model_copy(deep=True)
+            current = state.copied()
             lanes.known_steps_only(self.questionnaire, current)
         text = "" if given.pick is not None else clean(given.text)  # a button says only its pick
         command, argument, spelled = self._command(text)
@@ -430,7 +461,7 @@ class Engine(Confirmations):
     def _yes_no_for(self, choices: tuple[Choice, ...]) -> dict[str, str]:
         """Yes/no words answer any step whose choices include the ids 'yes' and 'no'."""
         keys = {choice.key for choice in choices}
-        return {word: key for word, key in self._yes_no.items() if key in keys}
+        return self._yes_no_by["yes" in keys, "no" in keys]  # read only: shared
 
     def _accept(self, state: IntakeState, step: Step, value: Any, replies: list[Reply]) -> Outcome:
         replies += self.render.guidance_after(state, step.id, value)  # read before it is stored
@@ -589,9 +620,7 @@ class Engine(Confirmations):
     ) -> Outcome:
         language = state.language
         collected = state.answers.get(step.id)
-        evidence = (
-            collected.model_copy(deep=True) if isinstance(collected, Evidence) else Evidence()
-        )
+        evidence = collected.copied() if isinstance(collected, Evidence) else Evidence()
         if chosen:
             key: str | None = chosen[0]
         elif text.casefold() in self._yes_words:  # "Do you have evidence?" "Yes": not a note

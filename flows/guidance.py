@@ -46,7 +46,7 @@ class Guidance(BaseModel):
         return data
 
     def fits(self, answers: Mapping[str, Any]) -> bool:
-        given = dict(answers)
+        given = answers if isinstance(answers, dict) else dict(answers)
         return all(condition.holds(given) for condition in self.when) and (
             not self.when_any or any(condition.holds(given) for condition in self.when_any)
         )

@@ -7,8 +7,9 @@ never raises on a bad file: it collects every problem it finds, so one run of
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -33,6 +34,11 @@ ContactWay = Literal["email", "video"]
 
 # The triage card's fields that name a step (see Triage).
 TRIAGE_STEPS = frozenset({"lane", "safe_now", "municipality", "police", "police_file_number"})
+
+# Paths kept per questionnaire, by what of the answers decides them (see Questionnaire.path):
+# enough for every combination of lanes and branches many times over, and a bound.
+PATHS_KEPT = 1024
+_ABSENT = object()  # in a signature: a step not answered at all (None: skipped)
 
 # Step and choice ids travel in buttons' callback data (a prompt id plus a key, at most
 # 64 bytes on Telegram; see flows/picks.py), so they are kept short.
@@ -261,8 +267,68 @@ class Questionnaire:
         """The steps an official walks from `start`, given the answers so far.
 
         Unanswered conditions are false, so the path beyond the current step is the
-        default route; it grows or shrinks as answers arrive.
+        default route; it grows or shrinks as answers arrive. A path depends only on the
+        answers the rules read, so it is kept by their signature and walked once.
         """
+        signature = self.signature(answers)
+        if signature is None:
+            return self._walk(answers, start)
+        key = (start, signature)
+        found = self._paths.get(key)
+        if found is None:
+            if len(self._paths) >= PATHS_KEPT:
+                self._paths.clear()
+            found = self._paths[key] = tuple(self._walk(answers, start))
+        return list(found)
+
+    def signature(self, answers: dict[str, Any]) -> Hashable | None:
+        """What the steps' rules read of the answers, as a key: equal signatures, equal
+        rule outcomes, and the same answers given or not (absent, skipped, answered).
+
+        Answers compared by value are in it as the choice ids they are (a list as a
+        tuple); answers only tested for being given, as that alone: no free text ever
+        is. None when a compared answer is not its step's choice ids (nothing is kept).
+        """
+        compared, tested = self._read_by_rules
+        key: list[Hashable] = []
+        for answer, ids in compared:
+            value = answers.get(answer, _ABSENT)
+            if value is None or value is _ABSENT or (type(value) is str and value in ids):
+                key.append(value)
+            elif type(value) is list and all(type(item) is str and item in ids for item in value):
+                key.append(tuple(value))
+            else:
+                return None
+        for answer in tested:
+            value = answers.get(answer, _ABSENT)
+            key.append(0 if value is _ABSENT else 1 if value is None else 2)
+        return tuple(key)
+
+    @cached_property
+    def _read_by_rules(self) -> tuple[tuple[tuple[str, frozenset[str]], ...], tuple[str, ...]]:
+        """The answers the steps' conditions compare by value (with their steps' choice
+        ids), and those they only test for being given (`answered`)."""
+        conditions = [
+            condition
+            for step in self.steps.values()
+            for rule in step.next
+            for condition in rule.when
+        ]
+        compared = {condition.answer for condition in conditions if condition.answered is None}
+        tested = {condition.answer for condition in conditions} - compared
+        return (
+            tuple(
+                (answer, frozenset(self.steps[answer].choice_ids() if answer in self.steps else ()))
+                for answer in sorted(compared)
+            ),
+            tuple(sorted(tested)),
+        )
+
+    @cached_property
+    def _paths(self) -> dict[tuple[str | None, Hashable], tuple[Step, ...]]:
+        return {}
+
+    def _walk(self, answers: dict[str, Any], start: str | None) -> list[Step]:
         path: list[Step] = []
         seen: set[str] = set()
         current: str | None = start or self.meta.first

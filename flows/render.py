@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from flows.answers import quoted
 from flows.guidance import Guidance, said_after, said_at
@@ -21,6 +22,7 @@ def _fits_all(offer: Offer, need: Need) -> bool:
 
 
 SUMMARY_TEXT_LIMIT = 400  # a long description is cut in the summary list, never in the record
+CHOICES_KEPT = 1024  # steps x languages: far more than a questionnaire has
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,23 @@ class Renderer:
     directory: Directory
 
     def choices(self, step: Step, language: str) -> tuple[Choice, ...]:
+        """A step's choices as shown, made once per step and language (asked for a few
+        times per message; the step, its labels and the texts never change)."""
+        key = (id(step), language)
+        kept = self._choices.get(key)
+        if kept is not None and kept[0] is step:  # `is`: an id is reused only once freed
+            return kept[1]
+        made = self._made_choices(step, language)
+        if len(self._choices) >= CHOICES_KEPT:
+            self._choices.clear()
+        self._choices[key] = (step, made)
+        return made
+
+    @cached_property
+    def _choices(self) -> dict[tuple[int, str], tuple[Step, tuple[Choice, ...]]]:
+        return {}
+
+    def _made_choices(self, step: Step, language: str) -> tuple[Choice, ...]:
         if step.kind == "yesno" and not step.choices:
             return (
                 Choice("yes", self.texts.get("yes", language)),
@@ -143,8 +162,26 @@ class Renderer:
         question (flows/guidance.py)."""
         if self._in_danger_lane({**state.answers, step_id: value}):
             return []
-        entries = said_after(self.directory.guidance, state.answers, step_id, value)
+        entries = said_after(self._guidance_reading(step_id), state.answers, step_id, value)
         return self._guidance(entries, state.language)
+
+    def _guidance_reading(self, step_id: str) -> tuple[Guidance, ...]:
+        """The entries with a condition on `step_id`, in file order: only those can fit
+        after an answer to it that did not before (the rest read the same answers)."""
+        found = self._reading.get(step_id)
+        if found is None:
+            if len(self._reading) >= CHOICES_KEPT:
+                self._reading.clear()
+            found = self._reading[step_id] = tuple(
+                entry
+                for entry in self.directory.guidance
+                if any(condition.answer == step_id for condition in (*entry.when, *entry.when_any))
+            )
+        return found
+
+    @cached_property
+    def _reading(self) -> dict[str, tuple[Guidance, ...]]:
+        return {}
 
     def guidance_at(self, state: IntakeState) -> list[Reply]:
         """Advice for the step reached now, when it is asked for the first time."""
