@@ -59,7 +59,7 @@ def test_latency_scale_and_crypto_produce_figures_and_a_results_file(tmp_path: P
 def test_the_pipeline_and_the_adapter_burst_produce_figures_without_failures() -> None:
     """Lotse beside python-telegram-bot: in memory, then from Bot API JSON with PTB durable."""
     results = Results()
-    bench_ptb.run(results, bench_ptb.Sizes(officials=2))
+    bench_ptb.run(results, bench_ptb.Sizes(officials=2, runs=1))
     bench_adapter.run(results, bench_adapter.Sizes(officials=3))
     for section in (bench_ptb.SECTION, bench_adapter.SECTION):
         _no_failures(results, section)
