@@ -9,12 +9,16 @@ import sqlite3
 import pytest
 from sqlalchemy import func, select, text
 
+from bot.core.orchestrator import Core
+from bot.core.settings import Settings
+from flows.engine import Engine
 from flows.messages import Reply
 from flows.state import IntakeState
 from storage import outbox, sqlite_batch
 from storage.models import Conversation, OutboxMessage, ProcessedEvent
 from storage.repository import Store, open_conversation, seal_conversation
 from storage.sqlite_batch import AlreadySeen, Overtaken
+from tests.test_core import NORMAL_INTAKE, Official, Recorder
 
 
 def _conversation(store: Store, sender: str) -> dict[str, object]:
@@ -215,3 +219,30 @@ async def test_a_batch_whose_call_fails_tells_every_step_and_the_next_opens_anew
     assert all(isinstance(result, sqlite3.OperationalError) for result in results), results
     await _step(empty_store, "c")
     assert await _count(empty_store, Conversation) == 1
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_a_conversation_changed_behind_the_kept_row_is_stepped_again_not_apologised(
+    store: Store, flow_engine: Engine
+) -> None:
+    """The core keeps the row it wrote last; when another process changes it meanwhile (here
+    the answers are rolled back one question, as a restore could), the next message is
+    refused at the write and stepped again on a fresh read: the official hears the question
+    the stored state is at, never "technical error"."""
+    recorder = Recorder()
+    core = Core(flow_engine, store, staff_room=recorder, settings=Settings.defaults())
+    core.attach(recorder)
+    official = Official(core, recorder)
+    for line in NORMAL_INTAKE[:4]:
+        await official.say(line)
+    async with store.unit() as unit:
+        earlier = await unit.session.scalar(select(Conversation.state))
+    replies = await official.say(NORMAL_INTAKE[4])
+    assert replies[-1].startswith("Frage 3 von")
+    async with store.unit() as unit:  # behind the core's back: the state of one answer ago
+        row = await unit.session.scalar(select(Conversation))
+        assert row is not None and earlier is not None
+        row.state = earlier
+    replies = await official.say(NORMAL_INTAKE[4])  # answers the stored question again
+    assert flow_engine.texts.get("technical_error", "de") not in replies
+    assert replies[-1].startswith("Frage 3 von")
