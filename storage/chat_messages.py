@@ -24,14 +24,10 @@ def _key(keys: ServerKeys, channel: str, chat: str) -> str:
     return keys.pseudonym(f"chat:{channel}", chat)
 
 
-def _chat_key(unit: Unit, channel: str, chat: str) -> str:
-    return _key(unit.keys, channel, chat)
-
-
 def rows(
     keys: ServerKeys, now: dt.datetime, channel: str, chat: str, message_ids: list[int]
 ) -> list[dict[str, object]]:
-    """The rows that remember `message_ids`, as `Store.hot.insert` writes them."""
+    """The rows that remember `message_ids`, for `Store.hot.insert` (it joins the batch)."""
     key = _key(keys, channel, chat)
     return [
         {"chat_key": key, "sealed": keys.encrypt(str(one).encode(), CONTEXT), "sent_at": now}
@@ -39,17 +35,12 @@ def rows(
     ]
 
 
-async def remember(unit: Unit, channel: str, chat: str, message_ids: list[int]) -> None:
-    for row in rows(unit.keys, unit.now, channel, chat, message_ids):
-        unit.session.add(ChatMessage(**row))
-
-
 async def recall(unit: Unit, channel: str, chat: str) -> list[int]:
     """The chat's message ids of the last 48 hours, oldest first."""
     rows = await unit.session.scalars(
         select(ChatMessage)
         .where(
-            ChatMessage.chat_key == _chat_key(unit, channel, chat),
+            ChatMessage.chat_key == _key(unit.keys, channel, chat),
             ChatMessage.sent_at >= unit.now - KEEP,
         )
         .order_by(ChatMessage.id)
@@ -58,7 +49,7 @@ async def recall(unit: Unit, channel: str, chat: str) -> list[int]:
 
 
 async def forget(unit: Unit, channel: str, chat: str) -> None:
-    key = _chat_key(unit, channel, chat)
+    key = _key(unit.keys, channel, chat)
     await unit.session.execute(delete(ChatMessage).where(ChatMessage.chat_key == key))
 
 

@@ -11,12 +11,13 @@ second process), `SELECT … FOR UPDATE` of the conversation, the step in the ca
 code, one upsert of the conversation and one multi-row insert of the replies; commit.
 
 On SQLite (one writer at a time, so a step holding the lock while it is computed holds up
-everyone), a step is two calls on a database thread of its own (plain `sqlite3` under
-SQLAlchemy Core, the same pragmas): a read outside any transaction, then – after the step
-was computed, holding nothing – its writes join the next batch. A batch is one
-transaction with a savepoint per step and one COMMIT, one fsync, for all of them (group
-commit); each step's writes check that nothing changed since its read (`_write_step`).
-Delivered messages leave the outbox in the same batches.
+everyone), a step is at most two calls on a database thread of its own (storage/
+sqlite_batch.py, plain `sqlite3`, the same pragmas): a read outside any transaction
+(none when this process wrote the row last), then – after the step was computed, holding
+nothing – its writes join the next batch. A batch is one transaction with a savepoint per
+step and one COMMIT, one fsync, for all of them (group commit); each step's writes check
+that nothing changed since its read (`sqlite_batch.write_step`). Delivered messages and
+other small writes leave or enter in the same batches.
 
 A step that writes nothing (before consent) leaves nothing, as before.
 
@@ -50,8 +51,7 @@ from sqlalchemy import (
     delete,
     select,
 )
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import StaticPool
 
@@ -68,7 +68,8 @@ _OUTBOX = cast(Table, OutboxMessage.__table__)
 
 @dataclass(frozen=True)
 class _Statements:
-    """Built once per dialect and run with parameters: SQLAlchemy then finds each compiled
+    """PostgreSQL's (SQLite's are in storage/sqlite_batch.py). Built once and run with
+    parameters: SQLAlchemy then finds each compiled
     in its cache at once, instead of building and keying a new statement per message."""
 
     claim: Executable
@@ -80,13 +81,12 @@ class _Statements:
 
 
 @functools.cache
-def _statements(dialect: str) -> _Statements:
-    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
-    upsert = insert(_CONVERSATIONS)
+def _statements() -> _Statements:
+    upsert = pg_insert(_CONVERSATIONS)
     changed = {key: upsert.excluded[key] for key in ("state", "address", "updated_at")}
     columns = _CONVERSATIONS.c
     return _Statements(
-        claim=insert(_EVENTS).on_conflict_do_nothing(),
+        claim=pg_insert(_EVENTS).on_conflict_do_nothing(),
         load=select(columns.state, columns.address, columns.channel)
         .where(columns.sender_key == bindparam("sender_key"))
         .with_for_update(),
@@ -98,10 +98,10 @@ def _statements(dialect: str) -> _Statements:
 
 
 def _claim_and_load(
-    connection: Connection, dialect: str, event_key: str, sender_key: str, now: dt.datetime
+    connection: Connection, event_key: str, sender_key: str, now: dt.datetime
 ) -> tuple[bool, Any]:
     """Mark the event seen (False: it was already) and load the conversation's row, locked."""
-    statements = _statements(dialect)
+    statements = _statements()
     claimed = connection.execute(statements.claim, {"event_key": event_key, "seen_at": now})
     if not claimed.rowcount:
         return False, None
@@ -110,21 +110,16 @@ def _claim_and_load(
 
 
 def _write(
-    connection: Connection,
-    dialect: str,
-    conversation: dict[str, Any],
-    outbox_rows: Sequence[dict[str, Any]],
+    connection: Connection, conversation: dict[str, Any], outbox_rows: Sequence[dict[str, Any]]
 ) -> None:
-    statements = _statements(dialect)
+    statements = _statements()
     connection.execute(statements.upsert, conversation)
     if outbox_rows:
         connection.execute(statements.reply, list(outbox_rows))
 
 
-def _delete_delivered(
-    connection: Connection, dialect: str, message_id: int, file_id: str | None
-) -> None:
-    statements = _statements(dialect)
+def _delete_delivered(connection: Connection, message_id: int, file_id: str | None) -> None:
+    statements = _statements()
     if file_id is not None:
         connection.execute(statements.forget_file, {"file_id": file_id})
     connection.execute(statements.delivered, {"message_id": message_id})
@@ -219,15 +214,13 @@ class HotPath:
             self.database.connect() as connection,
             connection.begin() as transaction,
         ):
-            seen, row = await connection.run_sync(
-                _claim_and_load, self.dialect, event_key, sender_key, now
-            )
+            seen, row = await connection.run_sync(_claim_and_load, event_key, sender_key, now)
             hot = HotStep(not seen, row)
             yield hot
             if hot.conversation is None:
                 await transaction.rollback()
                 return
-            await connection.run_sync(_write, self.dialect, hot.conversation, hot.outbox_rows)
+            await connection.run_sync(_write, hot.conversation, hot.outbox_rows)
 
     @asynccontextmanager
     async def _sqlite_step(
@@ -319,7 +312,7 @@ class HotPath:
             )
             return
         async with self._slots, self.database.begin() as connection:
-            await connection.run_sync(_delete_delivered, self.dialect, message_id, file_id)
+            await connection.run_sync(_delete_delivered, message_id, file_id)
 
     async def insert(self, table: Table, rows: list[dict[str, Any]]) -> None:
         """Rows whose loss would cost little (a chat's message ids): on SQLite they join the

@@ -91,17 +91,21 @@ def _insert_for(table: Table, columns: tuple[str, ...]) -> tuple[str, tuple[Any,
 def insert(raw: sqlite3.Connection, table: Table, rows: Iterable[dict[str, Any]]) -> None:
     """Rows as SQLAlchemy's insert would write them (each column's type converts its value);
     columns left out get the database's default."""
-    grouped: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+    grouped: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for row in rows:
-        columns = tuple(row)
-        _sql, convert = _insert_for(table, columns)
-        values = tuple(
-            value if to is None else to(value)
-            for to, value in zip(convert, row.values(), strict=True)
+        grouped.setdefault(tuple(row), []).append(row)
+    for columns, alike in grouped.items():
+        sql, convert = _insert_for(table, columns)
+        raw.executemany(
+            sql,
+            [
+                tuple(
+                    value if to is None else to(value)
+                    for to, value in zip(convert, row.values(), strict=True)
+                )
+                for row in alike
+            ],
         )
-        grouped.setdefault(columns, []).append(values)
-    for columns, batch in grouped.items():
-        raw.executemany(_insert_for(table, columns)[0], batch)
 
 
 def write_step(
