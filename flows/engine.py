@@ -27,11 +27,11 @@ from flows.messages import Choice, Effect, Outcome, Pick, Reply, UserInput
 from flows.offers import SHIPPED_OFFERS, Need, load_directory
 from flows.picks import CONFIRMATION_KEYS, await_answer, new_prompt, picked, prompt_id
 from flows.questionnaire import (
-    PATHS_KEPT,
     SHIPPED_QUESTIONNAIRE,
     Questionnaire,
     Rule,
     Step,
+    kept,
     load_questionnaire,
 )
 from flows.render import Renderer
@@ -207,15 +207,11 @@ class Engine(Confirmations):
         signature = self.questionnaire.signature(state.answers)
         if signature is None:
             return lanes.progress(self.questionnaire, state)
-        key = (signature, state.step)
-        try:
-            return self._progress[key]  # one lookup: safe beside a clear()
-        except KeyError:
-            pass
-        if len(self._progress) >= PATHS_KEPT:
-            self._progress.clear()
-        found = self._progress[key] = lanes.progress(self.questionnaire, state)
-        return found
+        return kept(
+            self._progress,
+            (signature, state.step),
+            lambda: lanes.progress(self.questionnaire, state),
+        )
 
     def begin_again(self, state: IntakeState, previous_reference: str | None) -> IntakeState:
         """A new report from someone who agreed to the privacy notice before: the first

@@ -7,11 +7,11 @@ never raises on a bad file: it collects every problem it finds, so one run of
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -39,6 +39,23 @@ TRIAGE_STEPS = frozenset({"lane", "safe_now", "municipality", "police", "police_
 # enough for every combination of lanes and branches many times over, and a bound.
 PATHS_KEPT = 1024
 _ABSENT = object()  # in a signature: a step not answered at all (None: skipped)
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+def kept(cache: dict[K, V], key: K, make: Callable[[], V]) -> V:
+    """`cache[key]`, made once; the cache is emptied when it holds PATHS_KEPT entries (a bound,
+    not a policy: the entries are cheap to make again). One lookup, so a clear() beside it
+    cannot make it raise."""
+    try:
+        return cache[key]
+    except KeyError:
+        pass
+    if len(cache) >= PATHS_KEPT:
+        cache.clear()
+    found = cache[key] = make()
+    return found
+
 
 # Step and choice ids travel in buttons' callback data (a prompt id plus a key, at most
 # 64 bytes on Telegram; see flows/picks.py), so they are kept short.
@@ -273,12 +290,7 @@ class Questionnaire:
         signature = self.signature(answers)
         if signature is None:
             return self._walk(answers, start)
-        key = (start, signature)
-        found = self._paths.get(key)
-        if found is None:
-            if len(self._paths) >= PATHS_KEPT:
-                self._paths.clear()
-            found = self._paths[key] = tuple(self._walk(answers, start))
+        found = kept(self._paths, (start, signature), lambda: tuple(self._walk(answers, start)))
         return list(found)
 
     def signature(self, answers: dict[str, Any]) -> Hashable | None:
@@ -293,9 +305,11 @@ class Questionnaire:
         key: list[Hashable] = []
         for answer, ids in compared:
             value = answers.get(answer, _ABSENT)
-            if value is None or value is _ABSENT or (type(value) is str and value in ids):
+            if value is None or value is _ABSENT or (isinstance(value, str) and value in ids):
                 key.append(value)
-            elif type(value) is list and all(type(item) is str and item in ids for item in value):
+            elif isinstance(value, list) and all(
+                isinstance(item, str) and item in ids for item in value
+            ):
                 key.append(tuple(value))
             else:
                 return None
