@@ -334,6 +334,9 @@ class Unit:
                 case_key_info(reference, team.id),
             ),
             team_key_id=team.id,
+            # the intake record's count, written with the row (sealing it below sets the same)
+            item_count=1,
+            item_mac=item_count_mac(self.keys.audit_key, reference, 1),
         )
         bind_case(self.keys, case)
         self.session.add(case)

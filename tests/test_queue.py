@@ -137,6 +137,30 @@ async def refused(action, key: str) -> dict[str, str]:
 # -- order ----------------------------------------------------------------------------------------
 
 
+async def test_the_place_counted_by_the_database_is_the_place_in_the_queue(desk: Desk) -> None:
+    """Ties on the clock (a burst submits many cases in the same instant) are broken by
+    arrival, and urgency goes first: the counted place agrees with the queue's order."""
+    picks = random.Random(12)
+    references = []
+    for _ in range(3):
+        for _ in range(5):  # five cases in one instant, urgent or not
+            references.append(await desk.submit(urgent=picks.random() < 0.4))
+        desk.clock.advance(seconds=1)
+    claimed = picks.sample(references, 4)
+    for reference in claimed:
+        await desk.claim(reference)
+    desk.clock.advance(seconds=1)
+    await desk.release(claimed[0])  # back in, behind everyone waiting since before
+
+    queued = await desk.waiting()
+    assert len(queued) >= 11
+    assert [await desk.position(reference) for reference in queued] == list(
+        range(1, len(queued) + 1)
+    )
+    for reference in set(references) - set(queued):
+        assert await desk.position(reference) is None
+
+
 async def test_urgent_first_then_longest_waiting_and_a_release_goes_back_in_order(
     desk: Desk,
 ) -> None:

@@ -80,9 +80,9 @@ class Handoff(StaffDesk):
 
     async def case_submitted(self, unit: Unit, reference: str, summary: str, urgent: bool) -> None:
         """Queue the new case's post in the staff room, and arm the escalation timer."""
-        case = await unit.case(reference, lock=True)
-        assert case is not None
         if urgent:
+            case = await unit.case(reference, lock=True)
+            assert case is not None
             case.escalate_at = unit.now + self.settings.escalate_after
         text = f"{summary}\n\n{self._staff('staff_commands_hint')}"
         await outbox.to_staff(unit, reference, text, urgent=urgent, opens=True)
