@@ -232,19 +232,30 @@ async def transit_file(unit: Unit, file_id: str) -> bytes | None:
     return None if row is None else unit.keys.decrypt(row.content, f"transit:{file_id}")
 
 
-async def take(unit: Unit, channels: Collection[str]) -> list[list[Queued]]:
+@dataclass(frozen=True)
+class Taken:
+    """What one look at the outbox took: `streams` in the order they should go out, and
+    whether anything else waits (`more`: messages beyond TAKE_LIMIT, or not due yet)."""
+
+    streams: list[list[Queued]]
+    more: bool
+
+
+async def take(unit: Unit, channels: Collection[str]) -> Taken:
     """The due messages of these channels, as streams in the order they should go out.
 
     A stream's messages are taken up to the first one that is not due yet (or still
     leased by another worker).
     Every message taken is leased, so another process leaves it alone.
     """
-    rows = await unit.session.scalars(
-        select(OutboxMessage)
-        .where(OutboxMessage.channel.in_(list(channels)), OutboxMessage.dead_at.is_(None))
-        .order_by(OutboxMessage.id)
-        .limit(TAKE_LIMIT)
-        .with_for_update(skip_locked=True)
+    rows = list(
+        await unit.session.scalars(
+            select(OutboxMessage)
+            .where(OutboxMessage.channel.in_(list(channels)), OutboxMessage.dead_at.is_(None))
+            .order_by(OutboxMessage.id)
+            .limit(TAKE_LIMIT)
+            .with_for_update(skip_locked=True)
+        )
     )
     now = unit.now
     blocked: set[str] = set()
@@ -294,7 +305,7 @@ async def take(unit: Unit, channels: Collection[str]) -> list[list[Queued]]:
                 )
             )
         taken.append(batch)
-    return taken
+    return Taken(taken, more=len(rows) >= TAKE_LIMIT or bool(blocked))
 
 
 async def next_due(unit: Unit, channels: Collection[str]) -> dt.datetime | None:

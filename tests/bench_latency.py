@@ -12,6 +12,7 @@ window (no time compression: compressing would raise the rate and change the loa
 from __future__ import annotations
 
 import asyncio
+import resource
 import tempfile
 import time
 from dataclasses import dataclass
@@ -58,12 +59,14 @@ async def _realistic(results: Results, folder: Path, sizes: Sizes) -> None:
         expected = await rig.replies_per_answer(ANSWERS)
         tally = Tally()
         until = time.monotonic() + sizes.realistic_seconds
+        cpu_before = _cpu_seconds()
         tasks = [
             asyncio.create_task(walk(rig, f"r{i}", expected, tally, pause=sizes.pause, until=until))
             for i in range(sizes.realistic_conversations)
         ]
         await asyncio.sleep(sizes.realistic_seconds)
         await asyncio.gather(*tasks)  # the answers in flight at the end are still measured
+        cpu = _cpu_seconds() - cpu_before
         rate = len(tally.latencies) / sizes.realistic_seconds
         note = (
             f"{sizes.realistic_conversations} conversations, one message each "
@@ -71,6 +74,14 @@ async def _realistic(results: Results, folder: Path, sizes: Sizes) -> None:
             f"{len(tally.latencies)} messages ({rate:.1f}/s)"
         )
         _report(results, "realistic", tally, rig, note)
+        # what a quiet load costs the machine: every thread of the process, idle ones free
+        per_message = cpu / max(1, len(tally.latencies)) * 1000
+        results.add(SECTION, "realistic: CPU per message", per_message, "ms", note)
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def run(results: Results, sizes: Sizes = Sizes()) -> None:

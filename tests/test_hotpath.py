@@ -133,7 +133,11 @@ async def test_delivered_messages_leave_the_outbox(empty_store: Store, count: in
                 unit, sender_key="a", channel="console", address="c", reply=Reply(f"r{index}")
             )
     async with empty_store.unit() as unit:
-        taken = [message for stream in await outbox.take(unit, ["console"]) for message in stream]
+        taken = [
+            message
+            for stream in (await outbox.take(unit, ["console"])).streams
+            for message in stream
+        ]
     for message in taken:
         await empty_store.hot.delivered(message.id, message.file_id)
     assert await _count(empty_store, OutboxMessage) == 0

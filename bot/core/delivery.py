@@ -76,6 +76,10 @@ class _Volatile:
 class _Pass:
     delivered: int = 0
     pause: float = 0.0  # the platform asked the whole channel to wait this long
+    # Everything the outbox held for the channel went out: nothing waits for a later time,
+    # so the worker sleeps until woken (each commit that queues a message wakes it) instead
+    # of looking again – at a few units per message, the cost of a quiet hour.
+    drained: bool = False
 
 
 @dataclass
@@ -147,7 +151,7 @@ class Delivery:
             while True:
                 done = await self._pass(worker)
                 total += done.delivered
-                if not done.delivered or done.pause:
+                if not done.delivered or done.pause or done.drained:
                     break
         return total
 
@@ -185,16 +189,18 @@ class Delivery:
             if done.pause:
                 await asyncio.sleep(done.pause)
                 continue
-            if done.delivered:
+            if done.delivered and not done.drained:
                 continue
-            wait = await self._until_due(worker)
+            wait = await self._until_due(worker, ask_database=not done.drained)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(worker.wake.wait(), wait)
 
-    async def _until_due(self, worker: _Worker) -> float:
+    async def _until_due(self, worker: _Worker, ask_database: bool) -> float:
         waits = [IDLE_SECONDS]
         now = asyncio.get_running_loop().time()
         waits += [max(0.0, item.due - now) for item in worker.volatile]
+        if not ask_database:
+            return max(0.01, min(waits))
         try:
             async with self.store.unit() as unit:
                 due = await outbox.next_due(unit, worker.serves)
@@ -217,11 +223,15 @@ class Delivery:
             async with self.store.unit() as unit:
                 if worker.left_leased:  # only this process delivers (see `recover`)
                     await outbox.release_leases(unit, worker.serves)
-                streams = await outbox.take(unit, worker.serves)
+                taken = await outbox.take(unit, worker.serves)
             worker.left_leased = False
+            streams = taken.streams
+            # set back wherever this pass leaves a message for later
+            done.drained = not taken.more and not blocked
             room_problems: list[str] | None = None
             for index, stream in enumerate(streams):
                 if stream[0].stream in blocked:
+                    done.drained = False
                     await self._postpone(stream, None)
                     continue
                 if stream[0].kind != outbox.OFFICIAL:
@@ -229,18 +239,21 @@ class Delivery:
                         room_problems = await self._check_room()
                     if room_problems:
                         await self._announce_held(stream[0])
+                        done.drained = False
                         await self._postpone(stream, self.room_recheck)
                         continue
                 for position, message in enumerate(stream):
                     if not self.may_send():
                         logger.error("not sending: this instance no longer holds the lease")
                         rest = [*stream[position:], *[m for s in streams[index + 1 :] for m in s]]
+                        done.drained = False
                         await self._postpone(rest, None)
                         return done
                     try:
                         sent = await self._send(message)
                     except RetryAfter as wait:
                         self.metrics.retried(message.channel)
+                        done.drained = False
                         await self._postpone(
                             [*stream[position:], *[m for s in streams[index + 1 :] for m in s]],
                             dt.timedelta(seconds=wait.seconds),
@@ -249,11 +262,13 @@ class Delivery:
                         done.pause = wait.seconds
                         return done
                     except ChatBusy as busy:  # only this stream waits, nothing failed
+                        done.drained = False
                         await self._postpone(stream[position:], dt.timedelta(seconds=busy.seconds))
                         break
                     if sent:
                         done.delivered += 1
                         continue
+                    done.drained = False
                     await self._postpone(stream[position + 1 :], None)
                     break
             return done
