@@ -4,6 +4,7 @@ and still finds what another process queued without waking it."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable, Collection
 
@@ -26,6 +27,10 @@ async def _until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         await asyncio.sleep(0.01)
+
+
+def _at_least(recorder: Recorder, count: int) -> bool:
+    return len(recorder.sent) >= count
 
 
 async def test_a_worker_with_nothing_left_waits_to_be_woken_instead_of_looking_again(
@@ -53,7 +58,7 @@ async def test_a_worker_with_nothing_left_waits_to_be_woken_instead_of_looking_a
         before = len(looks)
         for number, answer in enumerate(ANSWERS):  # one at a time, as a person writes
             await core.handle(Inbound("test", "calm", "chat-c", answer, f"e{number}"))
-            await _until(lambda count=number + 1: len(recorder.sent) >= count)
+            await _until(functools.partial(_at_least, recorder, number + 1))
             await asyncio.sleep(0.05)  # a worker that looks again does so now
         # One look per message (replies before consent wait in memory, yet they wake the
         # worker too); looking again after each delivery, and asking when the next is due,
