@@ -22,11 +22,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import secrets
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, insert, select, update
 
 from flows.messages import Reply, reply_from_data, reply_to_data
 from storage.models import Case, OutboxMessage, TransitFile
@@ -182,6 +182,29 @@ async def to_official(
         urgent=urgent,
         file_id=file_id,
     )
+
+
+async def replies_to_official(
+    unit: Unit, *, sender_key: str, channel: str, address: str, replies: Sequence[Reply]
+) -> None:
+    """Plain replies to one official, in order, written as one statement (a submission's
+    confirmation comes in several parts)."""
+    if not replies:
+        return
+    unit.outbox_channels.add(channel)
+    await unit.session.flush()  # what was queued before keeps its place: ids are the order
+    rows = [
+        official_values(
+            unit.keys,
+            unit.now,
+            sender_key=sender_key,
+            channel=channel,
+            address=address,
+            reply=reply,
+        )
+        for reply in replies
+    ]
+    await unit.session.execute(insert(OutboxMessage), rows)
 
 
 async def to_official_of(unit: Unit, case: Case, say: Callable[[str], str]) -> bool:

@@ -217,25 +217,27 @@ async def waiting(unit: Unit) -> list[Case]:
 async def position(unit: Unit, reference: str) -> int | None:
     """1 for the next case a counsellor will take; None when the case is not waiting.
 
-    Counted by the database (the cases ahead in QUEUE_ORDER), not by loading the queue:
-    in a burst thousands wait, and every waiting official's message asks for its place."""
+    Counted by the database (the waiting cases up to this one in QUEUE_ORDER), not by
+    loading the queue: in a burst thousands wait, and every waiting official's message
+    asks for its place. No row for this case (not waiting): nothing to count, 0."""
     mine = (
-        await unit.session.execute(
-            select(Case.urgent, Case.queued_at, Case.id).where(
-                Case.reference == reference, Case.status == WAITING
-            )
-        )
-    ).first()
-    if mine is None:
-        return None
-    urgent, queued_at, case_id = mine
-    same_urgency = Case.urgent.is_(True) if urgent else Case.urgent.is_(False)
-    earlier = or_(Case.queued_at < queued_at, and_(Case.queued_at == queued_at, Case.id < case_id))
-    ahead = and_(same_urgency, earlier)
-    if not urgent:
-        ahead = or_(Case.urgent.is_(True), ahead)
-    query = select(func.count()).select_from(Case).where(Case.status == WAITING, ahead)
-    return int(await unit.session.scalar(query) or 0) + 1
+        select(Case.urgent, Case.queued_at, Case.id)
+        .where(Case.reference == reference, Case.status == WAITING)
+        .subquery()
+    )
+    up_to_mine = or_(
+        Case.urgent > mine.c.urgent,
+        and_(
+            Case.urgent == mine.c.urgent,
+            or_(
+                Case.queued_at < mine.c.queued_at,
+                and_(Case.queued_at == mine.c.queued_at, Case.id <= mine.c.id),
+            ),
+        ),
+    )
+    query = select(func.count()).select_from(Case).join(mine, up_to_mine)
+    counted = await unit.session.scalar(query.where(Case.status == WAITING))
+    return int(counted) if counted else None
 
 
 async def due_escalations(unit: Unit) -> list[Case]:

@@ -274,21 +274,24 @@ class Unit:
     # -- cases --------------------------------------------------------------------------------
 
     async def _next_reference(self) -> str:
-        # The first case of a year creates the counter; concurrent first cases meet
-        # at ON CONFLICT, then the UPDATE's row lock hands out numbers one by one.
+        # The UPDATE's row lock hands out numbers one by one. The first case of a year
+        # finds no counter and creates it; concurrent first cases meet at ON CONFLICT.
         year = self.now.year
-        dialect = self.session.get_bind().dialect.name
-        insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
-        await self.session.execute(
-            insert(ReferenceCounter).values(year=year, last=0).on_conflict_do_nothing()
-        )
-        bumped = await self.session.execute(
+        bump = (
             update(ReferenceCounter)
             .where(ReferenceCounter.year == year)
             .values(last=ReferenceCounter.last + 1)
             .returning(ReferenceCounter.last)
         )
-        return format_reference(year, bumped.scalar_one())
+        number = (await self.session.execute(bump)).scalar_one_or_none()
+        if number is None:
+            dialect = self.session.get_bind().dialect.name
+            insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+            await self.session.execute(
+                insert(ReferenceCounter).values(year=year, last=0).on_conflict_do_nothing()
+            )
+            number = (await self.session.execute(bump)).scalar_one()
+        return format_reference(year, number)
 
     async def create_case(
         self,

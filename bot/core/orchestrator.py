@@ -231,14 +231,13 @@ class Core:
                 async with self.store.unit() as unit:
                     step = await self._step(unit, inbound, sender, event_key)
                     if step.durable:
-                        for reply in step.replies:
-                            await outbox.to_official(
-                                unit,
-                                sender_key=sender,
-                                channel=inbound.channel,
-                                address=inbound.chat,
-                                reply=reply,
-                            )
+                        await outbox.replies_to_official(
+                            unit,
+                            sender_key=sender,
+                            channel=inbound.channel,
+                            address=inbound.chat,
+                            replies=step.replies,
+                        )
                     step.channels = unit.outbox_channels
                     return step
             except (IntegrityError, Overtaken):
