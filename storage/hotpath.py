@@ -56,6 +56,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import StaticPool
 
 from storage import db, sqlite_batch
+from storage.batches import Batches, Outcomes
 from storage.models import Conversation, OutboxMessage, ProcessedEvent, TransitFile
 
 T = TypeVar("T")
@@ -125,16 +126,6 @@ def _delete_delivered(connection: Connection, message_id: int, file_id: str | No
     connection.execute(statements.delivered, {"message_id": message_id})
 
 
-def _tell(batch: Sequence[sqlite_batch.Write], outcomes: Sequence[BaseException | None]) -> None:
-    for write, outcome in zip(batch, outcomes, strict=True):
-        if write.done.done():
-            continue
-        if outcome is None:
-            write.done.set_result(None)
-        else:
-            write.done.set_exception(outcome)
-
-
 class HotStep:
     """One step: `seen`, `row`; `save(…)` to have it written when the block ends."""
 
@@ -160,8 +151,7 @@ class HotPath:
         self._sqlite: Engine | None = None
         self._thread: ThreadPoolExecutor | None = None
         self._connection: Connection | None = None
-        self._queue: list[sqlite_batch.Write] = []  # SQLite: waiting for the next batch
-        self._batcher: asyncio.Task[None] | None = None
+        self._sqlite_batches = Batches(self._run_on_thread, slots, BATCH_LIMIT)
         # SQLite: the rows this process wrote last, so that the next step of a conversation
         # needs no read (the write still checks the row is unchanged and the event unseen).
         self._rows: OrderedDict[str, sqlite_batch.Row] = OrderedDict()
@@ -263,27 +253,9 @@ class HotPath:
 
     async def _batched(self, run: Callable[[sqlite3.Connection], object], durable: bool) -> None:
         """Until `run` is committed as part of a batch (or the error it, or its batch, met)."""
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        # read, so that a write whose waiter went away does not warn when it fails
-        done.add_done_callback(lambda future: future.cancelled() or future.exception())
-        self._queue.append(sqlite_batch.Write(run, durable, done))
-        if self._batcher is None or self._batcher.done():
-            self._batcher = asyncio.ensure_future(self._run_batches())
-        await asyncio.shield(done)
+        await self._sqlite_batches.join(sqlite_batch.Write(run, durable))
 
-    async def _run_batches(self) -> None:
-        while self._queue:
-            batch: list[sqlite_batch.Write] = []
-            try:
-                async with self._slots:  # what queues meanwhile joins this batch
-                    batch, self._queue = self._queue[:BATCH_LIMIT], self._queue[BATCH_LIMIT:]
-                    outcomes = await self._run_on_thread(batch)
-            except BaseException as error:  # cancelled: nobody may wait for ever
-                _tell(batch, [error] * len(batch))
-                raise
-            _tell(batch, outcomes)
-
-    async def _run_on_thread(self, batch: list[sqlite_batch.Write]) -> list[BaseException | None]:
+    async def _run_on_thread(self, batch: list[sqlite_batch.Write]) -> Outcomes:
         try:
             return await self._on_thread(functools.partial(sqlite_batch.run_batch, writes=batch))
         except Exception as error:

@@ -158,7 +158,7 @@ async def test_a_batch_the_database_rolled_back_stores_none_of_its_steps_and_the
             _step(empty_store, "c"),
             return_exceptions=True,
         )
-        while len(empty_store.hot._queue) < 3:  # noqa: ASYNC110 (the steps' reads come first)
+        while len(empty_store.hot._sqlite_batches.queue) < 3:  # noqa: ASYNC110 (the steps' reads come first)
             await asyncio.sleep(0.01)
     results = await steps
     assert all(isinstance(result, Exception) for result in results), results
@@ -213,7 +213,7 @@ async def test_a_batch_whose_call_fails_tells_every_step_and_the_next_opens_anew
         steps = asyncio.gather(
             _step(empty_store, "a"), _step(empty_store, "b"), return_exceptions=True
         )
-        while len(empty_store.hot._queue) < 2:  # noqa: ASYNC110 (the steps' reads come first)
+        while len(empty_store.hot._sqlite_batches.queue) < 2:  # noqa: ASYNC110 (the steps' reads come first)
             await asyncio.sleep(0.01)
     results = await asyncio.wait_for(steps, 10)
     assert all(isinstance(result, sqlite3.OperationalError) for result in results), results
