@@ -19,6 +19,11 @@ step and one COMMIT, one fsync, for all of them (group commit); each step's writ
 that nothing changed since its read (`sqlite_batch.write_step`). Delivered messages and
 other small writes leave or enter in the same batches.
 
+On PostgreSQL, delivered messages and small writes are batched the same way (storage/
+batches.py queues for both databases): one transaction on one connection for all calls
+that arrived while the previous batch ran, with set-based statements (storage/pg_batch.py).
+A step there is its own transaction, as above: it holds its conversation's row while computed.
+
 A step that writes nothing (before consent) leaves nothing, as before.
 
 A database that fails (locked past `LOCK_WAIT_SECONDS`, a full disk, a lost server)
@@ -48,15 +53,15 @@ from sqlalchemy import (
     Table,
     bindparam,
     create_engine,
-    delete,
     select,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import StaticPool
 
-from storage import db, sqlite_batch
-from storage.models import Conversation, OutboxMessage, ProcessedEvent, TransitFile
+from storage import db, pg_batch, sqlite_batch
+from storage.batches import Batches, Outcomes
+from storage.models import Conversation, OutboxMessage, ProcessedEvent
 
 T = TypeVar("T")
 ROWS_KEPT = 2_000  # conversations whose last written row is kept (a few KB each)
@@ -68,16 +73,14 @@ _OUTBOX = cast(Table, OutboxMessage.__table__)
 
 @dataclass(frozen=True)
 class _Statements:
-    """PostgreSQL's (SQLite's are in storage/sqlite_batch.py). Built once and run with
-    parameters: SQLAlchemy then finds each compiled
+    """PostgreSQL's step (its batches' are in storage/pg_batch.py, SQLite's in storage/
+    sqlite_batch.py). Built once and run with parameters: SQLAlchemy then finds each compiled
     in its cache at once, instead of building and keying a new statement per message."""
 
     claim: Executable
     load: Executable
     upsert: Executable
     reply: Executable
-    forget_file: Executable
-    delivered: Executable
 
 
 @functools.cache
@@ -92,8 +95,6 @@ def _statements() -> _Statements:
         .with_for_update(),
         upsert=upsert.on_conflict_do_update(index_elements=["sender_key"], set_=changed),
         reply=_OUTBOX.insert(),
-        forget_file=delete(TransitFile).where(TransitFile.id == bindparam("file_id")),
-        delivered=delete(_OUTBOX).where(_OUTBOX.c.id == bindparam("message_id")),
     )
 
 
@@ -116,23 +117,6 @@ def _write(
     connection.execute(statements.upsert, conversation)
     if outbox_rows:
         connection.execute(statements.reply, list(outbox_rows))
-
-
-def _delete_delivered(connection: Connection, message_id: int, file_id: str | None) -> None:
-    statements = _statements()
-    if file_id is not None:
-        connection.execute(statements.forget_file, {"file_id": file_id})
-    connection.execute(statements.delivered, {"message_id": message_id})
-
-
-def _tell(batch: Sequence[sqlite_batch.Write], outcomes: Sequence[BaseException | None]) -> None:
-    for write, outcome in zip(batch, outcomes, strict=True):
-        if write.done.done():
-            continue
-        if outcome is None:
-            write.done.set_result(None)
-        else:
-            write.done.set_exception(outcome)
 
 
 class HotStep:
@@ -160,8 +144,8 @@ class HotPath:
         self._sqlite: Engine | None = None
         self._thread: ThreadPoolExecutor | None = None
         self._connection: Connection | None = None
-        self._queue: list[sqlite_batch.Write] = []  # SQLite: waiting for the next batch
-        self._batcher: asyncio.Task[None] | None = None
+        self._sqlite_batches = Batches(self._run_on_thread, slots, BATCH_LIMIT)
+        self._pg_batches = Batches(self._run_on_postgres, slots, BATCH_LIMIT)
         # SQLite: the rows this process wrote last, so that the next step of a conversation
         # needs no read (the write still checks the row is unchanged and the event unseen).
         self._rows: OrderedDict[str, sqlite_batch.Row] = OrderedDict()
@@ -263,27 +247,9 @@ class HotPath:
 
     async def _batched(self, run: Callable[[sqlite3.Connection], object], durable: bool) -> None:
         """Until `run` is committed as part of a batch (or the error it, or its batch, met)."""
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        # read, so that a write whose waiter went away does not warn when it fails
-        done.add_done_callback(lambda future: future.cancelled() or future.exception())
-        self._queue.append(sqlite_batch.Write(run, durable, done))
-        if self._batcher is None or self._batcher.done():
-            self._batcher = asyncio.ensure_future(self._run_batches())
-        await asyncio.shield(done)
+        await self._sqlite_batches.join(sqlite_batch.Write(run, durable))
 
-    async def _run_batches(self) -> None:
-        while self._queue:
-            batch: list[sqlite_batch.Write] = []
-            try:
-                async with self._slots:  # what queues meanwhile joins this batch
-                    batch, self._queue = self._queue[:BATCH_LIMIT], self._queue[BATCH_LIMIT:]
-                    outcomes = await self._run_on_thread(batch)
-            except BaseException as error:  # cancelled: nobody may wait for ever
-                _tell(batch, [error] * len(batch))
-                raise
-            _tell(batch, outcomes)
-
-    async def _run_on_thread(self, batch: list[sqlite_batch.Write]) -> list[BaseException | None]:
+    async def _run_on_thread(self, batch: list[sqlite_batch.Write]) -> Outcomes:
         try:
             return await self._on_thread(functools.partial(sqlite_batch.run_batch, writes=batch))
         except Exception as error:
@@ -293,6 +259,13 @@ class HotPath:
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(self._thread, self._disconnect)
             return [error] * len(batch)
+
+    async def _run_on_postgres(self, batch: list[pg_batch.Write]) -> Outcomes:
+        """All or nothing: an error (a lost server, a statement refused) reaches every caller
+        through the batcher; the pool lets go of a connection that broke."""
+        async with self.database.begin() as connection:
+            await connection.run_sync(pg_batch.run_batch, batch)
+        return [None] * len(batch)
 
     def _disconnect(self) -> None:
         """Let go of a connection in a state nobody can vouch for; the next call opens anew."""
@@ -304,24 +277,23 @@ class HotPath:
             self._sqlite = None
 
     async def delivered(self, message_id: int, file_id: str | None) -> None:
-        """A message the platform accepted leaves the outbox (with its file), committed."""
+        """A message the platform accepted leaves the outbox (with its file), committed: with
+        the others that arrived meanwhile, in one batch."""
         if self.dialect == "sqlite":
             await self._batched(
                 lambda raw: sqlite_batch.delete_delivered(raw, message_id, file_id),
                 durable=False,
             )
             return
-        async with self._slots, self.database.begin() as connection:
-            await connection.run_sync(_delete_delivered, message_id, file_id)
+        await self._pg_batches.join(pg_batch.Delivered(message_id, file_id))
 
     async def insert(self, table: Table, rows: list[dict[str, Any]]) -> None:
-        """Rows whose loss would cost little (a chat's message ids): on SQLite they join the
-        next batch without making it wait for the disk; committed when this returns."""
+        """Rows whose loss would cost little (a chat's message ids): they join the next batch
+        (on SQLite without making it wait for the disk); committed when this returns."""
         if self.dialect == "sqlite":
             await self._batched(lambda raw: sqlite_batch.insert(raw, table, rows), durable=False)
             return
-        async with self._slots, self.database.begin() as connection:
-            await connection.execute(table.insert(), rows)
+        await self._pg_batches.join(pg_batch.Insert(table, rows))
 
     def close(self) -> None:
         if self._thread is not None:

@@ -13,7 +13,6 @@ rest of storage.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import functools
 import sqlite3
@@ -154,7 +153,6 @@ class Write:
 
     run: Callable[[sqlite3.Connection], object]
     durable: bool  # it stores what an official wrote: the batch waits for the disk
-    done: asyncio.Future[None]
 
 
 def run_batch(raw: sqlite3.Connection, writes: Sequence[Write]) -> list[BaseException | None]:

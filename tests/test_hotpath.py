@@ -1,5 +1,6 @@
 """The hot path's group commit (storage/hotpath.py) against both databases: steps that share
-a transaction are still all or nothing each, and a duplicate event writes nothing."""
+a transaction are still all or nothing each, and a duplicate event writes nothing; on
+PostgreSQL, delivered messages share transactions, and a failed batch tells every caller."""
 
 from __future__ import annotations
 
@@ -7,18 +8,23 @@ import asyncio
 import sqlite3
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import event, func, make_url, select, text
 
 from bot.core.orchestrator import Core
 from bot.core.settings import Settings
 from flows.engine import Engine
 from flows.messages import Reply
 from flows.state import IntakeState
-from storage import outbox, sqlite_batch
-from storage.models import Conversation, OutboxMessage, ProcessedEvent
-from storage.repository import Store, open_conversation, seal_conversation
+from storage import chat_messages, outbox, sqlite_batch
+from storage.db import open_database
+from storage.models import ChatMessage, Conversation, OutboxMessage, ProcessedEvent, TransitFile
+from storage.repository import POOL_SLOTS, Store, open_conversation, seal_conversation
+from storage.server_secret import ServerKeys
 from storage.sqlite_batch import AlreadySeen, Overtaken
+from tests.tcp_proxy import TcpProxy
 from tests.test_core import NORMAL_INTAKE, Official, Recorder
+
+on_postgres = pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 
 
 def _conversation(store: Store, sender: str) -> dict[str, object]:
@@ -162,7 +168,7 @@ async def test_a_batch_the_database_rolled_back_stores_none_of_its_steps_and_the
             _step(empty_store, "c"),
             return_exceptions=True,
         )
-        while len(empty_store.hot._queue) < 3:  # noqa: ASYNC110 (the steps' reads come first)
+        while len(empty_store.hot._sqlite_batches.queue) < 3:  # noqa: ASYNC110 (the steps' reads come first)
             await asyncio.sleep(0.01)
     results = await steps
     assert all(isinstance(result, Exception) for result in results), results
@@ -217,7 +223,7 @@ async def test_a_batch_whose_call_fails_tells_every_step_and_the_next_opens_anew
         steps = asyncio.gather(
             _step(empty_store, "a"), _step(empty_store, "b"), return_exceptions=True
         )
-        while len(empty_store.hot._queue) < 2:  # noqa: ASYNC110 (the steps' reads come first)
+        while len(empty_store.hot._sqlite_batches.queue) < 2:  # noqa: ASYNC110 (the steps' reads come first)
             await asyncio.sleep(0.01)
     results = await asyncio.wait_for(steps, 10)
     assert all(isinstance(result, sqlite3.OperationalError) for result in results), results
@@ -250,3 +256,119 @@ async def test_a_conversation_changed_behind_the_kept_row_is_stepped_again_not_a
     replies = await official.say(NORMAL_INTAKE[4])  # answers the stored question again
     assert flow_engine.texts.get("technical_error", "de") not in replies
     assert replies[-1].startswith("Frage 3 von")
+
+
+async def _taken(store: Store, count: int) -> list[outbox.Queued]:
+    """`count` messages to officials, every third with a file, taken for delivery."""
+    async with store.unit() as unit:
+        for index in range(count):
+            await outbox.to_official(
+                unit,
+                sender_key=f"s{index}",
+                channel="console",
+                address="c",
+                reply=Reply("r"),
+                file=("a.txt", "text/plain", b"x") if index % 3 == 0 else None,
+            )
+    async with store.unit() as unit:
+        taken = [message for stream in await outbox.take(unit, ["console"]) for message in stream]
+    assert len(taken) == count
+    return taken
+
+
+@pytest.mark.postgres
+@on_postgres
+async def test_many_delivered_messages_at_once_leave_the_outbox_in_few_transactions(
+    empty_store: Store,
+) -> None:
+    taken = await _taken(empty_store, 60)
+    chats = [
+        chat_messages.rows(empty_store.keys, empty_store.clock(), "telegram", str(chat), [1, 2])
+        for chat in range(10)
+    ]
+    transactions: list[object] = []
+
+    def begun(connection: object) -> None:
+        transactions.append(connection)
+
+    engine = empty_store.database.sync_engine
+    event.listen(engine, "begin", begun)
+    try:
+        await asyncio.wait_for(
+            asyncio.gather(
+                *(empty_store.hot.delivered(message.id, message.file_id) for message in taken),
+                *(empty_store.hot.insert(chat_messages.TABLE, rows) for rows in chats),
+            ),
+            30,
+        )
+    finally:
+        event.remove(engine, "begin", begun)
+    assert await _count(empty_store, OutboxMessage) == 0
+    assert await _count(empty_store, TransitFile) == 0
+    assert await _count(empty_store, ChatMessage) == 20
+    assert len(transactions) < 10, len(transactions)  # one per call (70) when each was alone
+
+
+@pytest.mark.postgres
+@on_postgres
+async def test_a_batch_the_lost_database_failed_tells_every_caller_and_deletes_nothing(
+    database_url: str, server_keys: ServerKeys
+) -> None:
+    """The server goes away while messages wait for their batch: each caller hears the error
+    (none waits for ever), every message stays to be sent again, and once the server is back
+    the same process goes on."""
+    server = make_url(database_url)
+    with TcpProxy(server.host or "127.0.0.1", server.port or 5432) as proxy:
+        proxied = server.set(host="127.0.0.1", port=proxy.port)
+        database = open_database(proxied.render_as_string(hide_password=False))
+        store = Store(database, server_keys)
+        try:
+            taken = await _taken(store, 20)
+            for _ in range(POOL_SLOTS):  # the next batch waits: all of them join it
+                await store._slots.acquire()
+            calls = asyncio.gather(
+                *(store.hot.delivered(message.id, message.file_id) for message in taken),
+                return_exceptions=True,
+            )
+            while len(store.hot._pg_batches.queue) < len(taken):  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+            proxy.cut()
+            for _ in range(POOL_SLOTS):
+                store._slots.release()
+            results = await asyncio.wait_for(calls, 30)
+            assert all(isinstance(result, Exception) for result in results), results
+            proxy.restore()
+            assert await _count(store, OutboxMessage) == len(taken)
+            assert await _count(store, TransitFile) == 7
+            await store.hot.delivered(taken[0].id, taken[0].file_id)
+            assert await _count(store, OutboxMessage) == len(taken) - 1
+            assert await _count(store, TransitFile) == 6
+        finally:
+            store.close()
+            await database.dispose()
+
+
+@pytest.mark.postgres
+@on_postgres
+async def test_callers_waiting_on_a_cancelled_batcher_are_told_and_the_next_call_works(
+    empty_store: Store,
+) -> None:
+    taken = await _taken(empty_store, 5)
+    for _ in range(POOL_SLOTS):  # the batcher waits for its turn with all of them queued
+        await empty_store._slots.acquire()
+    calls = asyncio.gather(
+        *(empty_store.hot.delivered(message.id, message.file_id) for message in taken),
+        return_exceptions=True,
+    )
+    batches = empty_store.hot._pg_batches
+    while len(batches.queue) < len(taken):  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
+    assert batches._batcher is not None
+    batches._batcher.cancel()
+    results = await asyncio.wait_for(calls, 10)
+    for _ in range(POOL_SLOTS):
+        empty_store._slots.release()
+    assert all(isinstance(result, asyncio.CancelledError) for result in results), results
+    assert await _count(empty_store, OutboxMessage) == len(taken)
+    await asyncio.wait_for(empty_store.hot.delivered(taken[0].id, taken[0].file_id), 10)
+    assert await _count(empty_store, OutboxMessage) == len(taken) - 1

@@ -1,0 +1,81 @@
+"""PostgreSQL's side of the hot path's batches (storage/batches.py): delivered messages and
+small inserts of many callers in one transaction, in a few set-based statements.
+
+Alone, each delivered message cost a pool checkout (with its pre-ping), BEGIN, two
+deletions and COMMIT – round trips and Python far beyond the work itself; together they
+are two deletions by `= ANY(array)` for all of them, and the inserts one executemany per
+table and set of columns. The array keeps each statement's text the same whatever the
+batch's size, so asyncpg prepares it once (an expanding IN would be a new statement per
+size).
+
+A batch is one transaction without savepoints: committed or failed as a whole, and every
+caller in it hears which. Nothing in it is expected to fail alone: a deletion of a row that
+is gone deletes nothing, and the inserted rows (a chat's message ids) have no unique column
+but their serial id.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+from sqlalchemy import Connection, Executable, Integer, String, Table, any_, bindparam, delete
+from sqlalchemy.dialects.postgresql import ARRAY
+
+from storage.models import OutboxMessage, TransitFile
+
+_OUTBOX = cast(Table, OutboxMessage.__table__)
+_FILES = cast(Table, TransitFile.__table__)
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """A message the platform accepted: it leaves the outbox, with its file if it had one."""
+
+    message_id: int
+    file_id: str | None
+
+
+@dataclass(frozen=True)
+class Insert:
+    table: Table
+    rows: list[dict[str, Any]]
+
+
+Write = Delivered | Insert
+
+
+@functools.cache
+def _forget_files() -> Executable:
+    return delete(_FILES).where(_FILES.c.id == any_(bindparam("ids", type_=ARRAY(String))))
+
+
+@functools.cache
+def _delivered() -> Executable:
+    return delete(_OUTBOX).where(_OUTBOX.c.id == any_(bindparam("ids", type_=ARRAY(Integer))))
+
+
+@functools.cache
+def _insert(table: Table) -> Executable:
+    # Built once: SQLAlchemy then finds its compiled form in the cache at once.
+    return table.insert()
+
+
+def run_batch(connection: Connection, writes: Sequence[Write]) -> None:
+    """The writes, in the open transaction of `connection` (run through `run_sync`)."""
+    delivered = [write for write in writes if isinstance(write, Delivered)]
+    files = [write.file_id for write in delivered if write.file_id is not None]
+    if files:
+        connection.execute(_forget_files(), {"ids": files})
+    if delivered:
+        connection.execute(_delivered(), {"ids": [write.message_id for write in delivered]})
+    # One executemany needs the same columns in every row: grouped by table and columns.
+    grouped: dict[tuple[Table, tuple[str, ...]], list[dict[str, Any]]] = {}
+    for write in writes:
+        if isinstance(write, Insert):
+            for row in write.rows:
+                grouped.setdefault((write.table, tuple(row)), []).append(row)
+    for (table, _), rows in grouped.items():
+        connection.execute(_insert(table), rows)
