@@ -271,7 +271,11 @@ async def _taken(store: Store, count: int) -> list[outbox.Queued]:
                 file=("a.txt", "text/plain", b"x") if index % 3 == 0 else None,
             )
     async with store.unit() as unit:
-        taken = [message for stream in await outbox.take(unit, ["console"]) for message in stream]
+        taken = [
+            message
+            for stream in (await outbox.take(unit, ["console"])).streams
+            for message in stream
+        ]
     assert len(taken) == count
     return taken
 
