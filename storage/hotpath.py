@@ -276,16 +276,19 @@ class HotPath:
             self._sqlite.dispose()
             self._sqlite = None
 
-    async def delivered(self, message_id: int, file_id: str | None) -> None:
+    async def delivered(
+        self, message_id: int, file_id: str | None, opened: tuple[str, str] | None = None
+    ) -> None:
         """A message the platform accepted leaves the outbox (with its file), committed: with
-        the others that arrived meanwhile, in one batch."""
+        the others that arrived meanwhile, in one batch. `opened`: (case reference, thread)
+        when it opened a new case's thread, which the case keeps in the same write."""
         if self.dialect == "sqlite":
             await self._batched(
-                lambda raw: sqlite_batch.delete_delivered(raw, message_id, file_id),
+                lambda raw: sqlite_batch.delete_delivered(raw, message_id, file_id, opened),
                 durable=False,
             )
             return
-        await self._pg_batches.join(pg_batch.Delivered(message_id, file_id))
+        await self._pg_batches.join(pg_batch.Delivered(message_id, file_id, opened))
 
     async def insert(self, table: Table, rows: list[dict[str, Any]]) -> None:
         """Rows whose loss would cost little (a chat's message ids): they join the next batch

@@ -341,12 +341,6 @@ async def next_due(unit: Unit, channels: Collection[str]) -> dt.datetime | None:
     return aware(found) if found is not None else None
 
 
-async def delivered(unit: Unit, message: Queued) -> None:
-    if message.file_id is not None:
-        await unit.session.execute(delete(TransitFile).where(TransitFile.id == message.file_id))
-    await unit.session.execute(delete(OutboxMessage).where(OutboxMessage.id == message.id))
-
-
 async def postpone(unit: Unit, message_ids: Iterable[int], until: dt.datetime) -> None:
     """Not the messages' fault (taken but not tried, the platform asked to wait, the staff
     room check failed): due again at `until`, without counting as a failure."""

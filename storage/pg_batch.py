@@ -21,13 +21,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Connection, Executable, Integer, String, Table, any_, bindparam, delete
+from sqlalchemy import (
+    Connection,
+    Executable,
+    Integer,
+    String,
+    Table,
+    any_,
+    bindparam,
+    delete,
+    update,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 
-from storage.models import OutboxMessage, TransitFile
+from storage.models import Case, OutboxMessage, TransitFile
 
 _OUTBOX = cast(Table, OutboxMessage.__table__)
 _FILES = cast(Table, TransitFile.__table__)
+_CASES = cast(Table, Case.__table__)
 
 
 @dataclass(frozen=True)
@@ -36,6 +47,7 @@ class Delivered:
 
     message_id: int
     file_id: str | None
+    opened: tuple[str, str] | None = None  # (case reference, thread): it opened a case's thread
 
 
 @dataclass(frozen=True)
@@ -58,6 +70,15 @@ def _delivered() -> Executable:
 
 
 @functools.cache
+def _thread_opened() -> Executable:
+    return (
+        update(_CASES)
+        .where(_CASES.c.reference == bindparam("opened_reference"))
+        .values(thread=bindparam("opened_thread"))
+    )
+
+
+@functools.cache
 def _insert(table: Table) -> Executable:
     # Built once: SQLAlchemy then finds its compiled form in the cache at once.
     return table.insert()
@@ -69,6 +90,10 @@ def run_batch(connection: Connection, writes: Sequence[Write]) -> None:
     files = [write.file_id for write in delivered if write.file_id is not None]
     if files:
         connection.execute(_forget_files(), {"ids": files})
+    opened = [write.opened for write in delivered if write.opened is not None]
+    if opened:
+        threads = [{"opened_reference": ref, "opened_thread": thread} for ref, thread in opened]
+        connection.execute(_thread_opened(), threads)
     if delivered:
         connection.execute(_delivered(), {"ids": [write.message_id for write in delivered]})
     # One executemany needs the same columns in every row: grouped by table and columns.

@@ -43,6 +43,7 @@ _UPDATE_IF = (
 )
 _FORGET_FILE = "DELETE FROM transit_files WHERE id = ?"
 _DELIVERED = "DELETE FROM outbox WHERE id = ?"
+_THREAD_OPENED = "UPDATE cases SET thread = ? WHERE reference = ?"
 
 
 class BatchLost(Exception):
@@ -141,9 +142,18 @@ def write_step(
         insert(raw, _OUTBOX, outbox_rows)
 
 
-def delete_delivered(raw: sqlite3.Connection, message_id: int, file_id: str | None) -> None:
+def delete_delivered(
+    raw: sqlite3.Connection,
+    message_id: int,
+    file_id: str | None,
+    opened: tuple[str, str] | None = None,
+) -> None:
+    """`opened`: (case reference, thread) when the message opened a new case's thread."""
     if file_id is not None:
         raw.execute(_FORGET_FILE, (file_id,))
+    if opened is not None:
+        reference, thread = opened
+        raw.execute(_THREAD_OPENED, (thread, reference))
     raw.execute(_DELIVERED, (message_id,))
 
 

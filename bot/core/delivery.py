@@ -360,14 +360,10 @@ class Delivery:
             async with self.store.unit() as unit:
                 await outbox.failed(unit, message.id)
             return False
+        opened = None
         if message.kind == outbox.OPEN_THREAD and message.reference and thread:
-            async with self.store.unit() as unit:
-                case = await unit.case(message.reference, lock=True)
-                if case is not None:
-                    case.thread = thread
-                await outbox.delivered(unit, message)
-        else:  # one Core transaction (storage/hotpath.py)
-            await self.store.hot.delivered(message.id, message.file_id)
+            opened = (message.reference, thread)  # the case keeps its thread
+        await self.store.hot.delivered(message.id, message.file_id, opened)  # with others'
         written = message.written_at
         now = self.store.clock()
         self.metrics.sent(message.channel, (now - written).total_seconds() if written else None)
