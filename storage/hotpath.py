@@ -276,6 +276,17 @@ class HotPath:
             self._sqlite.dispose()
             self._sqlite = None
 
+    @property
+    def reads_outbox(self) -> bool:
+        """Whether the delivery reads the outbox here (`due`) rather than in a unit: SQLite,
+        where one process alone delivers (bot/instance.py), so what it reads needs no
+        lease, and a read needs no transaction and one thread call instead of a unit's many."""
+        return self.dialect == "sqlite"
+
+    async def due(self, channels: Sequence[str], limit: int) -> list[sqlite_batch.OutboxRow]:
+        """SQLite: the oldest `limit` rows of these channels, for storage.outbox.arrange."""
+        return await self._on_thread(lambda raw: sqlite_batch.due_rows(raw, channels, limit))
+
     async def delivered(
         self, message_id: int, file_id: str | None, opened: tuple[str, str] | None = None
     ) -> None:

@@ -24,7 +24,7 @@ import json
 import secrets
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import delete, func, insert, select, update
 
@@ -264,6 +264,35 @@ class Taken:
     more: bool
 
 
+class Due(Protocol):
+    """An outbox row as `take` reads it: the ORM's, or SQLite's read without a transaction."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def channel(self) -> str: ...
+    @property
+    def stream(self) -> str: ...
+    @property
+    def priority(self) -> int: ...
+    @property
+    def reference(self) -> str | None: ...
+    @property
+    def content(self) -> bytes: ...
+    @property
+    def file_id(self) -> str | None: ...
+    @property
+    def created_at(self) -> dt.datetime: ...
+    @property
+    def attempts(self) -> int: ...
+    @property
+    def next_attempt_at(self) -> dt.datetime: ...
+    @property
+    def leased_until(self) -> dt.datetime | None: ...
+
+
 async def take(unit: Unit, channels: Collection[str]) -> Taken:
     """The due messages of these channels, as streams in the order they should go out.
 
@@ -271,18 +300,31 @@ async def take(unit: Unit, channels: Collection[str]) -> Taken:
     leased by another worker).
     Every message taken is leased, so another process leaves it alone.
     """
-    rows = list(
-        await unit.session.scalars(
-            select(OutboxMessage)
-            .where(OutboxMessage.channel.in_(list(channels)), OutboxMessage.dead_at.is_(None))
-            .order_by(OutboxMessage.id)
-            .limit(TAKE_LIMIT)
-            .with_for_update(skip_locked=True)
-        )
+    query = (
+        select(OutboxMessage)
+        .where(OutboxMessage.channel.in_(list(channels)), OutboxMessage.dead_at.is_(None))
+        .order_by(OutboxMessage.id)
+        .limit(TAKE_LIMIT)
+        .with_for_update(skip_locked=True)
     )
-    now = unit.now
+    rows = list(await unit.session.scalars(query))
+    taken = arrange(unit.keys, unit.now, rows)
+    taken_ids = [message.id for stream in taken.streams for message in stream]
+    if taken_ids:  # one statement, not one flush per row
+        await unit.session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id.in_(taken_ids))
+            .values(leased_until=unit.now + LEASE)
+            .execution_options(synchronize_session=False)
+        )
+    return taken
+
+
+def arrange(keys: ServerKeys, now: dt.datetime, rows: Sequence[Due]) -> Taken:
+    """The due rows among `rows` (the oldest TAKE_LIMIT of the channels, oldest first) as
+    streams in the order they go out."""
     blocked: set[str] = set()
-    streams: dict[str, list[OutboxMessage]] = {}
+    streams: dict[str, list[Due]] = {}
     for row in rows:
         if row.stream in blocked:
             continue
@@ -301,33 +343,23 @@ async def take(unit: Unit, channels: Collection[str]) -> Taken:
             rows[0].id,
         ),
     )
-    taken: list[list[Queued]] = []
-    taken_ids = [row.id for rows in ordered for row in rows]
-    if taken_ids:  # one statement, not one flush per row
-        await unit.session.execute(
-            update(OutboxMessage)
-            .where(OutboxMessage.id.in_(taken_ids))
-            .values(leased_until=now + LEASE)
-            .execution_options(synchronize_session=False)
-        )
-    for stream_rows in ordered:
-        batch = []
-        for row in stream_rows:
-            content = json.loads(unit.keys.decrypt(row.content, _context(row.kind)))
-            batch.append(
-                Queued(
-                    row.id,
-                    row.kind,
-                    row.channel,
-                    row.stream,
-                    row.reference,
-                    content,
-                    row.attempts,
-                    row.file_id,
-                    aware(row.created_at),
-                )
+    taken = [
+        [
+            Queued(
+                row.id,
+                row.kind,
+                row.channel,
+                row.stream,
+                row.reference,
+                json.loads(keys.decrypt(row.content, _context(row.kind))),
+                row.attempts,
+                row.file_id,
+                aware(row.created_at),
             )
-        taken.append(batch)
+            for row in stream_rows
+        ]
+        for stream_rows in ordered
+    ]
     return Taken(taken, more=len(rows) >= TAKE_LIMIT or bool(blocked))
 
 

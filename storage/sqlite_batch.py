@@ -142,6 +142,51 @@ def write_step(
         insert(raw, _OUTBOX, outbox_rows)
 
 
+class OutboxRow(NamedTuple):
+    """An outbox row as `outbox.arrange` reads it (the columns of storage.outbox.Due)."""
+
+    id: int
+    kind: str
+    channel: str
+    stream: str
+    priority: int
+    reference: str | None
+    content: bytes
+    file_id: str | None
+    created_at: dt.datetime
+    attempts: int
+    next_attempt_at: dt.datetime
+    leased_until: dt.datetime | None
+
+
+_DUE_COLUMNS = OutboxRow._fields
+_MOMENTS = tuple(
+    _DUE_COLUMNS.index(name) for name in ("created_at", "next_attempt_at", "leased_until")
+)
+_moment = cast(
+    Callable[[str | None], dt.datetime | None],
+    _OUTBOX.c.created_at.type.dialect_impl(_DIALECT).result_processor(_DIALECT, None),
+)
+
+
+def due_rows(raw: sqlite3.Connection, channels: Sequence[str], limit: int) -> list[OutboxRow]:
+    """The oldest `limit` rows of these channels that are not dead letters, read without a
+    transaction (as `look`): only this process delivers, so nobody else takes them."""
+    assert not raw.in_transaction
+    places = ", ".join("?" * len(channels))
+    sql = (
+        f"SELECT {', '.join(_DUE_COLUMNS)} FROM outbox "  # noqa: S608 (names of OutboxRow)
+        f"WHERE channel IN ({places}) AND dead_at IS NULL ORDER BY id LIMIT ?"
+    )
+    rows = []
+    for found in raw.execute(sql, (*channels, limit)):
+        values = list(found)
+        for index in _MOMENTS:  # stored as text: the column type reads them back
+            values[index] = _moment(values[index])
+        rows.append(OutboxRow(*values))
+    return rows
+
+
 def delete_delivered(
     raw: sqlite3.Connection,
     message_id: int,

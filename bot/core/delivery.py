@@ -220,10 +220,7 @@ class Delivery:
             blocked = await self._send_volatile(worker, done)
             if done.pause:
                 return done
-            async with self.store.unit() as unit:
-                if worker.left_leased:  # only this process delivers (see `recover`)
-                    await outbox.release_leases(unit, worker.serves)
-                taken = await outbox.take(unit, worker.serves)
+            taken = await self._take(worker)
             worker.left_leased = False
             streams = taken.streams
             # set back wherever this pass leaves a message for later
@@ -272,6 +269,16 @@ class Delivery:
                     await self._postpone(stream[position + 1 :], None)
                     break
             return done
+
+    async def _take(self, worker: _Worker) -> outbox.Taken:
+        hot = self.store.hot
+        if hot.reads_outbox and not worker.left_leased:
+            rows = await hot.due(sorted(worker.serves), outbox.TAKE_LIMIT)
+            return outbox.arrange(self.store.keys, self.store.clock(), rows)
+        async with self.store.unit() as unit:
+            if worker.left_leased:  # only this process delivers (see `recover`)
+                await outbox.release_leases(unit, worker.serves)
+            return await outbox.take(unit, worker.serves)
 
     async def _send_volatile(self, worker: _Worker, done: _Pass) -> set[str]:
         """Send the in-memory replies that are due; returns the streams still waiting."""
