@@ -101,8 +101,9 @@ class Service:
                     announced = True
             except Exception as error:  # the database may be away: keep asking
                 log_failure(logger, "asking for the lease", error)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), STANDBY_SECONDS)
+            with contextlib.suppress(TimeoutError):  # see bot/core/delivery.py's _work
+                async with asyncio.timeout(STANDBY_SECONDS):
+                    await self.stopping.wait()
         return False
 
     async def _run_active(self) -> bool:

@@ -89,3 +89,20 @@ async def test_what_another_process_queued_goes_out_without_a_wake(
     finally:
         workers.cancel()
         await asyncio.gather(workers, return_exceptions=True)
+
+
+async def test_a_worker_stopped_just_as_it_is_woken_stops(
+    store: Store, flow_engine: Engine
+) -> None:
+    """On Python 3.11 `asyncio.wait_for` loses a cancellation that arrives together with
+    the event it waits for: the stopped worker ran on for ever and its stop never returned."""
+    recorder = Recorder()
+    core = Core(flow_engine, store, staff_room=recorder, settings=Settings.defaults())
+    core.attach(recorder)
+    for _ in range(20):
+        workers = asyncio.create_task(core.delivery.run())
+        await asyncio.sleep(0.05)  # asleep, waiting to be woken
+        core.delivery.wake(["test"])
+        workers.cancel()
+        done, _ = await asyncio.wait([workers], timeout=5)
+        assert done, "the stopped delivery worker is still running"

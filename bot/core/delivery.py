@@ -192,8 +192,11 @@ class Delivery:
             if done.delivered and not done.drained:
                 continue
             wait = await self._until_due(worker, ask_database=not done.drained)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a cancellation that
+            # arrives as the wake does, and the stopped worker would run on for ever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(worker.wake.wait(), wait)
+                async with asyncio.timeout(wait):
+                    await worker.wake.wait()
 
     async def _until_due(self, worker: _Worker, ask_database: bool) -> float:
         waits = [IDLE_SECONDS]

@@ -174,8 +174,9 @@ class Core:
             await asyncio.wait([earlier])
         delay = max(0.0, due - asyncio.get_running_loop().time())
         if delay and not self._hurry.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._hurry.wait(), delay)
+            with contextlib.suppress(TimeoutError):  # see bot/core/delivery.py's _work
+                async with asyncio.timeout(delay):
+                    await self._hurry.wait()
         await self._handle(inbound, sender)
 
     def _done_slowing(self, sender: str, task: asyncio.Task[None]) -> None:

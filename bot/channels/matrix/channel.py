@@ -232,8 +232,9 @@ class MatrixChannel:
 
     async def _synced(self) -> bool:
         """Whether the first sync is done (waits a little for it)."""
-        try:
-            await asyncio.wait_for(self._ready.wait(), READY_SECONDS)
+        try:  # asyncio.timeout: a cancellation is never lost (wait_for may, on 3.11)
+            async with asyncio.timeout(READY_SECONDS):
+                await self._ready.wait()
         except TimeoutError:
             return False
         return True
