@@ -226,35 +226,32 @@ class Delivery:
             taken = await self._take(worker)
             worker.left_leased = False
             streams = taken.streams
-            # set back wherever this pass leaves a message for later
+            # set back by `_postpone`, wherever this pass leaves a message for later
             done.drained = not taken.more and not blocked
             room_problems: list[str] | None = None
             for index, stream in enumerate(streams):
                 if stream[0].stream in blocked:
-                    done.drained = False
-                    await self._postpone(stream, None)
+                    await self._postpone(done, stream, None)
                     continue
                 if stream[0].kind != outbox.OFFICIAL:
                     if room_problems is None:
                         room_problems = await self._check_room()
                     if room_problems:
                         await self._announce_held(stream[0])
-                        done.drained = False
-                        await self._postpone(stream, self.room_recheck)
+                        await self._postpone(done, stream, self.room_recheck)
                         continue
                 for position, message in enumerate(stream):
                     if not self.may_send():
                         logger.error("not sending: this instance no longer holds the lease")
                         rest = [*stream[position:], *[m for s in streams[index + 1 :] for m in s]]
-                        done.drained = False
-                        await self._postpone(rest, None)
+                        await self._postpone(done, rest, None)
                         return done
                     try:
                         sent = await self._send(message)
                     except RetryAfter as wait:
                         self.metrics.retried(message.channel)
-                        done.drained = False
                         await self._postpone(
+                            done,
                             [*stream[position:], *[m for s in streams[index + 1 :] for m in s]],
                             dt.timedelta(seconds=wait.seconds),
                         )
@@ -262,14 +259,14 @@ class Delivery:
                         done.pause = wait.seconds
                         return done
                     except ChatBusy as busy:  # only this stream waits, nothing failed
-                        done.drained = False
-                        await self._postpone(stream[position:], dt.timedelta(seconds=busy.seconds))
+                        await self._postpone(
+                            done, stream[position:], dt.timedelta(seconds=busy.seconds)
+                        )
                         break
                     if sent:
                         done.delivered += 1
                         continue
-                    done.drained = False
-                    await self._postpone(stream[position + 1 :], None)
+                    await self._postpone(done, stream[position + 1 :], None)
                     break
             return done
 
@@ -345,7 +342,12 @@ class Delivery:
             )
         return problems
 
-    async def _postpone(self, messages: list[outbox.Queued], pause: dt.timedelta | None) -> None:
+    async def _postpone(
+        self, done: _Pass, messages: list[outbox.Queued], pause: dt.timedelta | None
+    ) -> None:
+        """Leave messages for later: this pass did not drain the outbox (nor did a failed
+        send, whose message waits too, even when nothing follows it)."""
+        done.drained = False
         if not messages:
             return
         async with self.store.unit() as unit:
