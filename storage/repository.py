@@ -13,9 +13,10 @@ import hashlib
 import hmac
 import json
 import secrets
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
@@ -114,9 +115,21 @@ class Store:
 
     @asynccontextmanager
     async def unit(self) -> AsyncIterator[Unit]:
-        """One transaction: committed when the block ends, rolled back if it raises."""
-        async with self._slots, self._sessions() as session, session.begin():
-            yield Unit(session, self.keys, self.clock(), self.anchor)
+        """One transaction: committed when the block ends, rolled back if it raises.
+
+        Its end – the commit or the rollback, and the connection's return to the pool – runs
+        to completion even when the caller is cancelled meanwhile (a worker stopped at
+        shutdown): cut off half-way, SQLAlchemy's pool logs a traceback, throws the
+        connection away, and a SQLite connection may keep its lock until collected."""
+        async with self._slots:
+            session = self._sessions()
+            committed = False
+            try:
+                await session.begin()
+                yield Unit(session, self.keys, self.clock(), self.anchor)
+                committed = True
+            finally:
+                await _to_the_end(_end(session, committed))
 
     async def compact(self) -> None:
         """After deleting: move SQLite's WAL into the database and truncate it.
@@ -148,6 +161,26 @@ class Store:
                 )
                 for row in rows
             ]
+
+
+async def _end(session: AsyncSession, commit: bool) -> None:
+    try:
+        if commit:
+            await session.commit()
+    finally:
+        await session.close()  # rolls back what was not committed; returns the connection
+
+
+async def _to_the_end(work: Coroutine[Any, Any, None]) -> None:
+    """Await `work` to its end; a cancellation meanwhile is raised once it has ended."""
+    task = asyncio.ensure_future(work)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait({task})  # cancelled once more: the task still ends on its own
+        if not task.cancelled():
+            task.exception()  # read: what the cancelled caller can no longer hear
+        raise
 
 
 class Unit:
