@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
 import logging
 import os
@@ -13,7 +12,7 @@ from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from bot import admin, handles, logs
+from bot import admin, event_loop, handles, logs
 from bot.app import App, demo_config, load_engine, open_app
 from bot.backup import restore_backup, take_backup
 from bot.casebook import ExportError
@@ -278,7 +277,7 @@ def _with_app(arguments: argparse.Namespace, work: Callable[[App], Awaitable[int
         async with open_app(_target(arguments), may_create=creates) as app:
             return await work(app)
 
-    return asyncio.run(run())
+    return event_loop.run(run())
 
 
 def _dispatch(arguments: argparse.Namespace) -> int:
@@ -287,13 +286,13 @@ def _dispatch(arguments: argparse.Namespace) -> int:
         config = (
             load_config(arguments.config) if arguments.config else demo_config(arguments.data_dir)
         )
-        return asyncio.run(run_demo(config))
+        return event_loop.run(run_demo(config))
     if command == "run":
         # Imported here: the channels' libraries (Telegram, Matrix) load only for `lotse run`,
         # so the demo and the other commands stay light.
         from bot.runner import run_service  # noqa: PLC0415
 
-        return asyncio.run(run_service(load_config(arguments.config)))
+        return event_loop.run(run_service(load_config(arguments.config)))
     if command == "keys":
         return admin.generate_keys(arguments.out, arguments.name or arguments.out.stem)
     if command == "flow" and action == "check":
@@ -306,11 +305,11 @@ def _dispatch(arguments: argparse.Namespace) -> int:
         print(f"{arguments.file}: configuration is valid")
         return 0
     if command == "backup":
-        return asyncio.run(take_backup(_target(arguments), arguments.out))
+        return event_loop.run(take_backup(_target(arguments), arguments.out))
     if command == "restore":
-        return asyncio.run(restore_backup(_target(arguments), arguments.file))
+        return event_loop.run(restore_backup(_target(arguments), arguments.file))
     if command == "doctor":
-        return asyncio.run(run_doctor(arguments.config))
+        return event_loop.run(run_doctor(arguments.config))
     return _with_app(arguments, _data_command(arguments))
 
 

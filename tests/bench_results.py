@@ -8,6 +8,7 @@ too (an apology or a lost reply is counted, never hidden in a rate).
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import os
@@ -19,6 +20,12 @@ from typing import Any
 
 import sqlalchemy
 import telegram
+
+from bot import event_loop
+
+# Every section runs on the loop `lotse` runs on (bot/event_loop.py), the peer included:
+# both sides of a ratio get the same loop.
+asyncio.set_event_loop_policy(event_loop.policy())
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results.json"
@@ -55,6 +62,7 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "sqlalchemy": sqlalchemy.__version__,
         "python-telegram-bot": telegram.__version__,
+        "event loop": event_loop.name(),
         "lotse": git_revision(),
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }

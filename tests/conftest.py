@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import asyncpg
 import pytest
 
+from bot import event_loop
 from flows.engine import Engine
 from storage.db import open_database, upgrade
 from storage.keyfile import UnlockedKey
@@ -24,6 +25,10 @@ from storage.repository import Store
 from storage.sealing import PrivateKey
 from storage.server_secret import ServerKeys
 from tests.synapse import Synapse, free_port
+
+# The tests run on the loop `lotse` runs on (bot/event_loop.py): pytest-asyncio's loops and
+# every asyncio.run in the tests come from this policy.
+asyncio.set_event_loop_policy(event_loop.policy())
 
 if TYPE_CHECKING:
     from tests.telegram_emulator import Emulator
