@@ -15,6 +15,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from storage.sqlite_driver import one_call_dbapi
+
 MIGRATIONS = Path(__file__).with_name("migrations")
 LOCK_WAIT_SECONDS = 30  # for a lock another process or session holds, then the work fails
 
@@ -74,7 +76,9 @@ def _open_sqlite(url: str, file: str | None) -> AsyncEngine:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     if not path.exists():  # SQLite gives its -wal and -shm files the database file's mode
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
-    database = create_async_engine(url, connect_args={"timeout": LOCK_WAIT_SECONDS})
+    database = create_async_engine(
+        url, module=one_call_dbapi(), connect_args={"timeout": LOCK_WAIT_SECONDS}
+    )
 
     take_sqlite_in_hand(database.sync_engine)
     return database
