@@ -1,0 +1,87 @@
+"""SQLite through SQLAlchemy's asyncio layer: one trip to the database thread per statement.
+
+Under a burst each trip waits its turn in the busy event loop while the unit holds
+SQLite's one write turn, so the number of trips is what a unit costs everyone else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import pytest
+from sqlalchemy import func, select, text
+
+from storage.db import open_database, upgrade
+from storage.models import ProcessedEvent
+from storage.repository import Store
+from storage.server_secret import ServerKeys
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def trips(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """Every call queued on an aiosqlite thread, by the name of what it runs."""
+    made: list[str] = []
+    queue_call = aiosqlite.Connection._execute
+
+    async def counted(self: aiosqlite.Connection, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        made.append(getattr(fn, "__name__", repr(fn)))
+        return await queue_call(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
+    yield made
+
+
+async def test_a_unit_costs_a_trip_per_statement_and_one_to_commit(
+    tmp_path: Path, server_keys: ServerKeys, trips: list[str]
+) -> None:
+    database = open_database(f"sqlite+aiosqlite:///{tmp_path / 'lotse.db'}")
+    await upgrade(database)
+    store = Store(database, server_keys)
+    try:
+        async with store.unit() as unit:  # connects the pooled connection once
+            await unit.mark_seen("warm-up")
+        trips.clear()
+        async with store.unit() as unit:
+            seen = await unit.seen("telegram:1")  # a SELECT
+            await unit.mark_seen("telegram:1")  # an INSERT, at the flush before the commit
+        # BEGIN IMMEDIATE, the SELECT, the INSERT, COMMIT – and no rollback when the pool
+        # takes the connection back (SQLAlchemy's own adapter: 10 trips)
+        assert not seen
+        assert trips == ["_execute", "_execute", "_execute", "commit"], trips
+        async with store.unit() as unit:
+            count = select(func.count()).select_from(ProcessedEvent)
+            assert await unit.session.scalar(count) == 2
+    finally:
+        store.close()
+        await database.dispose()
+
+
+async def test_rows_rowcounts_errors_and_rollbacks_are_the_drivers(
+    tmp_path: Path, server_keys: ServerKeys
+) -> None:
+    database = open_database(f"sqlite+aiosqlite:///{tmp_path / 'lotse.db'}")
+    try:
+        async with database.begin() as connection:
+            await connection.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)"))
+            inserted = await connection.execute(
+                text("INSERT INTO t (v) VALUES (:v)"), [{"v": "a"}, {"v": "b"}, {"v": "c"}]
+            )
+            assert inserted.rowcount == 3
+            one = await connection.execute(text("INSERT INTO t (v) VALUES ('d')"))
+            assert one.lastrowid == 4
+            changed = await connection.execute(text("UPDATE t SET v = 'x' WHERE id > 2"))
+            assert changed.rowcount == 2
+        with pytest.raises(Exception, match="UNIQUE constraint failed"):
+            async with database.begin() as connection:
+                await connection.execute(text("INSERT INTO t (id, v) VALUES (5, 'e')"))
+                await connection.execute(text("INSERT INTO t (id, v) VALUES (1, 'dup')"))
+        async with database.connect() as connection:
+            rows = (await connection.execute(text("SELECT id, v FROM t ORDER BY id"))).all()
+        assert [tuple(row) for row in rows] == [(1, "a"), (2, "b"), (3, "x"), (4, "x")]
+    finally:
+        await database.dispose()
