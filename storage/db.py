@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,13 +13,16 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, InterfaceError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
 
 from storage.sqlite_driver import one_call_dbapi
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 LOCK_WAIT_SECONDS = 30  # for a lock another process or session holds, then the work fails
+PING_AFTER_REST_SECONDS = 1.0
+_RESTING_SINCE = "lotse_resting_since"
 
 
 class DatabaseError(Exception):
@@ -58,13 +62,38 @@ def open_database(url: str, idle_transaction_seconds: float | None = None) -> As
         if idle_transaction_seconds is not None:
             milliseconds = str(round(idle_transaction_seconds * 1000))
             settings["idle_in_transaction_session_timeout"] = milliseconds
-        return create_async_engine(
-            url, pool_pre_ping=True, connect_args={"server_settings": settings}
-        )
+        database = create_async_engine(url, connect_args={"server_settings": settings})
+        _ping_after_rest(database.sync_engine)
+        return database
     raise DatabaseError(
         f"storage.url: unsupported database '{parsed.drivername}'; "
         "use sqlite+aiosqlite:///path/lotse.db or postgresql+asyncpg://user@host/db"
     )
+
+
+def _ping_after_rest(engine: Engine) -> None:
+    """`pool_pre_ping`, for a connection that rested at least `PING_AFTER_REST_SECONDS`.
+
+    A server restarted or a link cut while a connection sat in the pool is found before the
+    work starts, and a fresh connection is taken instead. asyncpg's ping is three round trips
+    (BEGIN, a statement, ROLLBACK), as many as the rest of a step's reading: under a burst a
+    connection comes back within milliseconds and is not pinged. One lost in that moment
+    fails its statement; the pool lets it go and the step is retried (bot/core/outage.py)."""
+
+    def checked_in(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        record.info[_RESTING_SINCE] = time.monotonic()
+
+    def checked_out(dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
+        rested = record.info.get(_RESTING_SINCE)  # none yet: connected just now
+        if rested is None or time.monotonic() - rested < PING_AFTER_REST_SECONDS:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as error:  # the pool takes a fresh connection on this error
+            raise DisconnectionError("the pooled connection no longer answers") from error
+
+    event.listen(engine, "checkin", checked_in)
+    event.listen(engine, "checkout", checked_out)
 
 
 def _open_sqlite(url: str, file: str | None) -> AsyncEngine:
