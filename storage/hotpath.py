@@ -5,10 +5,11 @@ seen, load the conversation, step, save it with the replies. `Store.unit()` does
 through the ORM with a statement (and, on SQLite, a thread hop) per call; here it is
 a handful of SQLAlchemy Core statements.
 
-On PostgreSQL, one transaction per step: `INSERT … ON CONFLICT DO NOTHING` into
-processed_events (marks the event seen, 0 rows: a duplicate, and holds it against a
-second process), `SELECT … FOR UPDATE` of the conversation, the step in the caller's
-code, one upsert of the conversation and one multi-row insert of the replies; commit.
+On PostgreSQL, one transaction per step, two statements: `INSERT … ON CONFLICT DO NOTHING`
+into processed_events (marks the event seen, no row: a duplicate, and holds it against a
+second process) together with `SELECT … FOR UPDATE` of the conversation; the step in the
+caller's code; the upsert of the conversation together with the insert of its replies;
+commit.
 
 On SQLite (one writer at a time, so a step holding the lock while it is computed holds up
 everyone), a step is at most two calls on a database thread of its own (storage/
@@ -48,13 +49,21 @@ from typing import Any, TypeVar, cast
 
 from sqlalchemy import (
     Connection,
+    DateTime,
     Engine,
     Executable,
+    Integer,
+    LargeBinary,
+    String,
     Table,
     bindparam,
     create_engine,
+    func,
+    literal_column,
     select,
+    true,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import StaticPool
@@ -74,49 +83,90 @@ _OUTBOX = cast(Table, OutboxMessage.__table__)
 @dataclass(frozen=True)
 class _Statements:
     """PostgreSQL's step (its batches' are in storage/pg_batch.py, SQLite's in storage/
-    sqlite_batch.py). Built once and run with parameters: SQLAlchemy then finds each compiled
-    in its cache at once, instead of building and keying a new statement per message."""
+    sqlite_batch.py): two statements, so a step is four round trips with BEGIN and COMMIT.
+    Built once and run with parameters – the replies as arrays, so the text is the same for
+    any number of them: SQLAlchemy finds each compiled in its cache, asyncpg prepared."""
 
-    claim: Executable
-    load: Executable
+    claim_and_load: Executable
     upsert: Executable
-    reply: Executable
+    upsert_and_reply: Executable
+
+
+_REPLY_COLUMNS: dict[str, Any] = {
+    "kind": String,
+    "channel": String,
+    "stream": String,
+    "priority": Integer,
+    "reference": String,
+    "content": LargeBinary,
+    "file_id": String,
+    "created_at": DateTime(timezone=True),
+    "attempts": Integer,
+    "next_attempt_at": DateTime(timezone=True),
+}
 
 
 @functools.cache
 def _statements() -> _Statements:
-    upsert = pg_insert(_CONVERSATIONS)
-    changed = {key: upsert.excluded[key] for key in ("state", "address", "updated_at")}
     columns = _CONVERSATIONS.c
-    return _Statements(
-        claim=pg_insert(_EVENTS).on_conflict_do_nothing(),
-        load=select(columns.state, columns.address, columns.channel)
-        .where(columns.sender_key == bindparam("sender_key"))
-        .with_for_update(),
-        upsert=upsert.on_conflict_do_update(index_elements=["sender_key"], set_=changed),
-        reply=_OUTBOX.insert(),
+    # the event marked seen (no row: it was already, by this or another process) and the
+    # conversation's row, locked; one row whatever is found
+    claimed = (
+        pg_insert(_EVENTS)
+        .values(event_key=bindparam("event_key"), seen_at=bindparam("seen_at"))
+        .on_conflict_do_nothing()
+        .returning(_EVENTS.c.event_key)
+        .cte("claimed")
     )
+    locked = (
+        select(columns.state, columns.address, columns.channel)
+        .where(columns.sender_key == bindparam("sender_key"))
+        .with_for_update()
+        .cte("locked")
+    )
+    one = select(literal_column("1").label("one")).subquery("one")
+    claim_and_load = select(
+        select(func.count()).select_from(claimed).scalar_subquery().label("claimed"),
+        locked.c.state,
+        locked.c.address,
+        locked.c.channel,
+    ).select_from(one.outerjoin(locked, true()))
+
+    saved = ("sender_key", "channel", "address", "state", "created_at", "updated_at")
+    upsert = pg_insert(_CONVERSATIONS).values({name: bindparam(name) for name in saved})
+    changed = {key: upsert.excluded[key] for key in ("state", "address", "updated_at")}
+    upsert = upsert.on_conflict_do_update(index_elements=["sender_key"], set_=changed)
+    arrays = [bindparam(f"{name}s", type_=ARRAY(kind)) for name, kind in _REPLY_COLUMNS.items()]
+    replies = func.unnest(*arrays).table_valued(*_REPLY_COLUMNS).render_derived("reply")
+    upsert_and_reply = (
+        _OUTBOX.insert()
+        .from_select(list(_REPLY_COLUMNS), select(*replies.c))
+        .add_cte(upsert.cte("saved"))
+    )
+    return _Statements(claim_and_load, upsert, upsert_and_reply)
 
 
 def _claim_and_load(
     connection: Connection, event_key: str, sender_key: str, now: dt.datetime
 ) -> tuple[bool, Any]:
     """Mark the event seen (False: it was already) and load the conversation's row, locked."""
-    statements = _statements()
-    claimed = connection.execute(statements.claim, {"event_key": event_key, "seen_at": now})
-    if not claimed.rowcount:
+    found = connection.execute(
+        _statements().claim_and_load,
+        {"event_key": event_key, "seen_at": now, "sender_key": sender_key},
+    ).one()
+    if not found.claimed:
         return False, None
-    row = connection.execute(statements.load, {"sender_key": sender_key}).first()
-    return True, row
+    return True, None if found.state is None else found
 
 
 def _write(
     connection: Connection, conversation: dict[str, Any], outbox_rows: Sequence[dict[str, Any]]
 ) -> None:
-    statements = _statements()
-    connection.execute(statements.upsert, conversation)
-    if outbox_rows:
-        connection.execute(statements.reply, list(outbox_rows))
+    if not outbox_rows:
+        connection.execute(_statements().upsert, conversation)
+        return
+    arrays = {f"{name}s": [row[name] for row in outbox_rows] for name in _REPLY_COLUMNS}
+    connection.execute(_statements().upsert_and_reply, {**conversation, **arrays})
 
 
 class HotStep:

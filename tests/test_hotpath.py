@@ -376,3 +376,39 @@ async def test_callers_waiting_on_a_cancelled_batcher_are_told_and_the_next_call
     assert await _count(empty_store, OutboxMessage) == len(taken)
     await asyncio.wait_for(empty_store.hot.delivered(taken[0].id, taken[0].file_id), 10)
     assert await _count(empty_store, OutboxMessage) == len(taken) - 1
+
+
+@pytest.mark.postgres
+@on_postgres
+async def test_a_step_on_postgres_is_two_statements_whatever_it_replies(
+    empty_store: Store,
+) -> None:
+    """Marking the event seen with loading the row, and saving it with its replies: with BEGIN
+    and COMMIT four round trips (six when each was a statement of its own)."""
+    statements: list[str] = []
+
+    def executed(*arguments: object) -> None:
+        statements.append(str(arguments[2]).split()[0])
+
+    engine = empty_store.database.sync_engine
+    event.listen(engine, "before_cursor_execute", executed)
+    try:
+        for sender, replies in (("a", 2), ("b", 0), ("a", 1)):
+            async with empty_store.hot.step(
+                f"event-{sender}-{replies}", sender, empty_store.clock()
+            ) as hot:
+                assert not hot.seen
+                assert (hot.row is None) == (replies != 1)  # "a" was saved by its first step
+                hot.save(
+                    _conversation(empty_store, sender), [_reply_row(empty_store, sender)] * replies
+                )
+        async with empty_store.hot.step("event-a-1", "a", empty_store.clock()) as hot:
+            assert hot.seen  # a duplicate: nothing loaded, nothing written
+    finally:
+        event.remove(engine, "before_cursor_execute", executed)
+    # each step: the claim with the load, then the upsert with the replies (without replies,
+    # the upsert alone); the duplicate: the claim with the load only
+    assert statements == ["WITH", "WITH", "WITH", "INSERT", "WITH", "WITH", "WITH"], statements
+    assert await _count(empty_store, Conversation) == 2
+    assert await _count(empty_store, OutboxMessage) == 3
+    assert await _count(empty_store, ProcessedEvent) == 3
