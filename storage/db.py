@@ -106,7 +106,9 @@ def _open_sqlite(url: str, file: str | None) -> AsyncEngine:
     if not path.exists():  # SQLite gives its -wal and -shm files the database file's mode
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
     database = create_async_engine(
-        url, module=one_call_dbapi(), connect_args={"timeout": LOCK_WAIT_SECONDS}
+        url,
+        module=one_call_dbapi(),
+        connect_args={"timeout": LOCK_WAIT_SECONDS, "check_same_thread": False},
     )
 
     take_sqlite_in_hand(database.sync_engine)

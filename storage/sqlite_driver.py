@@ -1,16 +1,26 @@
-"""SQLite under SQLAlchemy's asyncio layer, one round trip to the database thread per statement.
+"""SQLite under SQLAlchemy's asyncio layer without a thread trip per call.
 
 SQLAlchemy's aiosqlite adapter makes a cursor, executes, fetches and closes it, each a
 round trip to aiosqlite's thread and back through the event loop: three or four per
-statement. Under a burst every round trip waits its turn in a busy loop, and a unit holds
+statement. Under a burst every round trip waits its turn in the busy loop, and a unit holds
 SQLite's one write turn (`Store._slots`) across all of them: a submission's ~20 statements
-held it for ~30 ms, three quarters of the pipeline's time. Here one call on aiosqlite's
-thread executes the statement, reads its rows, rowcount and lastrowid, and closes the
-cursor; SQLAlchemy then reads that result without another trip. The pool's rollback of a
-connection it takes back costs no trip when no transaction is open (after every commit).
+held it for ~30 ms, three quarters of the pipeline's time. Here:
 
-Everything else – the connection, its thread, commit, rollback, the pool, the errors – is
-SQLAlchemy's aiosqlite dialect as it is, given this module as its DBAPI
+- A statement inside a transaction runs at once on the caller's thread, rows, rowcount
+  and lastrowid read and the cursor closed. Every transaction here is BEGIN IMMEDIATE
+  (storage/db.py): once it began, this connection holds SQLite's write lock and nothing in
+  it can wait for a lock – a statement is the CPU and the page cache, microseconds to a
+  few milliseconds, less than a trip costs the loop.
+- What can wait goes to aiosqlite's thread, one trip each: BEGIN IMMEDIATE (it waits for
+  another process's write lock, up to `LOCK_WAIT_SECONDS`), COMMIT (the fsync), and any
+  statement outside a transaction.
+- The pool's rollback of a connection it takes back (after every commit) costs no trip
+  when no transaction is open.
+
+The sqlite3 connection is made on aiosqlite's thread with `check_same_thread=False`; it is
+used from one thread at a time, as SQLAlchemy never runs two calls on one connection at
+once. Everything else – the connection, its thread, commit, rollback, the pool, the errors
+– is SQLAlchemy's aiosqlite dialect as it is, given this module as its DBAPI
 (`create_async_engine(…, module=one_call_dbapi())`, see storage/db.py).
 """
 
@@ -31,10 +41,10 @@ _Outcome = tuple[Any, list[Any], int, int | None]  # description, rows, rowcount
 
 
 def _execute(
-    connection: aiosqlite.Connection, operation: str, parameters: Any, many: bool
+    connection: sqlite3.Connection, operation: str, parameters: Any, many: bool
 ) -> _Outcome:
-    """On aiosqlite's thread: the statement from start to end."""
-    cursor = connection._conn.cursor()  # private: aiosqlite's sqlite3 connection
+    """The statement from start to end."""
+    cursor = connection.cursor()
     try:
         if many:
             cursor.executemany(operation, parameters)
@@ -71,12 +81,15 @@ class _OneCallCursor:
         await self._run(operation, parameters, many=True)
 
     async def _run(self, operation: str, parameters: Any, many: bool) -> None:
-        # private, but the one way onto aiosqlite's thread (SQLAlchemy's adapter uses its
-        # queue too); aiosqlite is pinned below 0.23 in pyproject.toml
-        run_on_thread: Any = self._connection._execute
-        outcome: _Outcome = await run_on_thread(
-            _execute, self._connection, operation, parameters, many
-        )
+        # `_conn` and `_execute` are private, but the one way to the sqlite3 connection and
+        # onto aiosqlite's thread (SQLAlchemy's adapter uses its queue too); aiosqlite is
+        # pinned below 0.23 in pyproject.toml
+        sqlite: sqlite3.Connection = self._connection._conn
+        if sqlite.in_transaction:  # holding the write lock: nothing to wait for
+            outcome = _execute(sqlite, operation, parameters, many)
+        else:
+            run_on_thread: Any = self._connection._execute
+            outcome = await run_on_thread(_execute, sqlite, operation, parameters, many)
         self.description, self._rows, self.rowcount, self.lastrowid = outcome
 
     async def fetchall(self) -> list[Any]:
