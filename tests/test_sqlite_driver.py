@@ -30,7 +30,7 @@ pytestmark = pytest.mark.timeout(60)
 def trips(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     """Every call queued on an aiosqlite thread, by the name of what it runs."""
     made: list[str] = []
-    queue_call = aiosqlite.Connection._execute
+    queue_call: Any = aiosqlite.Connection._execute  # untyped in aiosqlite
 
     async def counted(self: aiosqlite.Connection, fn: Any, *args: Any, **kwargs: Any) -> Any:
         made.append(getattr(fn, "__name__", repr(fn)))
