@@ -39,14 +39,16 @@ class Batches(Generic[W]):
     async def join(self, write: W) -> None:
         """Until `write` is committed as part of a batch (or the error it, or its batch, met).
 
-        A caller cancelled meanwhile does not take its write out: it may be running already."""
+        A caller cancelled meanwhile does not take its write out: it may be running already.
+        (Its `done` is cancelled with it; the batch runs the write all the same and `_tell`
+        passes over a future that is done.)"""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         # read, so that a write whose waiter went away does not warn when it fails
         done.add_done_callback(lambda future: future.cancelled() or future.exception())
         self.queue.append((write, done))
         if self._batcher is None or self._batcher.done():
             self._batcher = asyncio.ensure_future(self._run_batches())
-        await asyncio.shield(done)
+        await done
 
     async def _run_batches(self) -> None:
         while self.queue:

@@ -412,3 +412,36 @@ async def test_a_step_on_postgres_is_two_statements_whatever_it_replies(
     assert await _count(empty_store, Conversation) == 2
     assert await _count(empty_store, OutboxMessage) == 3
     assert await _count(empty_store, ProcessedEvent) == 3
+
+
+async def test_a_caller_cancelled_while_its_write_waits_does_not_take_the_write_out(
+    empty_store: Store,
+) -> None:
+    """The write may be in a running batch already: it goes through all the same."""
+    taken = await _taken(empty_store, 5)
+    slots = empty_store._slots._value
+    for _ in range(slots):  # the batcher waits for its turn with all of them queued
+        await empty_store._slots.acquire()
+    calls = [
+        asyncio.create_task(empty_store.hot.delivered(message.id, message.file_id))
+        for message in taken
+    ]
+    batches = empty_store.hot._sqlite_batches
+    if empty_store.database.dialect.name != "sqlite":
+        batches = empty_store.hot._pg_batches  # type: ignore[assignment]
+    while len(batches.queue) < len(taken):  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
+    for call in calls[:3]:
+        call.cancel()
+    for _ in range(slots):
+        empty_store._slots.release()
+    results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 10)
+    assert [isinstance(result, asyncio.CancelledError) for result in results] == [
+        True,
+        True,
+        True,
+        False,
+        False,
+    ]
+    assert await _count(empty_store, OutboxMessage) == 0
+    assert await _count(empty_store, TransitFile) == 0
