@@ -7,11 +7,16 @@ learnt from one warm-up conversation). Back-to-back: every conversation sends it
 answer as soon as the previous one is answered. Realistic: each conversation writes
 its next answer 2–10 s (uniform) after the last reply, in real time, for a fixed
 window (no time compression: compressing would raise the rate and change the load).
+Beside it, a thread times the disk's own fsync in the same folder: every answer is on
+disk before it is sent, so a disk whose fsync now and then takes 100 ms or more shows in
+the realistic tail whatever the code does – the figures say which it was.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import os
 import resource
 import tempfile
 import time
@@ -22,6 +27,7 @@ from tests.bench_results import Results, percentile
 from tests.bench_rig import ANSWERS, Rig, Tally, running_core, walk
 
 SECTION = "latency"
+FSYNC_EVERY = 0.05  # s between two probes of the disk during the realistic window
 
 
 @dataclass(frozen=True)
@@ -60,13 +66,18 @@ async def _realistic(results: Results, folder: Path, sizes: Sizes) -> None:
         tally = Tally()
         until = time.monotonic() + sizes.realistic_seconds
         cpu_before = _cpu_seconds()
-        tasks = [
-            asyncio.create_task(walk(rig, f"r{i}", expected, tally, pause=sizes.pause, until=until))
-            for i in range(sizes.realistic_conversations)
-        ]
-        await asyncio.sleep(sizes.realistic_seconds)
-        await asyncio.gather(*tasks)  # the answers in flight at the end are still measured
-        cpu = _cpu_seconds() - cpu_before
+        with concurrent.futures.ThreadPoolExecutor(1) as probing:
+            probe = probing.submit(_fsyncs, folder, until)
+            tasks = [
+                asyncio.create_task(
+                    walk(rig, f"r{i}", expected, tally, pause=sizes.pause, until=until)
+                )
+                for i in range(sizes.realistic_conversations)
+            ]
+            await asyncio.sleep(sizes.realistic_seconds)
+            await asyncio.gather(*tasks)  # the answers in flight at the end are still measured
+            cpu = _cpu_seconds() - cpu_before
+            disk = await asyncio.wrap_future(probe)
         rate = len(tally.latencies) / sizes.realistic_seconds
         note = (
             f"{sizes.realistic_conversations} conversations, one message each "
@@ -77,6 +88,27 @@ async def _realistic(results: Results, folder: Path, sizes: Sizes) -> None:
         # what a quiet load costs the machine: every thread of the process, idle ones free
         per_message = cpu / max(1, len(tally.latencies)) * 1000
         results.add(SECTION, "realistic: CPU per message", per_message, "ms", note)
+        note = f"{len(disk)} fsyncs of 4 KiB beside the load, one each {FSYNC_EVERY * 1000:g} ms"
+        for share, label in ((0.50, "p50"), (0.99, "p99"), (1.0, "max")):
+            value = percentile(disk, share) * 1000
+            results.add(SECTION, f"realistic: the disk's own fsync {label}", value, "ms", note)
+
+
+def _fsyncs(folder: Path, until: float) -> list[float]:
+    """The disk's own fsync times while the load runs: every answer waits for one, so a
+    disk whose fsync sometimes takes 100 ms shows in the tail, whatever the code does."""
+    taken: list[float] = []
+    descriptor = os.open(folder / "fsync-probe", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while time.monotonic() < until:
+            os.write(descriptor, b"x" * 4096)
+            began = time.perf_counter()
+            os.fsync(descriptor)
+            taken.append(time.perf_counter() - began)
+            time.sleep(FSYNC_EVERY)
+    finally:
+        os.close(descriptor)
+    return taken
 
 
 def _cpu_seconds() -> float:
