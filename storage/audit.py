@@ -18,6 +18,7 @@ chain has begun, so an empty log means it was wiped.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import json
@@ -26,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from sqlalchemy import func, select, text
+from sqlalchemy import Select, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.models import AuditEntry, AuditHead, Case, Counsellor, ServerCheck
@@ -85,6 +86,11 @@ def _utc(moment: dt.datetime) -> dt.datetime:
     return moment.astimezone(dt.UTC) if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
+@functools.cache
+def _last_entry() -> Select[AuditEntry]:
+    return select(AuditEntry).order_by(AuditEntry.id.desc()).limit(1)  # built once
+
+
 async def record(
     session: AsyncSession,
     key: bytes,
@@ -98,9 +104,7 @@ async def record(
     """Append one entry, in the caller's transaction: it lands with the change it records."""
     if session.get_bind().dialect.name == "postgresql":  # one writer at a time extends the chain
         await session.execute(text(f"SELECT pg_advisory_xact_lock({AUDIT_LOCK})"))
-    last = (
-        await session.scalars(select(AuditEntry).order_by(AuditEntry.id.desc()).limit(1))
-    ).first()
+    last = (await session.scalars(_last_entry())).first()
     head = await session.get(AuditHead, 1)
     problem = _end_problem(key, last, head)
     if problem is None and last is None and await _should_have_begun(session):

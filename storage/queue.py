@@ -12,11 +12,12 @@ row change, and everyone else is told who has the case.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import Select, and_, bindparam, func, or_, select, update
 
 from storage.audit import Action
 from storage.keyring import active_counsellors
@@ -220,9 +221,16 @@ async def position(unit: Unit, reference: str) -> int | None:
     Counted by the database (the waiting cases up to this one in QUEUE_ORDER), not by
     loading the queue: in a burst thousands wait, and every waiting official's message
     asks for its place. No row for this case (not waiting): nothing to count, 0."""
+    counted = await unit.session.scalar(_place_query(), {"reference": reference})
+    return int(counted) if counted else None
+
+
+@functools.cache
+def _place_query() -> Select[int]:
+    # Built once: building it is most of what a submission's count would cost.
     mine = (
         select(Case.urgent, Case.queued_at, Case.id)
-        .where(Case.reference == reference, Case.status == WAITING)
+        .where(Case.reference == bindparam("reference"), Case.status == WAITING)
         .subquery()
     )
     up_to_mine = or_(
@@ -236,8 +244,7 @@ async def position(unit: Unit, reference: str) -> int | None:
         ),
     )
     query = select(func.count()).select_from(Case).join(mine, up_to_mine)
-    counted = await unit.session.scalar(query.where(Case.status == WAITING))
-    return int(counted) if counted else None
+    return query.where(Case.status == WAITING)
 
 
 async def due_escalations(unit: Unit) -> list[Case]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import json
@@ -18,7 +19,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Update, bindparam, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -161,6 +162,17 @@ class Store:
                 )
                 for row in rows
             ]
+
+
+@functools.cache
+def _bump() -> Update:
+    """The year's reference counter, one up (built once: every submission runs it)."""
+    return (
+        update(ReferenceCounter)
+        .where(ReferenceCounter.year == bindparam("of_year"))
+        .values(last=ReferenceCounter.last + 1)
+        .returning(ReferenceCounter.last)
+    )
 
 
 async def _end(session: AsyncSession, commit: bool) -> None:
@@ -310,20 +322,15 @@ class Unit:
         # The UPDATE's row lock hands out numbers one by one. The first case of a year
         # finds no counter and creates it; concurrent first cases meet at ON CONFLICT.
         year = self.now.year
-        bump = (
-            update(ReferenceCounter)
-            .where(ReferenceCounter.year == year)
-            .values(last=ReferenceCounter.last + 1)
-            .returning(ReferenceCounter.last)
-        )
-        number = (await self.session.execute(bump)).scalar_one_or_none()
+        bumped = await self.session.execute(_bump(), {"of_year": year})
+        number = bumped.scalar_one_or_none()
         if number is None:
             dialect = self.session.get_bind().dialect.name
             insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
             await self.session.execute(
                 insert(ReferenceCounter).values(year=year, last=0).on_conflict_do_nothing()
             )
-            number = (await self.session.execute(bump)).scalar_one()
+            number = (await self.session.execute(_bump(), {"of_year": year})).scalar_one()
         return format_reference(year, number)
 
     async def create_case(
