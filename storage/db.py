@@ -108,7 +108,7 @@ def _open_sqlite(url: str, file: str | None) -> AsyncEngine:
     database = create_async_engine(
         url,
         module=one_call_dbapi(),
-        connect_args={"timeout": LOCK_WAIT_SECONDS, "check_same_thread": False},
+        connect_args={"timeout": LOCK_WAIT_SECONDS},
     )
 
     take_sqlite_in_hand(database.sync_engine)

@@ -60,7 +60,8 @@ def _execute(
 
 
 class _OneCallCursor:
-    """What SQLAlchemy's adapter awaits of an aiosqlite cursor; only `execute` is a trip."""
+    """What SQLAlchemy's adapter awaits of an aiosqlite cursor: `execute` runs the statement
+    (at once inside a transaction, else in one trip), the rest reads what it left."""
 
     arraysize = 1
 
@@ -115,26 +116,18 @@ class _Connection(AsyncAdapt_aiosqlite_connection):
         """No trip when there is nothing to roll back: SQLAlchemy's pool rolls back every
         connection it takes back, also just after a commit."""
         driver: Any = self._connection  # the aiosqlite connection
-        if driver._connection is not None and not _in_transaction(driver):
+        if driver._connection is not None and not driver._conn.in_transaction:
             return
         super().rollback()
 
 
-def _in_transaction(connection: aiosqlite.Connection) -> bool:
-    """Read from the event loop's thread: sqlite3 allows this one attribute from any thread
-    (it asks SQLite whether it is in autocommit mode); should it ever refuse, assume yes."""
-    try:
-        return bool(connection._conn.in_transaction)
-    except sqlite3.ProgrammingError:
-        return True
-
-
 class _OneCallDBAPI(AsyncAdapt_aiosqlite_dbapi):
     def connect(self, *arg: Any, **kw: Any) -> _Connection:
-        adapted = super().connect(*arg, **kw)
+        # made on aiosqlite's thread, used from the event loop's as well (one at a time)
+        adapted = super().connect(*arg, **{**kw, "check_same_thread": False})
         return _Connection(self, adapted._connection)  # the same aiosqlite connection
 
 
 def one_call_dbapi() -> AsyncAdapt_aiosqlite_dbapi:
-    """The DBAPI module for SQLAlchemy's aiosqlite dialect, one trip per statement."""
+    """The DBAPI module for SQLAlchemy's aiosqlite dialect, as described above."""
     return _OneCallDBAPI(aiosqlite, sqlite3)
