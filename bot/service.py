@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from bot.core.orchestrator import Core
 from bot.core.types import Adapter
+from bot.core.waits import until_set
 from bot.logs import log_failure
 
 logger = logging.getLogger(__name__)
@@ -101,9 +102,7 @@ class Service:
                     announced = True
             except Exception as error:  # the database may be away: keep asking
                 log_failure(logger, "asking for the lease", error)
-            with contextlib.suppress(TimeoutError):  # see bot/core/delivery.py's _work
-                async with asyncio.timeout(STANDBY_SECONDS):
-                    await self.stopping.wait()
+            await until_set(self.stopping, STANDBY_SECONDS)
         return False
 
     async def _run_active(self) -> bool:

@@ -23,7 +23,6 @@ same stream order, and are lost with the process, as the unconsented state is.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 from collections import deque
@@ -41,6 +40,7 @@ from bot.core.types import (
     StaffRoom,
     ThreadCloser,
 )
+from bot.core.waits import until_set
 from bot.logs import log_failure
 from storage import outbox
 from storage.audit import SYSTEM, Action
@@ -192,11 +192,7 @@ class Delivery:
             if done.delivered and not done.drained:
                 continue
             wait = await self._until_due(worker, ask_database=not done.drained)
-            # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a cancellation that
-            # arrives as the wake does, and the stopped worker would run on for ever.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait):
-                    await worker.wake.wait()
+            await until_set(worker.wake, wait)
 
     async def _until_due(self, worker: _Worker, ask_database: bool) -> float:
         waits = [IDLE_SECONDS]

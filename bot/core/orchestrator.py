@@ -15,7 +15,6 @@ cases nobody claimed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 import time
@@ -36,6 +35,7 @@ from bot.core.pace import Pace
 from bot.core.relay import staff_member
 from bot.core.settings import Settings
 from bot.core.types import Channel, Inbound, Reply, StaffInbound, StaffRoom
+from bot.core.waits import until_set
 from bot.logs import log_failure
 from flows.answers import clean, one_line
 from flows.engine import Engine
@@ -174,9 +174,7 @@ class Core:
             await asyncio.wait([earlier])
         delay = max(0.0, due - asyncio.get_running_loop().time())
         if delay and not self._hurry.is_set():
-            with contextlib.suppress(TimeoutError):  # see bot/core/delivery.py's _work
-                async with asyncio.timeout(delay):
-                    await self._hurry.wait()
+            await until_set(self._hurry, delay)
         await self._handle(inbound, sender)
 
     def _done_slowing(self, sender: str, task: asyncio.Task[None]) -> None:
