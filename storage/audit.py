@@ -17,6 +17,7 @@ chain has begun, so an empty log means it was wiped.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import hashlib
@@ -26,8 +27,9 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any, Protocol, cast
 
-from sqlalchemy import Select, func, select, text
+from sqlalchemy import Executable, Table, bindparam, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.models import AuditEntry, AuditHead, Case, Counsellor, ServerCheck
@@ -68,7 +70,50 @@ SYSTEM = "system"
 OFFICIAL = "official"
 
 
-def _digest(key: bytes, previous: str, entry: AuditEntry) -> str:
+class _Link(Protocol):
+    """An entry's fields as the digest reads them: a stored entry, a row, or a new one."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def at(self) -> dt.datetime: ...
+    @property
+    def action(self) -> str: ...
+    @property
+    def case_reference(self) -> str | None: ...
+    @property
+    def actor(self) -> str: ...
+    @property
+    def detail(self) -> str: ...
+
+
+class _Head(Protocol):
+    @property
+    def count(self) -> int: ...
+    @property
+    def digest(self) -> str: ...
+    @property
+    def mac(self) -> str: ...
+
+
+class _Stored(_Link, Protocol):
+    @property
+    def previous(self) -> str: ...
+    @property
+    def digest(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class _NewLink:
+    id: int
+    at: dt.datetime
+    action: str
+    case_reference: str | None
+    actor: str
+    detail: str
+
+
+def _digest(key: bytes, previous: str, entry: _Link) -> str:
     fields = {
         "id": entry.id,
         "at": _utc(entry.at).isoformat(),
@@ -86,9 +131,32 @@ def _utc(moment: dt.datetime) -> dt.datetime:
     return moment.astimezone(dt.UTC) if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
+_ENTRIES = cast(Table, AuditEntry.__table__)
+_HEAD = cast(Table, AuditHead.__table__)
+
+
+@dataclass(frozen=True)
+class _ChainStatements:
+    """Built once, run as SQLAlchemy Core: every case created, claimed or closed appends."""
+
+    last: Executable
+    head: Executable
+    append: Executable
+    move_head: Executable
+    first_head: Executable
+
+
 @functools.cache
-def _last_entry() -> Select[AuditEntry]:
-    return select(AuditEntry).order_by(AuditEntry.id.desc()).limit(1)  # built once
+def _chain_statements() -> _ChainStatements:
+    return _ChainStatements(
+        last=select(_ENTRIES).order_by(_ENTRIES.c.id.desc()).limit(1),
+        head=select(_HEAD).where(_HEAD.c.id == 1),
+        append=insert(_ENTRIES),
+        move_head=update(_HEAD)
+        .where(_HEAD.c.id == 1)
+        .values(count=bindparam("count"), digest=bindparam("digest"), mac=bindparam("mac")),
+        first_head=insert(_HEAD).values(id=1),
+    )
 
 
 async def record(
@@ -101,11 +169,15 @@ async def record(
     case_reference: str | None = None,
     detail: dict[str, str | int] | None = None,
 ) -> None:
-    """Append one entry, in the caller's transaction: it lands with the change it records."""
+    """Append one entry, in the caller's transaction: it lands with the change it records.
+
+    Only this function writes the chain, so it reads and writes it as plain rows."""
     if session.get_bind().dialect.name == "postgresql":  # one writer at a time extends the chain
         await session.execute(text(f"SELECT pg_advisory_xact_lock({AUDIT_LOCK})"))
-    last = (await session.scalars(_last_entry())).first()
-    head = await session.get(AuditHead, 1)
+    await session.flush()  # what the entry records is written before it
+    statements = _chain_statements()
+    last: Any = (await session.execute(statements.last)).first()
+    head: Any = (await session.execute(statements.head)).first()
     problem = _end_problem(key, last, head)
     if problem is None and last is None and await _should_have_begun(session):
         problem = "the log is empty although it was begun: it was wiped"
@@ -119,26 +191,23 @@ async def record(
             f"the audit log was tampered with ({problem}); the action was refused. Restore the "
             "database from a backup and run: lotse audit verify"
         )
-    entry = AuditEntry(
+    entry = _NewLink(
         id=(last.id + 1) if last else 1,
         at=now.replace(microsecond=0),
         action=action.value,
         case_reference=case_reference,
         actor=actor,
         detail=json.dumps(detail or {}, sort_keys=True),
-        previous=last.digest if last else GENESIS,
     )
-    entry.digest = _digest(key, entry.previous, entry)
-    session.add(entry)
-    if head is None:
-        head = AuditHead(id=1)
-        session.add(head)
-    head.count, head.digest = entry.id, entry.digest
-    head.mac = _head_mac(key, head.count, head.digest)
-    await session.flush()
+    previous = last.digest if last else GENESIS
+    digest = _digest(key, previous, entry)
+    fields = {**dataclasses.asdict(entry), "previous": previous, "digest": digest}
+    await session.execute(statements.append, fields)
+    moved = {"count": entry.id, "digest": digest, "mac": _head_mac(key, entry.id, digest)}
+    await session.execute(statements.move_head if head else statements.first_head, moved)
 
 
-def _end_problem(key: bytes, last: AuditEntry | None, head: AuditHead | None) -> str | None:
+def _end_problem(key: bytes, last: _Stored | None, head: _Head | None) -> str | None:
     """Why the newest entry and the end record do not fit together, or None."""
     if last is None:
         return None if head is None else f"the end record names {head.count} entries, none remain"
@@ -153,7 +222,7 @@ def _end_problem(key: bytes, last: AuditEntry | None, head: AuditHead | None) ->
     return None
 
 
-def entry_holds(key: bytes, entry: AuditEntry) -> bool:
+def entry_holds(key: bytes, entry: _Stored) -> bool:
     """Whether one entry's HMAC fits its fields under `key` (the right server secret)."""
     return hmac.compare_digest(_digest(key, entry.previous, entry), entry.digest)
 
