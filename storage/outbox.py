@@ -24,9 +24,9 @@ import json
 import secrets
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import Table, delete, func, insert, select, update
 
 from flows.messages import Reply, reply_from_data, reply_to_data
 from storage.models import Case, OutboxMessage, TransitFile
@@ -90,7 +90,7 @@ def row_values(
     urgent: bool = False,
     file_id: str | None = None,
 ) -> dict[str, Any]:
-    """An outbox row's columns, its content encrypted (for the ORM here, Core on the hot path)."""
+    """An outbox row's columns, its content encrypted (written here and on the hot path)."""
     payload = json.dumps(content, ensure_ascii=False).encode()
     return {
         "kind": kind,
@@ -121,7 +121,11 @@ def official_values(
     return row_values(keys, now, OFFICIAL, channel, stream, reference=None, content=content)
 
 
-def _add(
+_OUTBOX = cast(Table, OutboxMessage.__table__)
+_INSERT = insert(_OUTBOX)  # a Core statement: ids, the order, are given as rows are written
+
+
+async def _add(
     unit: Unit,
     kind: str,
     channel: str,
@@ -144,7 +148,7 @@ def _add(
         urgent=urgent,
         file_id=file_id,
     )
-    unit.session.add(OutboxMessage(**values))
+    await unit.session.execute(_INSERT, values)
 
 
 async def to_official(
@@ -171,8 +175,9 @@ async def to_official(
                 created_at=unit.now,
             )
         )
+        await unit.session.flush()  # the file before the message that names it
         content["file"] = {"name": name, "media_type": media_type}
-    _add(
+    await _add(
         unit,
         OFFICIAL,
         channel,
@@ -192,7 +197,6 @@ async def replies_to_official(
     if not replies:
         return
     unit.outbox_channels.add(channel)
-    await unit.session.flush()  # what was queued before keeps its place: ids are the order
     rows = [
         official_values(
             unit.keys,
@@ -204,7 +208,7 @@ async def replies_to_official(
         )
         for reply in replies
     ]
-    await unit.session.execute(insert(OutboxMessage), rows)
+    await unit.session.execute(_INSERT, rows)
 
 
 async def to_official_of(unit: Unit, case: Case, say: Callable[[str], str]) -> bool:
@@ -247,7 +251,7 @@ async def to_staff(
         content["thread_open"] = thread_open
     kind = OPEN_THREAD if opens else STAFF
     stream = staff_stream(reference)
-    _add(unit, kind, STAFF_CHANNEL, stream, reference=reference, content=content, urgent=urgent)
+    await _add(unit, kind, STAFF_CHANNEL, stream, reference=reference, content=content, urgent=urgent)
 
 
 async def transit_file(unit: Unit, file_id: str) -> bytes | None:
