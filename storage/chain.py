@@ -13,12 +13,15 @@ which catches damage but not someone holding the database and the secret.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 from collections.abc import Callable
+from typing import Protocol, cast
 
+from sqlalchemy import Executable, Table, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storage.key_binding import KeyBindingError
+from storage.key_binding import KeyBindingError, Team
 from storage.models import Counsellor, TeamKey
 from storage.signing import (
     SignatureError,
@@ -57,14 +60,14 @@ def endorse(counsellor: Counsellor, endorser: Counsellor, signing: SigningKey) -
     counsellor.endorsed_by = endorser.id
 
 
-def _refuse(team: TeamKey, check: str) -> ChainError:
+def _refuse(team: Team, check: str) -> ChainError:
     logger.critical(
         "team key %d: signature chain check failed: %s; refusing to seal to it", team.id, check
     )
     return _error(team, check)
 
 
-def _error(team: TeamKey, check: str) -> ChainError:
+def _error(team: Team, check: str) -> ChainError:
     return ChainError(
         f"the signature chain of team key {team.id} does not hold ({check}); nothing is sealed "
         "to it. Restore the database from a backup and run: lotse audit verify",
@@ -77,7 +80,41 @@ def _utc(moment: dt.datetime) -> dt.datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
-def _signing_key(counsellor: Counsellor) -> SigningPublicKey | None:
+class _Signer(Protocol):
+    """A counsellor as the chain reads them (a row: their handles play no part)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def public_key(self) -> bytes: ...
+    @property
+    def added_at(self) -> dt.datetime: ...
+    @property
+    def revoked_at(self) -> dt.datetime | None: ...
+    @property
+    def signing_key(self) -> bytes | None: ...
+    @property
+    def endorsement(self) -> bytes | None: ...
+    @property
+    def endorsed_by(self) -> int | None: ...
+
+
+@functools.cache
+def _counsellor_query() -> Executable:
+    table = cast(Table, Counsellor.__table__)
+    return select(table).where(table.c.id == bindparam("counsellor_id"))  # built once
+
+
+async def _counsellor(session: AsyncSession, counsellor_id: int | None) -> _Signer | None:
+    if counsellor_id is None:
+        return None
+    found = await session.execute(_counsellor_query(), {"counsellor_id": counsellor_id})
+    return cast(_Signer | None, found.first())
+
+
+def _signing_key(counsellor: _Signer) -> SigningPublicKey | None:
     if counsellor.signing_key is None:
         return None
     try:
@@ -87,7 +124,7 @@ def _signing_key(counsellor: Counsellor) -> SigningPublicKey | None:
 
 
 async def verify_team(
-    session: AsyncSession, team: TeamKey, anchor: str | None, *, alert: bool = True
+    session: AsyncSession, team: Team, anchor: str | None, *, alert: bool = True
 ) -> None:
     """Raise ChainError unless the team key's signature (and, with an anchor, chain) holds.
 
@@ -98,7 +135,8 @@ async def verify_team(
         if anchor:
             raise refuse(team, "the team key carries no signature")
         return
-    signer = await session.get(Counsellor, team.signed_by) if team.signed_by else None
+    await session.flush()  # the counsellors are read as rows: a change of this unit first
+    signer = await _counsellor(session, team.signed_by)
     if signer is None:
         raise refuse(team, "its signer is not a counsellor")
     if signer.revoked_at is not None:
@@ -118,19 +156,19 @@ async def verify_team(
 
 async def _walk_to_anchor(
     session: AsyncSession,
-    team: TeamKey,
-    counsellor: Counsellor,
+    team: Team,
+    counsellor: _Signer,
     key: SigningPublicKey,
     anchor: str,
     *,
-    refuse: Callable[[TeamKey, str], ChainError],
+    refuse: Callable[[Team, str], ChainError],
 ) -> None:
     seen: set[int] = set()
     while normal_fingerprint(key.fingerprint()) != anchor:
         seen.add(counsellor.id)
         if counsellor.endorsement is None or counsellor.endorsed_by is None:
             raise refuse(team, "a counsellor in the chain is not endorsed and is not the anchor")
-        endorser = await session.get(Counsellor, counsellor.endorsed_by)
+        endorser = await _counsellor(session, counsellor.endorsed_by)
         if endorser is None or endorser.id in seen:
             raise refuse(team, "an endorser is not a counsellor")
         if endorser.revoked_at is not None and _utc(endorser.revoked_at) < _utc(

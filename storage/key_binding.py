@@ -22,6 +22,7 @@ import hashlib
 import hmac
 import json
 import logging
+from typing import Protocol
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -32,6 +33,21 @@ from storage.sealing import PublicKey
 from storage.server_secret import ServerKeys
 
 logger = logging.getLogger(__name__)
+
+
+class Team(Protocol):
+    """A team key as the checks read it: a stored object or a row."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def public_key(self) -> bytes: ...
+    @property
+    def binding(self) -> str | None: ...
+    @property
+    def signature(self) -> bytes | None: ...
+    @property
+    def signed_by(self) -> int | None: ...
 
 
 class KeyBindingError(Exception):
@@ -50,10 +66,14 @@ def bind_team(keys: ServerKeys, team: TeamKey) -> None:
 
 def bind_case(keys: ServerKeys, case: Case) -> None:
     assert case.public_key is not None
-    case.key_binding = _binding(keys, "case-key", case.reference, case.public_key)
+    case.key_binding = case_binding(keys, case.reference, case.public_key)
 
 
-def team_public_key(keys: ServerKeys, team: TeamKey) -> PublicKey:
+def case_binding(keys: ServerKeys, reference: str, public_key: bytes) -> str:
+    return _binding(keys, "case-key", reference, public_key)
+
+
+def team_public_key(keys: ServerKeys, team: Team) -> PublicKey:
     """The team's public key, if its binding holds."""
     expected = _binding(keys, "team-key", team.id, team.public_key)
     if team.binding is None or not hmac.compare_digest(team.binding, expected):

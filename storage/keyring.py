@@ -11,15 +11,16 @@ the new one, in one transaction, so the revoked key opens nothing afterwards.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 
-from sqlalchemy import delete, select, text
+from sqlalchemy import Executable, Table, delete, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.audit import Action
 from storage.chain import ChainError, endorse, sign_team, verify_team
-from storage.key_binding import bind_case, bind_team, key_pin, pinned_counsellor_key
+from storage.key_binding import Team, bind_case, bind_team, key_pin, pinned_counsellor_key
 from storage.keyfile import UnlockedKey
 from storage.models import (
     Case,
@@ -91,6 +92,19 @@ async def lock_keyring(session: AsyncSession, shared: bool) -> None:
 async def current_team(session: AsyncSession) -> TeamKey | None:
     query = select(TeamKey).where(TeamKey.retired_at.is_(None)).order_by(TeamKey.id.desc()).limit(1)
     return (await session.scalars(query)).first()
+
+
+@functools.cache
+def _sealing_team_query() -> Executable:
+    table = cast(Table, TeamKey.__table__)
+    newest = table.c.id.desc()
+    return select(table).where(table.c.retired_at.is_(None)).order_by(newest).limit(1)
+
+
+async def sealing_team(session: AsyncSession) -> Team | None:
+    """The team key a new case key is sealed to, as a row (read for every submission)."""
+    await session.flush()  # a key change of this unit first
+    return cast(Team | None, (await session.execute(_sealing_team_query())).first())
 
 
 async def active_counsellors(session: AsyncSession) -> list[Counsellor]:

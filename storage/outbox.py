@@ -251,7 +251,9 @@ async def to_staff(
         content["thread_open"] = thread_open
     kind = OPEN_THREAD if opens else STAFF
     stream = staff_stream(reference)
-    await _add(unit, kind, STAFF_CHANNEL, stream, reference=reference, content=content, urgent=urgent)
+    await _add(
+        unit, kind, STAFF_CHANNEL, stream, reference=reference, content=content, urgent=urgent
+    )
 
 
 async def transit_file(unit: Unit, file_id: str) -> bytes | None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import functools
 import hashlib
 import hmac
 import json
@@ -19,7 +18,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Update, bindparam, delete, func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -28,8 +27,8 @@ from flows.state import IntakeState, StoredFile
 from storage.audit import OFFICIAL, SYSTEM, Action, record
 from storage.chain import verify_team
 from storage.hotpath import HotPath
-from storage.key_binding import bind_case, case_public_key, team_public_key
-from storage.keyring import KeyringError, current_team, lock_keyring
+from storage.key_binding import case_binding, case_public_key, team_public_key
+from storage.keyring import KeyringError, lock_keyring, sealing_team
 from storage.models import (
     Case,
     CaseItem,
@@ -41,6 +40,7 @@ from storage.models import (
 )
 from storage.sealing import PrivateKey, case_key_info, file_info, item_info, seal
 from storage.server_secret import DecryptionError, ServerKeys
+from storage.statements import CONVERSATIONS, statements
 
 Clock = Callable[[], dt.datetime]
 REFERENCE_PREFIX = "L"
@@ -75,6 +75,16 @@ class LoadedConversation:
     state: IntakeState
     address: str
     channel: str
+
+
+@dataclass(frozen=True)
+class _Held:
+    """A conversation's row as this unit locked or wrote it (sealed, as stored)."""
+
+    id: int
+    channel: str
+    address: bytes
+    state: bytes
 
 
 @dataclass(frozen=True)
@@ -164,17 +174,6 @@ class Store:
             ]
 
 
-@functools.cache
-def _bump() -> Update:
-    """The year's reference counter, one up (built once: every submission runs it)."""
-    return (
-        update(ReferenceCounter)
-        .where(ReferenceCounter.year == bindparam("of_year"))
-        .values(last=ReferenceCounter.last + 1)
-        .returning(ReferenceCounter.last)
-    )
-
-
 async def _end(session: AsyncSession, commit: bool) -> None:
     try:
         if commit:
@@ -208,27 +207,30 @@ class Unit:
         self.now = now
         self.anchor = anchor
         self.outbox_channels: set[str] = set()  # channels with messages to send once committed
-        self._conversations: dict[str, Conversation | None] = {}  # rows locked so far
+        self._conversations: dict[str, _Held | None] = {}  # rows locked (or written) so far
 
     # -- delivery bookkeeping -----------------------------------------------------------------
 
     async def seen(self, event_key: str) -> bool:
-        found = await self.session.get(ProcessedEvent, event_key)
-        return found is not None
+        found = await self.session.execute(statements().event_seen, {"event_key": event_key})
+        return found.first() is not None
 
     async def mark_seen(self, event_key: str) -> None:
-        self.session.add(ProcessedEvent(event_key=event_key, seen_at=self.now))
+        await self.session.execute(
+            statements().mark_seen, {"event_key": event_key, "seen_at": self.now}
+        )
 
     # -- conversations ----------------------------------------------------------------------
 
-    async def _conversation(self, sender_key: str) -> Conversation | None:
+    async def _conversation(self, sender_key: str) -> _Held | None:
         """The conversation's row, locked; asked of the database once per transaction."""
         if sender_key in self._conversations:
             return self._conversations[sender_key]
-        query = select(Conversation).where(Conversation.sender_key == sender_key).with_for_update()
-        row = (await self.session.scalars(query)).one_or_none()
-        self._conversations[sender_key] = row
-        return row
+        query = statements().lock_conversation
+        row = (await self.session.execute(query, {"sender_key": sender_key})).one_or_none()
+        held = None if row is None else _Held(row.id, row.channel, row.address, row.state)
+        self._conversations[sender_key] = held
+        return held
 
     async def lock_conversation_of(self, reference: str) -> None:
         """Take the lock on a case's conversation first (see Handoff.staff_writes)."""
@@ -248,9 +250,11 @@ class Unit:
         Returns the sender's open case, if any, so the official can go on with it."""
         row = await self._conversation(sender_key)
         if row is not None:
-            row.sender_key = f"quarantine-{secrets.token_hex(8)}"
-            row.updated_at = self.now
-            await self.session.flush()
+            await self.session.execute(
+                update(CONVERSATIONS)
+                .where(CONVERSATIONS.c.id == row.id)
+                .values(sender_key=f"quarantine-{secrets.token_hex(8)}", updated_at=self.now)
+            )
         self._conversations.pop(sender_key, None)
         await self.audit(Action.CONVERSATION_QUARANTINED, SYSTEM)
         query = (
@@ -263,19 +267,19 @@ class Unit:
     async def save(self, sender_key: str, channel: str, address: str, state: IntakeState) -> None:
         sealed_state, sealed_address = seal_conversation(self.keys, sender_key, state, address)
         row = await self._conversation(sender_key)
+        sealed = {"state": sealed_state, "address": sealed_address, "updated_at": self.now}
         if row is None:
-            row = Conversation(
-                sender_key=sender_key,
-                channel=channel,
-                address=sealed_address,
-                state=sealed_state,
-                created_at=self.now,
-                updated_at=self.now,
+            added = await self.session.execute(
+                statements().add_conversation,
+                {**sealed, "sender_key": sender_key, "channel": channel, "created_at": self.now},
             )
-            self.session.add(row)
-            self._conversations[sender_key] = row
-            return
-        row.state, row.address, row.updated_at = sealed_state, sealed_address, self.now
+            row_id = added.scalar_one()
+        else:
+            await self.session.execute(
+                statements().update_conversation, {**sealed, "row_id": row.id}
+            )
+            row_id, channel = row.id, row.channel
+        self._conversations[sender_key] = _Held(row_id, channel, sealed_address, sealed_state)
 
     async def discard(self, sender_key: str) -> None:
         """Forget the intake in progress and its files; submitted cases stay."""
@@ -322,15 +326,15 @@ class Unit:
         # The UPDATE's row lock hands out numbers one by one. The first case of a year
         # finds no counter and creates it; concurrent first cases meet at ON CONFLICT.
         year = self.now.year
-        bumped = await self.session.execute(_bump(), {"of_year": year})
-        number = bumped.scalar_one_or_none()
+        bump = statements().bump_reference
+        number = (await self.session.execute(bump, {"of_year": year})).scalar_one_or_none()
         if number is None:
             dialect = self.session.get_bind().dialect.name
             insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
             await self.session.execute(
                 insert(ReferenceCounter).values(year=year, last=0).on_conflict_do_nothing()
             )
-            number = (await self.session.execute(_bump(), {"of_year": year})).scalar_one()
+            number = (await self.session.execute(bump, {"of_year": year})).scalar_one()
         return format_reference(year, number)
 
     async def create_case(
@@ -349,7 +353,7 @@ class Unit:
         elsewhere: from here on the server can add to the case but not read it.
         """
         await lock_keyring(self.session, shared=True)
-        team = await current_team(self.session)
+        team = await sealing_team(self.session)
         if team is None:
             raise KeyringError(
                 "no counsellor key is set up, so cases cannot be sealed; "
@@ -360,33 +364,48 @@ class Unit:
         reference = await self._next_reference()
         case_private = PrivateKey.generate()
         case_public = case_private.public_key()
+        public_bytes = case_public.to_bytes()
         previous = await self.case(previous_reference) if previous_reference else None
-        case = Case(
-            reference=reference,
-            sender_key=sender_key,
-            channel=channel,
-            status="waiting",
-            queued_at=self.now,
-            previous_case_id=previous.id if previous else None,
-            urgent=urgent,
-            created_at=self.now,
-            public_key=case_public.to_bytes(),
-            wrapped_key=seal(
-                team_public,
-                case_private.to_bytes(),
-                case_key_info(reference, team.id),
-            ),
-            team_key_id=team.id,
-            # the intake record's count, written with the row (sealing it below sets the same)
-            item_count=1,
-            item_mac=item_count_mac(self.keys.audit_key, reference, 1),
+        added = await self.session.execute(
+            statements().add_case,
+            {
+                "reference": reference,
+                "sender_key": sender_key,
+                "channel": channel,
+                "status": "waiting",
+                "queued_at": self.now,
+                "previous_case_id": previous.id if previous else None,
+                "urgent": urgent,
+                "created_at": self.now,
+                "public_key": public_bytes,
+                "wrapped_key": seal(
+                    team_public, case_private.to_bytes(), case_key_info(reference, team.id)
+                ),
+                "team_key_id": team.id,
+                "key_binding": case_binding(self.keys, reference, public_bytes),
+                # the intake record, sealed below, is the case's one item so far
+                "item_count": 1,
+                "item_mac": item_count_mac(self.keys.audit_key, reference, 1),
+            },
         )
-        bind_case(self.keys, case)
-        self.session.add(case)
-        await self.session.flush()
-        await self._seal_item(case, 0, "intake", record)
-        for file in files:
-            await self._seal_file(case, file.id, sender_key)
+        case_id = added.scalar_one()
+        await self.session.execute(
+            statements().add_item,
+            {
+                "case_id": case_id,
+                "position": 0,
+                "kind": "intake",
+                "content": seal(
+                    case_public, _item_bytes(record), item_info(reference, 0, "intake")
+                ),
+                "created_at": self.now,
+            },
+        )
+        if files:
+            case = await self.case(reference)
+            assert case is not None
+            for file in files:
+                await self._seal_file(case, file.id, sender_key)
         await self.audit(
             Action.CASE_CREATED,
             OFFICIAL,
@@ -401,7 +420,7 @@ class Unit:
         assert case.public_key is not None
         case.item_count = position + 1
         case.item_mac = item_count_mac(self.keys.audit_key, case.reference, case.item_count)
-        content = json.dumps(payload, ensure_ascii=False, sort_keys=True).encode()
+        content = _item_bytes(payload)
         self.session.add(
             CaseItem(
                 case_id=case.id,
@@ -586,6 +605,10 @@ def seal_conversation(
         keys.encrypt(state.to_bytes(), f"state:{sender_key}"),
         keys.encrypt(address.encode(), f"address:{sender_key}"),
     )
+
+
+def _item_bytes(payload: dict[str, object]) -> bytes:
+    return json.dumps(payload, ensure_ascii=False, sort_keys=True).encode()
 
 
 def _rowcount(result: object) -> int:
