@@ -9,7 +9,7 @@ On PostgreSQL, one transaction per step, two statements: `INSERT … ON CONFLICT
 into processed_events (marks the event seen, no row: a duplicate, and holds it against a
 second process) together with `SELECT … FOR UPDATE` of the conversation; the step in the
 caller's code; the upsert of the conversation together with the insert of its replies;
-commit.
+commit – sent to asyncpg directly on a connection of SQLAlchemy's pool (storage/pg_step.py).
 
 On SQLite (one writer at a time, so a step holding the lock while it is computed holds up
 everyone), a step is at most two calls on a database thread of its own (storage/
@@ -44,31 +44,18 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 from sqlalchemy import (
     Connection,
-    DateTime,
     Engine,
-    Executable,
-    Integer,
-    LargeBinary,
-    String,
     Table,
-    bindparam,
     create_engine,
-    func,
-    literal_column,
-    select,
-    true,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import StaticPool
 
-from storage import db, pg_batch, sqlite_batch
+from storage import db, pg_batch, pg_step, sqlite_batch
 from storage.batches import Batches, Outcomes
 from storage.models import Conversation, OutboxMessage, ProcessedEvent
 
@@ -78,95 +65,6 @@ BATCH_LIMIT = 256  # writes per transaction: bounds how long one batch holds the
 _EVENTS = cast(Table, ProcessedEvent.__table__)
 _CONVERSATIONS = cast(Table, Conversation.__table__)
 _OUTBOX = cast(Table, OutboxMessage.__table__)
-
-
-@dataclass(frozen=True)
-class _Statements:
-    """PostgreSQL's step (its batches' are in storage/pg_batch.py, SQLite's in storage/
-    sqlite_batch.py): two statements, so a step is four round trips with BEGIN and COMMIT.
-    Built once and run with parameters – the replies as arrays, so the text is the same for
-    any number of them: SQLAlchemy finds each compiled in its cache, asyncpg prepared."""
-
-    claim_and_load: Executable
-    upsert: Executable
-    upsert_and_reply: Executable
-
-
-_REPLY_COLUMNS: dict[str, Any] = {
-    "kind": String,
-    "channel": String,
-    "stream": String,
-    "priority": Integer,
-    "reference": String,
-    "content": LargeBinary,
-    "file_id": String,
-    "created_at": DateTime(timezone=True),
-    "attempts": Integer,
-    "next_attempt_at": DateTime(timezone=True),
-}
-
-
-@functools.cache
-def _statements() -> _Statements:
-    columns = _CONVERSATIONS.c
-    # the event marked seen (no row: it was already, by this or another process) and the
-    # conversation's row, locked; one row whatever is found
-    claimed = (
-        pg_insert(_EVENTS)
-        .values(event_key=bindparam("event_key"), seen_at=bindparam("seen_at"))
-        .on_conflict_do_nothing()
-        .returning(_EVENTS.c.event_key)
-        .cte("claimed")
-    )
-    locked = (
-        select(columns.state, columns.address, columns.channel)
-        .where(columns.sender_key == bindparam("sender_key"))
-        .with_for_update()
-        .cte("locked")
-    )
-    one = select(literal_column("1").label("one")).subquery("one")
-    claim_and_load = select(
-        select(func.count()).select_from(claimed).scalar_subquery().label("claimed"),
-        locked.c.state,
-        locked.c.address,
-        locked.c.channel,
-    ).select_from(one.outerjoin(locked, true()))
-
-    saved = ("sender_key", "channel", "address", "state", "created_at", "updated_at")
-    upsert = pg_insert(_CONVERSATIONS).values({name: bindparam(name) for name in saved})
-    changed = {key: upsert.excluded[key] for key in ("state", "address", "updated_at")}
-    upsert = upsert.on_conflict_do_update(index_elements=["sender_key"], set_=changed)
-    arrays = [bindparam(f"{name}s", type_=ARRAY(kind)) for name, kind in _REPLY_COLUMNS.items()]
-    replies = func.unnest(*arrays).table_valued(*_REPLY_COLUMNS).render_derived("reply")
-    upsert_and_reply = (
-        _OUTBOX.insert()
-        .from_select(list(_REPLY_COLUMNS), select(*replies.c))
-        .add_cte(upsert.cte("saved"))
-    )
-    return _Statements(claim_and_load, upsert, upsert_and_reply)
-
-
-def _claim_and_load(
-    connection: Connection, event_key: str, sender_key: str, now: dt.datetime
-) -> tuple[bool, Any]:
-    """Mark the event seen (False: it was already) and load the conversation's row, locked."""
-    found = connection.execute(
-        _statements().claim_and_load,
-        {"event_key": event_key, "seen_at": now, "sender_key": sender_key},
-    ).one()
-    if not found.claimed:
-        return False, None
-    return True, None if found.state is None else found
-
-
-def _write(
-    connection: Connection, conversation: dict[str, Any], outbox_rows: Sequence[dict[str, Any]]
-) -> None:
-    if not outbox_rows:
-        connection.execute(_statements().upsert, conversation)
-        return
-    arrays = {f"{name}s": [row[name] for row in outbox_rows] for name in _REPLY_COLUMNS}
-    connection.execute(_statements().upsert_and_reply, {**conversation, **arrays})
 
 
 class HotStep:
@@ -246,15 +144,15 @@ class HotPath:
         async with (
             self._slots,
             self.database.connect() as connection,
-            connection.begin() as transaction,
+            pg_step.Transaction(connection) as transaction,
         ):
-            seen, row = await connection.run_sync(_claim_and_load, event_key, sender_key, now)
+            seen, row = await transaction.claim_and_load(event_key, sender_key, now)
             hot = HotStep(not seen, row)
             yield hot
             if hot.conversation is None:
-                await transaction.rollback()
-                return
-            await connection.run_sync(_write, hot.conversation, hot.outbox_rows)
+                return  # rolled back
+            await transaction.write(hot.conversation, hot.outbox_rows)
+            await transaction.commit()
 
     @asynccontextmanager
     async def _sqlite_step(
