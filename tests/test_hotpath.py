@@ -6,16 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from typing import Any
 
+import asyncpg
 import pytest
 from sqlalchemy import event, func, make_url, select, text
+from sqlalchemy.exc import OperationalError
 
 from bot.core.orchestrator import Core
 from bot.core.settings import Settings
 from flows.engine import Engine
 from flows.messages import Reply
 from flows.state import IntakeState
-from storage import chat_messages, outbox, sqlite_batch
+from storage import chat_messages, db, outbox, sqlite_batch
 from storage.db import open_database
 from storage.models import ChatMessage, Conversation, OutboxMessage, ProcessedEvent, TransitFile
 from storage.repository import POOL_SLOTS, Store, open_conversation, seal_conversation
@@ -384,14 +387,27 @@ async def test_a_step_on_postgres_is_two_statements_whatever_it_replies(
     empty_store: Store,
 ) -> None:
     """Marking the event seen with loading the row, and saving it with its replies: with BEGIN
-    and COMMIT four round trips (six when each was a statement of its own)."""
-    statements: list[str] = []
+    and COMMIT four round trips (six when each was a statement of its own). Read where they
+    leave, at the driver (storage/pg_step.py sends them to asyncpg itself)."""
+    sent: list[str] = []
 
-    def executed(*arguments: object) -> None:
-        statements.append(str(arguments[2]).split()[0])
+    def logged(query: Any) -> None:
+        sent.append(query.query.split(maxsplit=1)[0].rstrip(";"))
 
-    engine = empty_store.database.sync_engine
-    event.listen(engine, "before_cursor_execute", executed)
+    def checked_out(_driver: object, record: Any, _proxy: object) -> None:
+        record.driver_connection.add_query_logger(logged)
+
+    def checked_in(_driver: object, record: Any) -> None:
+        if record.driver_connection is not None:
+            record.driver_connection.remove_query_logger(logged)
+
+    for sender, replies in (("warm", 1), ("up", 0)):  # asyncpg's first look at the types
+        async with empty_store.hot.step(sender, sender, empty_store.clock()) as hot:
+            replied = [_reply_row(empty_store, sender)] * replies
+            hot.save(_conversation(empty_store, sender), replied)
+    pool = empty_store.database.sync_engine.pool
+    event.listen(pool, "checkout", checked_out)
+    event.listen(pool, "checkin", checked_in)
     try:
         for sender, replies in (("a", 2), ("b", 0), ("a", 1)):
             async with empty_store.hot.step(
@@ -405,13 +421,16 @@ async def test_a_step_on_postgres_is_two_statements_whatever_it_replies(
         async with empty_store.hot.step("event-a-1", "a", empty_store.clock()) as hot:
             assert hot.seen  # a duplicate: nothing loaded, nothing written
     finally:
-        event.remove(engine, "before_cursor_execute", executed)
+        event.remove(pool, "checkout", checked_out)
+        event.remove(pool, "checkin", checked_in)
     # each step: the claim with the load, then the upsert with the replies (without replies,
-    # the upsert alone); the duplicate: the claim with the load only
-    assert statements == ["WITH", "WITH", "WITH", "INSERT", "WITH", "WITH", "WITH"], statements
-    assert await _count(empty_store, Conversation) == 2
-    assert await _count(empty_store, OutboxMessage) == 3
-    assert await _count(empty_store, ProcessedEvent) == 3
+    # the upsert alone); the duplicate: the claim with the load only, rolled back
+    step = ["BEGIN", "WITH", "WITH", "COMMIT"]
+    expected = [*step, "BEGIN", "WITH", "INSERT", "COMMIT", *step, "BEGIN", "WITH", "ROLLBACK"]
+    assert sent == expected, sent
+    assert await _count(empty_store, Conversation) == 4
+    assert await _count(empty_store, OutboxMessage) == 4
+    assert await _count(empty_store, ProcessedEvent) == 5
 
 
 async def test_a_caller_cancelled_while_its_write_waits_does_not_take_the_write_out(
@@ -445,3 +464,32 @@ async def test_a_caller_cancelled_while_its_write_waits_does_not_take_the_write_
     ]
     assert await _count(empty_store, OutboxMessage) == 0
     assert await _count(empty_store, TransitFile) == 0
+
+
+@pytest.mark.postgres
+@on_postgres
+async def test_a_step_whose_connection_dies_is_told_unreachable_and_leaves_no_dead_connection(
+    empty_store: Store, postgres_admin_url: str
+) -> None:
+    """The step talks to asyncpg itself (storage/pg_step.py): a backend killed in the middle
+    of it must still read as "unreachable" (the core then waits, bot/core/outage.py) and
+    the dead connection must not go back to the pool; the retried step goes through."""
+    with pytest.raises(OperationalError) as raised:
+        async with empty_store.hot.step("event-1", "a", empty_store.clock()) as hot:
+            assert not hot.seen
+            admin = await asyncpg.connect(postgres_admin_url)
+            try:  # every session of the store's database
+                await admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+                    empty_store.database.url.database,
+                )
+            finally:
+                await admin.close()
+            hot.save(_conversation(empty_store, "a"), [_reply_row(empty_store, "a")])
+    assert db.unreachable(raised.value)
+    assert raised.value.connection_invalidated
+    async with empty_store.hot.step("event-1", "a", empty_store.clock()) as hot:
+        assert not hot.seen  # the killed step left nothing
+        hot.save(_conversation(empty_store, "a"), [_reply_row(empty_store, "a")])
+    assert await _count(empty_store, Conversation) == 1
+    assert await _count(empty_store, OutboxMessage) == 1
