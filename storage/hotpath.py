@@ -211,8 +211,12 @@ class HotPath:
     async def _run_on_postgres(self, batch: list[pg_batch.Write]) -> Outcomes:
         """All or nothing: an error (a lost server, a statement refused) reaches every caller
         through the batcher; the pool lets go of a connection that broke."""
-        async with self.database.begin() as connection:
-            await connection.run_sync(pg_batch.run_batch, batch)
+        async with (
+            self.database.connect() as connection,
+            pg_step.Transaction(connection) as transaction,
+        ):
+            await pg_batch.run_batch(transaction, batch)
+            await transaction.commit()
         return [None] * len(batch)
 
     def _disconnect(self) -> None:

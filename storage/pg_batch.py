@@ -22,8 +22,6 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from sqlalchemy import (
-    Connection,
-    Executable,
     Integer,
     String,
     Table,
@@ -33,8 +31,10 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.sql import ClauseElement
 
 from storage.models import Case, OutboxMessage, TransitFile
+from storage.pg_step import Transaction
 
 _OUTBOX = cast(Table, OutboxMessage.__table__)
 _FILES = cast(Table, TransitFile.__table__)
@@ -60,17 +60,17 @@ Write = Delivered | Insert
 
 
 @functools.cache
-def _forget_files() -> Executable:
+def _forget_files() -> ClauseElement:
     return delete(_FILES).where(_FILES.c.id == any_(bindparam("ids", type_=ARRAY(String))))
 
 
 @functools.cache
-def _delivered() -> Executable:
+def _delivered() -> ClauseElement:
     return delete(_OUTBOX).where(_OUTBOX.c.id == any_(bindparam("ids", type_=ARRAY(Integer))))
 
 
 @functools.cache
-def _thread_opened() -> Executable:
+def _thread_opened() -> ClauseElement:
     return (
         update(_CASES)
         .where(_CASES.c.reference == bindparam("opened_reference"))
@@ -79,28 +79,29 @@ def _thread_opened() -> Executable:
 
 
 @functools.cache
-def _insert(table: Table) -> Executable:
+def _insert(table: Table) -> ClauseElement:
     # Built once: SQLAlchemy then finds its compiled form in the cache at once.
     return table.insert()
 
 
-def run_batch(connection: Connection, writes: Sequence[Write]) -> None:
-    """The writes, in the open transaction of `connection` (run through `run_sync`)."""
+async def run_batch(transaction: Transaction, writes: Sequence[Write]) -> None:
+    """The writes, in the open transaction (on the driver's connection: storage/pg_step.py)."""
     delivered = [write for write in writes if isinstance(write, Delivered)]
     files = [write.file_id for write in delivered if write.file_id is not None]
     if files:
-        connection.execute(_forget_files(), {"ids": files})
+        await transaction.execute(_forget_files(), {"ids": files})
     opened = [write.opened for write in delivered if write.opened is not None]
     if opened:
         threads = [{"opened_reference": ref, "opened_thread": thread} for ref, thread in opened]
-        connection.execute(_thread_opened(), threads)
+        await transaction.executemany(_thread_opened(), threads)
     if delivered:
-        connection.execute(_delivered(), {"ids": [write.message_id for write in delivered]})
+        ids = [write.message_id for write in delivered]
+        await transaction.execute(_delivered(), {"ids": ids})
     # One executemany needs the same columns in every row: grouped by table and columns.
     grouped: dict[tuple[Table, tuple[str, ...]], list[dict[str, Any]]] = {}
     for write in writes:
         if isinstance(write, Insert):
             for row in write.rows:
                 grouped.setdefault((write.table, tuple(row)), []).append(row)
-    for (table, _), rows in grouped.items():
-        connection.execute(_insert(table), rows)
+    for (table, columns), rows in grouped.items():
+        await transaction.executemany(_insert(table), rows, columns)

@@ -107,13 +107,14 @@ class _Statement:
 
 
 @dataclass(frozen=True)
-class _Statements:
-    claim_and_load: _Statement
-    upsert: _Statement
-    upsert_and_reply: _Statement
+class _StepStatements:
+    claim_and_load: ClauseElement
+    upsert: ClauseElement
+    upsert_and_reply: ClauseElement
 
 
-def _built() -> dict[str, ClauseElement]:
+@functools.cache
+def _step_statements() -> _StepStatements:
     columns = _CONVERSATIONS.c
     # the event marked seen (no row: it was already, by this or another process) and the
     # conversation's row, locked; one row whatever is found
@@ -149,24 +150,21 @@ def _built() -> dict[str, ClauseElement]:
         .from_select(list(REPLY_COLUMNS), select(*replies.c))
         .add_cte(upsert.cte("saved"))
     )
-    return {
-        "claim_and_load": claim_and_load,
-        "upsert": upsert,
-        "upsert_and_reply": upsert_and_reply,
-    }
+    return _StepStatements(claim_and_load, upsert, upsert_and_reply)
 
 
-@functools.cache
-def _statements(dialect: Dialect) -> _Statements:
-    compiled: dict[str, _Statement] = {}
-    for name, statement in _built().items():
-        sql = cast(SQLCompiler, statement.compile(dialect=dialect))
-        assert sql.positiontup is not None
-        names = tuple(sql.positiontup)
-        found = cast(dict[str, Callable[[Any], Any]], sql._bind_processors)
-        processors = tuple(found.get(parameter) for parameter in names)
-        compiled[name] = _Statement(str(sql), names, processors)
-    return _Statements(**compiled)
+@functools.lru_cache(maxsize=256)
+def _compiled(
+    statement: ClauseElement, dialect: Dialect, columns: tuple[str, ...] | None = None
+) -> _Statement:
+    """`statement` as asyncpg takes it; `columns`: an insert of just these (executemany).
+    Every statement here is built once, so this is a cache lookup after the first call."""
+    keys = list(columns) if columns is not None else None
+    sql = cast(SQLCompiler, statement.compile(dialect=dialect, column_keys=keys))
+    assert sql.positiontup is not None
+    names = tuple(sql.positiontup)
+    found = cast(dict[str, Callable[[Any], Any]], sql._bind_processors)
+    return _Statement(str(sql), names, tuple(found.get(name) for name in names))
 
 
 class Transaction:
@@ -175,7 +173,6 @@ class Transaction:
 
     def __init__(self, connection: AsyncConnection) -> None:
         self._connection = connection
-        self._statements = _statements(connection.dialect)
         self._driver: asyncpg.Connection[Any] | None = None
         self._transaction: Any = None
         self._ended = False
@@ -199,11 +196,8 @@ class Transaction:
         self, event_key: str, sender_key: str, now: dt.datetime
     ) -> tuple[bool, Row | None]:
         """Mark the event seen (False: it was already) and load the conversation, locked."""
-        statement = self._statements.claim_and_load
         values = {"event_key": event_key, "seen_at": now, "sender_key": sender_key}
-        found = await self._guarded(
-            self._live().fetchrow(statement.sql, *statement.arguments(values)), statement.sql
-        )
+        found = await self.fetchrow(_step_statements().claim_and_load, values)
         assert found is not None  # one row whatever is found
         if not found["claimed"]:
             return False, None
@@ -214,14 +208,35 @@ class Transaction:
     async def write(
         self, conversation: dict[str, Any], outbox_rows: Sequence[dict[str, Any]]
     ) -> None:
-        if outbox_rows:
-            statement = self._statements.upsert_and_reply
-            arrays = {f"{name}s": [row[name] for row in outbox_rows] for name in REPLY_COLUMNS}
-            values = {**conversation, **arrays}
-        else:
-            statement, values = self._statements.upsert, conversation
-        call = self._live().execute(statement.sql, *statement.arguments(values))
-        await self._guarded(call, statement.sql)
+        """The conversation saved, with its replies if there are any."""
+        statements = _step_statements()
+        if not outbox_rows:
+            await self.execute(statements.upsert, conversation)
+            return
+        arrays = {f"{name}s": [row[name] for row in outbox_rows] for name in REPLY_COLUMNS}
+        await self.execute(statements.upsert_and_reply, {**conversation, **arrays})
+
+    async def fetchrow(self, statement: ClauseElement, values: dict[str, Any]) -> Any:
+        compiled = _compiled(statement, self._connection.dialect)
+        call = self._live().fetchrow(compiled.sql, *compiled.arguments(values))
+        return await self._guarded(call, compiled.sql)
+
+    async def execute(self, statement: ClauseElement, values: dict[str, Any]) -> None:
+        compiled = _compiled(statement, self._connection.dialect)
+        await self._guarded(
+            self._live().execute(compiled.sql, *compiled.arguments(values)), compiled.sql
+        )
+
+    async def executemany(
+        self,
+        statement: ClauseElement,
+        rows: Sequence[dict[str, Any]],
+        columns: tuple[str, ...] | None = None,
+    ) -> None:
+        """One statement for many rows; `columns`: an insert of just these."""
+        compiled = _compiled(statement, self._connection.dialect, columns)
+        arguments = [compiled.arguments(row) for row in rows]
+        await self._guarded(self._live().executemany(compiled.sql, arguments), compiled.sql)
 
     async def commit(self) -> None:
         self._ended = True
