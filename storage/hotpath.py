@@ -46,25 +46,17 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import (
-    Connection,
-    Engine,
-    Table,
-    create_engine,
-)
+from sqlalchemy import Connection, Engine, Table, create_engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import StaticPool
 
 from storage import db, pg_batch, pg_step, sqlite_batch
 from storage.batches import Batches, Outcomes
-from storage.models import Conversation, OutboxMessage, ProcessedEvent
+from storage.models import ConversationRow
 
 T = TypeVar("T")
 ROWS_KEPT = 2_000  # conversations whose last written row is kept (a few KB each)
 BATCH_LIMIT = 256  # writes per transaction: bounds how long one batch holds the database
-_EVENTS = cast(Table, ProcessedEvent.__table__)
-_CONVERSATIONS = cast(Table, Conversation.__table__)
-_OUTBOX = cast(Table, OutboxMessage.__table__)
 
 
 class HotStep:
@@ -96,7 +88,7 @@ class HotPath:
         self._pg_batches = Batches(self._run_on_postgres, slots, BATCH_LIMIT)
         # SQLite: the rows this process wrote last, so that the next step of a conversation
         # needs no read (the write still checks the row is unchanged and the event unseen).
-        self._rows: OrderedDict[str, sqlite_batch.Row] = OrderedDict()
+        self._rows: OrderedDict[str, ConversationRow] = OrderedDict()
 
     def _sqlite_connection(self) -> Connection:
         if self._connection is None:
@@ -183,7 +175,7 @@ class HotPath:
             ),
             durable=True,
         )
-        self._rows[sender_key] = sqlite_batch.Row(
+        self._rows[sender_key] = ConversationRow(
             conversation["state"], conversation["address"], conversation["channel"]
         )
         while len(self._rows) > ROWS_KEPT:

@@ -7,6 +7,7 @@ not an id), case references, status, urgency, channel kind and times.
 from __future__ import annotations
 
 import datetime as dt
+from typing import NamedTuple
 
 from sqlalchemy import (
     BigInteger,
@@ -47,6 +48,14 @@ class Conversation(Base):
     state: Mapped[bytes] = mapped_column(LargeBinary)  # IntakeState, encrypted
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class ConversationRow(NamedTuple):
+    """What a step reads of a conversation's row (storage/hotpath.py): sealed, as stored."""
+
+    state: bytes
+    address: bytes
+    channel: str
 
 
 class StoredBlob(Base):

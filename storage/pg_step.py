@@ -49,7 +49,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 
-from storage.models import Conversation, OutboxMessage, ProcessedEvent
+from storage.models import Conversation, ConversationRow, OutboxMessage, ProcessedEvent
 
 T = TypeVar("T")
 _EVENTS = cast(Table, ProcessedEvent.__table__)
@@ -81,13 +81,6 @@ REPLY_COLUMNS: dict[str, Any] = {
     "attempts": Integer,
     "next_attempt_at": DateTime(timezone=True),
 }
-
-
-@dataclass(frozen=True)
-class Row:
-    state: bytes
-    address: bytes
-    channel: str
 
 
 @dataclass(frozen=True)
@@ -194,7 +187,7 @@ class Transaction:
 
     async def claim_and_load(
         self, event_key: str, sender_key: str, now: dt.datetime
-    ) -> tuple[bool, Row | None]:
+    ) -> tuple[bool, ConversationRow | None]:
         """Mark the event seen (False: it was already) and load the conversation, locked."""
         values = {"event_key": event_key, "seen_at": now, "sender_key": sender_key}
         found = await self.fetchrow(_step_statements().claim_and_load, values)
@@ -203,7 +196,7 @@ class Transaction:
             return False, None
         if found["state"] is None:
             return True, None
-        return True, Row(found["state"], found["address"], found["channel"])
+        return True, ConversationRow(found["state"], found["address"], found["channel"])
 
     async def write(
         self, conversation: dict[str, Any], outbox_rows: Sequence[dict[str, Any]]

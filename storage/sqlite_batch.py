@@ -24,7 +24,7 @@ from sqlalchemy import Table
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import DBAPIError
 
-from storage.models import Conversation, OutboxMessage
+from storage.models import Conversation, ConversationRow, OutboxMessage
 
 _DIALECT = sqlite.dialect()
 _CONVERSATIONS = cast(Table, Conversation.__table__)
@@ -61,20 +61,16 @@ class Overtaken(Exception):
     """The conversation's row changed since the step read it: nothing is written; step again."""
 
 
-class Row(NamedTuple):
-    state: bytes
-    address: bytes
-    channel: str
-
-
-def look(raw: sqlite3.Connection, event_key: str, sender_key: str) -> tuple[bool, Row | None]:
+def look(
+    raw: sqlite3.Connection, event_key: str, sender_key: str
+) -> tuple[bool, ConversationRow | None]:
     """Whether the event was stored, and the conversation's row, read without a transaction:
     between batches none is open, so no write lock is taken for reading (WAL)."""
     assert not raw.in_transaction
     if raw.execute(_SEEN, (event_key,)).fetchone() is not None:
         return True, None
     found = raw.execute(_LOAD, (sender_key,)).fetchone()
-    return False, Row(*found) if found is not None else None
+    return False, ConversationRow(*found) if found is not None else None
 
 
 @functools.cache
@@ -113,7 +109,7 @@ def write_step(
     *,
     event_key: str,
     now: dt.datetime,
-    read: Row | None,
+    read: ConversationRow | None,
     conversation: dict[str, Any],
     outbox_rows: Sequence[dict[str, Any]],
 ) -> None:
