@@ -172,9 +172,9 @@ class Transaction:
 
     async def __aenter__(self) -> Transaction:
         raw = await self._connection.get_raw_connection()
-        self._driver = cast("asyncpg.Connection[Any]", raw.driver_connection)
-        self._transaction = self._driver.transaction()
-        await self._guarded(self._transaction.start(), "BEGIN")
+        driver = cast("asyncpg.Connection[Any]", raw.driver_connection)
+        self._driver = driver
+        self._transaction = await self._guarded(lambda: _begun(driver), "BEGIN")
         return self
 
     async def __aexit__(self, *error: object) -> None:
@@ -183,7 +183,7 @@ class Transaction:
         self._ended = True
         if error[1] is not None and self._connection.invalidated:
             return  # the error came from the connection; it is gone with it
-        await self._guarded(self._transaction.rollback(), "ROLLBACK")
+        await self._guarded(self._transaction.rollback, "ROLLBACK")
 
     async def claim_and_load(
         self, event_key: str, sender_key: str, now: dt.datetime
@@ -211,14 +211,15 @@ class Transaction:
 
     async def fetchrow(self, statement: ClauseElement, values: dict[str, Any]) -> Any:
         compiled = _compiled(statement, self._connection.dialect)
-        call = self._live().fetchrow(compiled.sql, *compiled.arguments(values))
-        return await self._guarded(call, compiled.sql)
+        arguments = compiled.arguments(values)
+        return await self._guarded(
+            lambda: self._live().fetchrow(compiled.sql, *arguments), compiled.sql
+        )
 
     async def execute(self, statement: ClauseElement, values: dict[str, Any]) -> None:
         compiled = _compiled(statement, self._connection.dialect)
-        await self._guarded(
-            self._live().execute(compiled.sql, *compiled.arguments(values)), compiled.sql
-        )
+        arguments = compiled.arguments(values)
+        await self._guarded(lambda: self._live().execute(compiled.sql, *arguments), compiled.sql)
 
     async def executemany(
         self,
@@ -229,26 +230,33 @@ class Transaction:
         """One statement for many rows; `columns`: an insert of just these."""
         compiled = _compiled(statement, self._connection.dialect, columns)
         arguments = [compiled.arguments(row) for row in rows]
-        await self._guarded(self._live().executemany(compiled.sql, arguments), compiled.sql)
+        await self._guarded(lambda: self._live().executemany(compiled.sql, arguments), compiled.sql)
 
     async def commit(self) -> None:
         self._ended = True
-        await self._guarded(self._transaction.commit(), "COMMIT")
+        await self._guarded(self._transaction.commit, "COMMIT")
 
     def _live(self) -> asyncpg.Connection[Any]:
         assert self._driver is not None, "use the transaction in an async with block"
         return self._driver
 
-    async def _guarded(self, call: Awaitable[T], sql: str) -> T:
+    async def _guarded(self, call: Callable[[], Awaitable[T]], sql: str) -> T:
         """The driver's call; whatever ends it early – an error, a cancellation – leaves the
-        connection in a state nobody can vouch for: it is thrown away, not pooled again."""
+        connection in a state nobody can vouch for: it is thrown away, not pooled again.
+        `call` is made in here: asyncpg refuses a closed connection before any await."""
         try:
-            return await call
+            return await call()
         except BaseException as error:
             await asyncio.shield(self._connection.invalidate())
             if isinstance(error, _DRIVER_ERRORS):
                 raise _as_sqlalchemy(error, sql) from error
             raise
+
+
+async def _begun(driver: asyncpg.Connection[Any]) -> Any:
+    transaction = driver.transaction()
+    await transaction.start()
+    return transaction
 
 
 def _as_sqlalchemy(error: BaseException, sql: str) -> Exception:
