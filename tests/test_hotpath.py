@@ -493,3 +493,24 @@ async def test_a_step_whose_connection_dies_is_told_unreachable_and_leaves_no_de
         hot.save(_conversation(empty_store, "a"), [_reply_row(empty_store, "a")])
     assert await _count(empty_store, Conversation) == 1
     assert await _count(empty_store, OutboxMessage) == 1
+
+
+@pytest.mark.postgres
+@on_postgres
+async def test_a_step_on_a_pooled_connection_closed_meanwhile_is_told_unreachable(
+    empty_store: Store,
+) -> None:
+    """The pool may hand out a connection that closed while it rested (no ping within a
+    second of rest): asyncpg refuses it before any await – that too reads as unreachable
+    (the core waits, it does not apologise), and the connection is not pooled again."""
+    async with empty_store.database.connect() as connection:
+        raw = await connection.get_raw_connection()
+        await raw.driver_connection.close()  # type: ignore[union-attr]
+    with pytest.raises(OperationalError) as raised:
+        async with empty_store.hot.step("event-1", "a", empty_store.clock()):
+            pass
+    assert db.unreachable(raised.value)
+    async with empty_store.hot.step("event-1", "a", empty_store.clock()) as hot:
+        assert not hot.seen
+        hot.save(_conversation(empty_store, "a"), [])
+    assert await _count(empty_store, Conversation) == 1
