@@ -27,12 +27,20 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
-from sqlalchemy import Executable, Table, bindparam, func, insert, select, text, update
+from sqlalchemy import Executable, bindparam, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storage.models import AuditEntry, AuditHead, Case, Counsellor, ServerCheck
+from storage.models import (
+    AUDIT_ENTRIES,
+    AUDIT_HEAD,
+    AuditEntry,
+    AuditHead,
+    Case,
+    Counsellor,
+    ServerCheck,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -131,10 +139,6 @@ def _utc(moment: dt.datetime) -> dt.datetime:
     return moment.astimezone(dt.UTC) if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
-_ENTRIES = cast(Table, AuditEntry.__table__)
-_HEAD = cast(Table, AuditHead.__table__)
-
-
 @dataclass(frozen=True)
 class _ChainStatements:
     """Built once, run as SQLAlchemy Core: every case created, claimed or closed appends."""
@@ -149,13 +153,13 @@ class _ChainStatements:
 @functools.cache
 def _chain_statements() -> _ChainStatements:
     return _ChainStatements(
-        last=select(_ENTRIES).order_by(_ENTRIES.c.id.desc()).limit(1),
-        head=select(_HEAD).where(_HEAD.c.id == 1),
-        append=insert(_ENTRIES),
-        move_head=update(_HEAD)
-        .where(_HEAD.c.id == 1)
+        last=select(AUDIT_ENTRIES).order_by(AUDIT_ENTRIES.c.id.desc()).limit(1),
+        head=select(AUDIT_HEAD).where(AUDIT_HEAD.c.id == 1),
+        append=insert(AUDIT_ENTRIES),
+        move_head=update(AUDIT_HEAD)
+        .where(AUDIT_HEAD.c.id == 1)
         .values(count=bindparam("count"), digest=bindparam("digest"), mac=bindparam("mac")),
-        first_head=insert(_HEAD).values(id=1),
+        first_head=insert(AUDIT_HEAD).values(id=1),
     )
 
 

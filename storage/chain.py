@@ -18,11 +18,11 @@ import logging
 from collections.abc import Callable
 from typing import Protocol, cast
 
-from sqlalchemy import Executable, Table, bindparam, select
+from sqlalchemy import Executable, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.key_binding import KeyBindingError, Team
-from storage.models import Counsellor, TeamKey
+from storage.models import COUNSELLORS, Counsellor, TeamKey
 from storage.signing import (
     SignatureError,
     SigningKey,
@@ -103,8 +103,7 @@ class _Signer(Protocol):
 
 @functools.cache
 def _counsellor_query() -> Executable:
-    table = cast(Table, Counsellor.__table__)
-    return select(table).where(table.c.id == bindparam("counsellor_id"))  # built once
+    return select(COUNSELLORS).where(COUNSELLORS.c.id == bindparam("counsellor_id"))  # built once
 
 
 async def _counsellor(session: AsyncSession, counsellor_id: int | None) -> _Signer | None:

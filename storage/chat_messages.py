@@ -7,16 +7,15 @@ longer than `KEEP` (Telegram lets a bot delete messages for 48 hours only).
 from __future__ import annotations
 
 import datetime as dt
-from typing import cast
 
-from sqlalchemy import Table, delete, select
+from sqlalchemy import delete, select
 
-from storage.models import ChatMessage
+from storage.models import CHAT_MESSAGES, ChatMessage
 from storage.repository import Unit
 from storage.server_secret import ServerKeys
 
 KEEP = dt.timedelta(hours=48)
-TABLE = cast(Table, ChatMessage.__table__)
+TABLE = CHAT_MESSAGES  # storage/models.py
 CONTEXT = "chat-message"
 
 

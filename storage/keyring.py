@@ -15,7 +15,7 @@ import functools
 from dataclasses import dataclass
 from typing import Protocol, cast
 
-from sqlalchemy import Executable, Table, delete, select, text
+from sqlalchemy import Executable, delete, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.audit import Action
@@ -23,6 +23,7 @@ from storage.chain import ChainError, endorse, sign_team, verify_team
 from storage.key_binding import Team, bind_case, bind_team, key_pin, pinned_counsellor_key
 from storage.keyfile import UnlockedKey
 from storage.models import (
+    TEAM_KEYS,
     Case,
     CaseItem,
     Counsellor,
@@ -96,9 +97,8 @@ async def current_team(session: AsyncSession) -> TeamKey | None:
 
 @functools.cache
 def _sealing_team_query() -> Executable:
-    table = cast(Table, TeamKey.__table__)
-    newest = table.c.id.desc()
-    return select(table).where(table.c.retired_at.is_(None)).order_by(newest).limit(1)
+    newest = TEAM_KEYS.c.id.desc()
+    return select(TEAM_KEYS).where(TEAM_KEYS.c.retired_at.is_(None)).order_by(newest).limit(1)
 
 
 async def sealing_team(session: AsyncSession) -> Team | None:

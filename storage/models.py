@@ -7,7 +7,7 @@ not an id), case references, status, urgency, channel kind and times.
 from __future__ import annotations
 
 import datetime as dt
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 from sqlalchemy import (
     BigInteger,
@@ -18,6 +18,7 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     String,
+    Table,
     Text,
     UniqueConstraint,
 )
@@ -328,3 +329,19 @@ class ServiceLease(Base):
     holder: Mapped[str] = mapped_column(String(64))
     expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     generation: Mapped[int] = mapped_column(BigInteger)
+
+
+# The tables as SQLAlchemy Core sees them, for the statements built on them once (the hot
+# path, a submission, the audit chain, the batches): one handle each, typed as a Table.
+EVENTS = cast(Table, ProcessedEvent.__table__)
+CONVERSATIONS = cast(Table, Conversation.__table__)
+CASES = cast(Table, Case.__table__)
+CASE_ITEMS = cast(Table, CaseItem.__table__)
+REFERENCE_COUNTERS = cast(Table, ReferenceCounter.__table__)
+COUNSELLORS = cast(Table, Counsellor.__table__)
+TEAM_KEYS = cast(Table, TeamKey.__table__)
+AUDIT_ENTRIES = cast(Table, AuditEntry.__table__)
+AUDIT_HEAD = cast(Table, AuditHead.__table__)
+OUTBOX = cast(Table, OutboxMessage.__table__)
+TRANSIT_FILES = cast(Table, TransitFile.__table__)
+CHAT_MESSAGES = cast(Table, ChatMessage.__table__)

@@ -24,12 +24,12 @@ import json
 import secrets
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
-from sqlalchemy import Table, delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 
 from flows.messages import Reply, reply_from_data, reply_to_data
-from storage.models import Case, OutboxMessage, TransitFile
+from storage.models import OUTBOX, Case, OutboxMessage, TransitFile
 from storage.repository import Unit, aware
 from storage.server_secret import ServerKeys
 
@@ -121,8 +121,7 @@ def official_values(
     return row_values(keys, now, OFFICIAL, channel, stream, reference=None, content=content)
 
 
-_OUTBOX = cast(Table, OutboxMessage.__table__)
-_INSERT = insert(_OUTBOX)  # a Core statement: ids, the order, are given as rows are written
+_INSERT = insert(OUTBOX)  # a Core statement: ids, the order, are given as rows are written
 
 
 async def _add(

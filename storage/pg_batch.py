@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import (
     Integer,
@@ -33,12 +33,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.sql import ClauseElement
 
-from storage.models import Case, OutboxMessage, TransitFile
+from storage.models import CASES, OUTBOX, TRANSIT_FILES
 from storage.pg_step import Transaction
-
-_OUTBOX = cast(Table, OutboxMessage.__table__)
-_FILES = cast(Table, TransitFile.__table__)
-_CASES = cast(Table, Case.__table__)
 
 
 @dataclass(frozen=True)
@@ -61,19 +57,21 @@ Write = Delivered | Insert
 
 @functools.cache
 def _forget_files() -> ClauseElement:
-    return delete(_FILES).where(_FILES.c.id == any_(bindparam("ids", type_=ARRAY(String))))
+    return delete(TRANSIT_FILES).where(
+        TRANSIT_FILES.c.id == any_(bindparam("ids", type_=ARRAY(String)))
+    )
 
 
 @functools.cache
 def _delivered() -> ClauseElement:
-    return delete(_OUTBOX).where(_OUTBOX.c.id == any_(bindparam("ids", type_=ARRAY(Integer))))
+    return delete(OUTBOX).where(OUTBOX.c.id == any_(bindparam("ids", type_=ARRAY(Integer))))
 
 
 @functools.cache
 def _thread_opened() -> ClauseElement:
     return (
-        update(_CASES)
-        .where(_CASES.c.reference == bindparam("opened_reference"))
+        update(CASES)
+        .where(CASES.c.reference == bindparam("opened_reference"))
         .values(thread=bindparam("opened_thread"))
     )
 

@@ -35,7 +35,6 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
-    Table,
     bindparam,
     func,
     literal_column,
@@ -49,12 +48,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 
-from storage.models import Conversation, ConversationRow, OutboxMessage, ProcessedEvent
+from storage.models import CONVERSATIONS, EVENTS, OUTBOX, ConversationRow
 
 T = TypeVar("T")
-_EVENTS = cast(Table, ProcessedEvent.__table__)
-_CONVERSATIONS = cast(Table, Conversation.__table__)
-_OUTBOX = cast(Table, OutboxMessage.__table__)
 # the connection was lost, the server is going away, or the driver lost track of the
 # connection's state (a notice of its end arriving mid-statement): storage.db.unreachable
 _LOST = (
@@ -108,14 +104,14 @@ class _StepStatements:
 
 @functools.cache
 def _step_statements() -> _StepStatements:
-    columns = _CONVERSATIONS.c
+    columns = CONVERSATIONS.c
     # the event marked seen (no row: it was already, by this or another process) and the
     # conversation's row, locked; one row whatever is found
     claimed = (
-        pg_insert(_EVENTS)
+        pg_insert(EVENTS)
         .values(event_key=bindparam("event_key"), seen_at=bindparam("seen_at"))
         .on_conflict_do_nothing()
-        .returning(_EVENTS.c.event_key)
+        .returning(EVENTS.c.event_key)
         .cte("claimed")
     )
     locked = (
@@ -133,13 +129,13 @@ def _step_statements() -> _StepStatements:
     ).select_from(one.outerjoin(locked, true()))
 
     saved = ("sender_key", "channel", "address", "state", "created_at", "updated_at")
-    upsert = pg_insert(_CONVERSATIONS).values({name: bindparam(name) for name in saved})
+    upsert = pg_insert(CONVERSATIONS).values({name: bindparam(name) for name in saved})
     changed = {key: upsert.excluded[key] for key in ("state", "address", "updated_at")}
     upsert = upsert.on_conflict_do_update(index_elements=["sender_key"], set_=changed)
     arrays = [bindparam(f"{name}s", type_=ARRAY(kind)) for name, kind in REPLY_COLUMNS.items()]
     replies = func.unnest(*arrays).table_valued(*REPLY_COLUMNS).render_derived("reply")
     upsert_and_reply = (
-        _OUTBOX.insert()
+        OUTBOX.insert()
         .from_select(list(REPLY_COLUMNS), select(*replies.c))
         .add_cte(upsert.cte("saved"))
     )

@@ -16,13 +16,12 @@ import functools
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import cast
 
-from sqlalchemy import Select, Table, and_, bindparam, func, or_, select, update
+from sqlalchemy import Select, and_, bindparam, func, or_, select, update
 
 from storage.audit import Action
 from storage.keyring import active_counsellors
-from storage.models import Case, Counsellor
+from storage.models import CASES, Case, Counsellor
 from storage.repository import Unit, aware
 
 WAITING, CLAIMED, CLOSED = "waiting", "claimed", "closed"
@@ -231,8 +230,7 @@ async def position(unit: Unit, reference: str) -> int | None:
 def _place_query() -> Select[int]:
     # Built once, on the table (SQLAlchemy Core): building it, and the ORM's handling of an
     # ORM query, were most of what a submission's count cost.
-    table = cast(Table, Case.__table__)
-    cases = table.c
+    cases = CASES.c
     mine = (
         select(cases.urgent, cases.queued_at, cases.id)
         .where(cases.reference == bindparam("reference"), cases.status == WAITING)
@@ -248,7 +246,7 @@ def _place_query() -> Select[int]:
             ),
         ),
     )
-    query = select(func.count()).select_from(table).join(mine, up_to_mine)
+    query = select(func.count()).select_from(CASES).join(mine, up_to_mine)
     return query.where(cases.status == WAITING)
 
 

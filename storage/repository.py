@@ -30,6 +30,7 @@ from storage.hotpath import HotPath
 from storage.key_binding import case_binding, case_public_key, team_public_key
 from storage.keyring import KeyringError, lock_keyring, sealing_team
 from storage.models import (
+    CONVERSATIONS,
     Case,
     CaseItem,
     Conversation,
@@ -40,7 +41,7 @@ from storage.models import (
 )
 from storage.sealing import PrivateKey, case_key_info, file_info, item_info, seal
 from storage.server_secret import DecryptionError, ServerKeys
-from storage.statements import CONVERSATIONS, statements
+from storage.statements import statements
 
 Clock = Callable[[], dt.datetime]
 REFERENCE_PREFIX = "L"

@@ -24,14 +24,12 @@ from sqlalchemy import Table
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import DBAPIError
 
-from storage.models import Conversation, ConversationRow, OutboxMessage
+from storage.models import CONVERSATIONS, OUTBOX, ConversationRow
 
 _DIALECT = sqlite.dialect()
-_CONVERSATIONS = cast(Table, Conversation.__table__)
-_OUTBOX = cast(Table, OutboxMessage.__table__)
 _stamp = cast(
     Callable[[dt.datetime], str],
-    _CONVERSATIONS.c.updated_at.type.dialect_impl(_DIALECT).bind_processor(_DIALECT),
+    CONVERSATIONS.c.updated_at.type.dialect_impl(_DIALECT).bind_processor(_DIALECT),
 )
 
 _SEEN = "SELECT 1 FROM processed_events WHERE event_key = ?"
@@ -120,7 +118,7 @@ def write_step(
     if not raw.execute(_CLAIM, (event_key, _stamp(now))).rowcount:
         raise AlreadySeen
     if read is None:
-        insert(raw, _CONVERSATIONS, [conversation])  # IntegrityError if one came meanwhile
+        insert(raw, CONVERSATIONS, [conversation])  # IntegrityError if one came meanwhile
     else:
         changed = raw.execute(
             _UPDATE_IF,
@@ -135,7 +133,7 @@ def write_step(
         if not changed.rowcount:
             raise Overtaken
     if outbox_rows:
-        insert(raw, _OUTBOX, outbox_rows)
+        insert(raw, OUTBOX, outbox_rows)
 
 
 class OutboxRow(NamedTuple):
@@ -161,7 +159,7 @@ _MOMENTS = tuple(
 )
 _moment = cast(
     Callable[[str | None], dt.datetime | None],
-    _OUTBOX.c.created_at.type.dialect_impl(_DIALECT).result_processor(_DIALECT, None),
+    OUTBOX.c.created_at.type.dialect_impl(_DIALECT).result_processor(_DIALECT, None),
 )
 
 

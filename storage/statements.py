@@ -13,17 +13,10 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import cast
 
-from sqlalchemy import Executable, Table, bindparam, insert, select, update
+from sqlalchemy import Executable, bindparam, insert, select, update
 
-from storage.models import Case, CaseItem, Conversation, ProcessedEvent, ReferenceCounter
-
-EVENTS = cast(Table, ProcessedEvent.__table__)
-CONVERSATIONS = cast(Table, Conversation.__table__)
-COUNTERS = cast(Table, ReferenceCounter.__table__)
-CASES = cast(Table, Case.__table__)
-ITEMS = cast(Table, CaseItem.__table__)
+from storage.models import CASE_ITEMS, CASES, CONVERSATIONS, EVENTS, REFERENCE_COUNTERS
 
 
 @dataclass(frozen=True)
@@ -57,10 +50,10 @@ def statements() -> Statements:
             address=bindparam("address"),
             updated_at=bindparam("updated_at"),
         ),
-        bump_reference=update(COUNTERS)
-        .where(COUNTERS.c.year == bindparam("of_year"))
-        .values(last=COUNTERS.c.last + 1)
-        .returning(COUNTERS.c.last),
+        bump_reference=update(REFERENCE_COUNTERS)
+        .where(REFERENCE_COUNTERS.c.year == bindparam("of_year"))
+        .values(last=REFERENCE_COUNTERS.c.last + 1)
+        .returning(REFERENCE_COUNTERS.c.last),
         add_case=insert(CASES).returning(CASES.c.id),
-        add_item=insert(ITEMS),
+        add_item=insert(CASE_ITEMS),
     )
